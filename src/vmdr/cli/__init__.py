@@ -1,0 +1,1 @@
+"""cli layer of vmdr (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,33 @@
+"""The ``vmdr`` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import typer
+
+from vmdr import __version__
+from vmdr.cli import lab
+
+app = typer.Typer(
+    name="vmdr",
+    help="Disaster recovery for VMware VMs between vSphere and Azure, with delta failback.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(lab.app, name="lab")
+
+
+@app.command()
+def version() -> None:
+    """Print vmdr's version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("VMDR_LOG_LEVEL", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    app()

@@ -1,0 +1,30 @@
+"""How every vmdr command reports: Rich for people, one JSON document for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from vmdr.model.errors import VmdrError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def fail(error: VmdrError, as_json: bool = False) -> NoReturn:
+    """Print an error with its code and fix, and exit with its exit code."""
+    if as_json:
+        emit_json({"error": error.to_dict()})
+    else:
+        err_console.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
+        if error.remedy:
+            err_console.print(f"  [bold]fix:[/] {error.remedy}", highlight=False)
+    raise typer.Exit(error.exit_code)

@@ -1,0 +1,1 @@
+"""control layer of vmdr (see docs/ARCHITECTURE.md)."""

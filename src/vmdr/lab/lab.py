@@ -1,0 +1,182 @@
+"""``vmdr lab up | status | down``: the embedded two-site lab on one machine.
+
+``up`` checks every dependency and every requested port *before* it starts
+anything, starts the services one by one, and if any of them fails it stops the
+ones already started: a failed ``up`` leaves nothing running. ``down`` stops by
+the pids recorded in ``lab.json`` (checked against each process's start time).
+``status`` reports each service as up, down (its process is gone: crashed or
+killed) or unreachable (its process lives but its port does not answer).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vmdr.lab import process
+from vmdr.lab.services import (
+    ALL_SERVICES,
+    HOST,
+    LabContext,
+    Service,
+)
+from vmdr.lab.state import (
+    LabState,
+    ServiceRecord,
+    load_credentials,
+    save_credentials,
+    save_inventory,
+)
+from vmdr.model.errors import LabAlreadyRunning, LabNotRunning, PortInUse, UsageError
+from vmdr.transport.tls import ensure_ca
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DIR = Path(".vmdr-lab")
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    state: str  # up | down | unreachable
+    address: str
+    url: str
+    pid: int
+    log: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "address": self.address,
+            "url": self.url,
+            "pid": self.pid,
+            "log": self.log,
+        }
+
+
+def service_status(record: ServiceRecord) -> ServiceStatus:
+    if not process.is_alive(record.process):
+        state = "down"
+    elif process.port_open(record.host, record.port):
+        state = "up"
+    else:
+        state = "unreachable"
+    return ServiceStatus(
+        name=record.name,
+        state=state,
+        address=f"{record.host}:{record.port}",
+        url=record.url,
+        pid=record.process.pid,
+        log=record.log,
+    )
+
+
+class Lab:
+    def __init__(self, directory: Path = DEFAULT_DIR) -> None:
+        self.directory = directory.resolve()
+
+    # -- status ---------------------------------------------------------------
+    def state(self) -> LabState | None:
+        return LabState.load(self.directory)
+
+    def status(self) -> list[ServiceStatus]:
+        state = self.state()
+        if state is None:
+            raise LabNotRunning(directory=str(self.directory))
+        return [service_status(s) for s in state.services]
+
+    def credentials(self) -> dict[str, Any]:
+        return load_credentials(self.directory)
+
+    # -- up ---------------------------------------------------------------------
+    def up(self, ports: dict[str, int] | None = None, populate: bool = True) -> LabState:
+        ports = dict(ports or {})
+        unknown = set(ports) - {s.name for s in ALL_SERVICES}
+        if unknown:
+            raise UsageError(detail=f"unknown lab service(s): {', '.join(sorted(unknown))}")
+        existing = self.state()
+        if existing is not None:
+            alive = [s.name for s in existing.services if process.is_alive(s.process)]
+            if alive:
+                raise LabAlreadyRunning(directory=str(self.directory), services=", ".join(alive))
+        # Check everything first: a missing program or a busy port starts nothing.
+        for service in ALL_SERVICES:
+            service.check_dependencies()
+        for name, port in ports.items():
+            if not process.port_free(HOST, port):
+                raise PortInUse(port=port, service=name)
+        chosen = {s.name: ports.get(s.name) or process.free_port(HOST) for s in ALL_SERVICES}
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "logs").mkdir(exist_ok=True)
+        creds_path = self.directory / "credentials.json"
+        creds = load_credentials(self.directory) if creds_path.exists() else {}
+        ctx = LabContext(self.directory, ensure_ca(self.directory / "pki"), creds)
+        state = LabState(self.directory)
+        try:
+            for service in ALL_SERVICES:
+                state.services.append(self._start(service, ctx, chosen[service.name]))
+                save_credentials(self.directory, ctx.credentials)
+                state.save()
+            if populate:
+                self._populate(state, ctx)
+        except BaseException:
+            self._stop_all(state)
+            raise
+        return state
+
+    def _start(self, service: Service, ctx: LabContext, port: int) -> ServiceRecord:
+        log.info("starting service=%s port=%d", service.name, port)
+        return service.start(ctx, port)
+
+    def _populate(self, state: LabState, ctx: LabContext) -> None:
+        from vmdr.lab.populate import populate
+        from vmdr.providers.vsphere.session import session
+
+        vcenter = state.service("vcenter")
+        dirs = {d["name"]: Path(d["path"]) for d in vcenter.details["topology"]["datastores"]}
+        with session(vcenter_endpoint(self.directory, state)) as si:
+            inventory = populate(si, self.directory, dirs)
+        inventory["topology"] = vcenter.details["topology"]
+        save_inventory(self.directory, inventory)
+
+    # -- down -----------------------------------------------------------------------
+    def down(self, purge: bool = False) -> list[str]:
+        state = self.state()
+        if state is None:
+            if purge and self.directory.exists():
+                shutil.rmtree(self.directory)
+            raise LabNotRunning(directory=str(self.directory))
+        stopped = self._stop_all(state)
+        (self.directory / "lab.json").unlink(missing_ok=True)
+        if purge:
+            shutil.rmtree(self.directory)
+        return stopped
+
+    def _stop_all(self, state: LabState) -> list[str]:
+        stopped = []
+        for record in reversed(state.services):
+            if process.stop(record.process):
+                stopped.append(record.name)
+        return stopped
+
+
+def vcenter_endpoint(directory: Path, state: LabState | None = None) -> Any:
+    """The lab vCenter's address and credentials, for pyVmomi."""
+    from vmdr.providers.vsphere.session import Endpoint
+
+    state = state or LabState.load(directory)
+    if state is None:
+        raise LabNotRunning(directory=str(directory))
+    record = state.service("vcenter")
+    creds = load_credentials(directory)["vcenter"]
+    return Endpoint(
+        url=record.url,
+        user=creds["user"],
+        password=creds["password"],
+        ca_file=Path(record.details["ca"]),
+    )

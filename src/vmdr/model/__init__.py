@@ -1,0 +1,1 @@
+"""model layer of vmdr (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""providers layer of vmdr (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""vSphere provider: control of the on-premises site through pyVmomi."""

@@ -1,0 +1,155 @@
+"""Log in to a vCenter (or ESX host) and talk to it safely.
+
+Two habits here come from measuring the vCenter simulator (docs/emulators.md),
+and are right against a real vCenter too:
+
+- Properties are read through the PropertyCollector (``retrieve``), never by
+  attribute: reading an unset property by attribute crashes that request inside
+  the simulator, while the collector simply leaves the property out.
+- Tasks are waited on by polling ``info.state`` through the collector, because
+  ``pyVim.task.WaitForTask`` trips over tasks whose ``info.entity`` is not a
+  managed entity (snapshot and virtual-disk tasks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from vmdr.model.errors import VmdrError
+from vmdr.transport.tls import client_context
+
+
+class VSphereError(VmdrError):
+    code = "VMDR-E0600"
+    msg = "vSphere call failed: {detail}"
+    fix = "Check the vCenter address, credentials and the task's error above."
+
+
+class VSphereLoginFailed(VSphereError):
+    code = "VMDR-E0601"
+    msg = "vCenter {address} refused the login of {user}"
+    fix = "Check the user and password stored for this vCenter."
+
+
+class VSphereTaskFailed(VSphereError):
+    code = "VMDR-E0602"
+    msg = "vSphere task {task} failed: {detail}"
+    fix = "Read the fault above; fix its cause in vCenter and retry."
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str  # https://host:port/sdk
+    user: str
+    password: str
+    ca_file: Path | None = None
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 443
+
+    def __repr__(self) -> str:  # never show the password
+        return f"Endpoint(url={self.url!r}, user={self.user!r})"
+
+
+def connect(endpoint: Endpoint) -> Any:
+    """Return a logged-in ServiceInstance; the caller must ``disconnect`` it.
+
+    The stub is built first and logged in second (rather than ``SmartConnect``)
+    so that a refused login can still close the stub's sockets.
+    """
+    from pyVim.connect import SmartStubAdapter
+    from pyVmomi import vim
+
+    ctx = client_context(endpoint.ca_file) if endpoint.ca_file else None
+    stub = SmartStubAdapter(
+        host=endpoint.host,
+        port=endpoint.port,
+        sslContext=ctx,
+        disableSslCertValidation=ctx is None,
+        connectionPoolTimeout=30,
+    )
+    si: Any = vim.ServiceInstance("ServiceInstance", stub)
+    try:
+        si.content.sessionManager.Login(endpoint.user, endpoint.password, None)
+    except vim.fault.InvalidLogin as exc:
+        stub.DropConnections()
+        raise VSphereLoginFailed(address=endpoint.url, user=endpoint.user) from exc
+    except BaseException:
+        stub.DropConnections()
+        raise
+    return si
+
+
+def disconnect(si: Any) -> None:
+    try:
+        si.content.sessionManager.Logout()
+    finally:
+        # Disconnect logs out but leaves pooled sockets open until garbage collection.
+        si._stub.DropConnections()
+
+
+@contextmanager
+def session(endpoint: Endpoint) -> Iterator[Any]:
+    si = connect(endpoint)
+    try:
+        yield si
+    finally:
+        disconnect(si)
+
+
+def retrieve(si: Any, obj: Any, paths: list[str]) -> dict[str, Any]:
+    """Read ``paths`` of one managed object; unset properties are absent."""
+    from pyVmomi import vmodl
+
+    pc = si.content.propertyCollector
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj, skip=False)],
+        propSet=[vmodl.query.PropertyCollector.PropertySpec(type=type(obj), pathSet=paths)],
+    )
+    result = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
+    values: dict[str, Any] = {}
+    if result:
+        for content in result.objects:
+            for prop in content.propSet or []:
+                values[prop.name] = prop.val
+    return values
+
+
+def objects_of_type(si: Any, vimtype: Any) -> list[Any]:
+    """All managed objects of one type under the root folder."""
+    content = si.content
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vimtype], True)
+    try:
+        return list(view.view)
+    finally:
+        view.DestroyView()
+
+
+def wait_for_task(si: Any, task: Any, timeout: float = 300.0) -> Any:
+    """Wait for a vSphere task; return its result or raise VSphereTaskFailed."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        info = retrieve(si, task, ["info.state", "info.error", "info.result"])
+        state = info.get("info.state")
+        if state == "success":
+            return info.get("info.result")
+        if state == "error":
+            fault = info.get("info.error")
+            detail = getattr(fault, "msg", None) or type(fault).__name__
+            raise VSphereTaskFailed(task=task._moId, detail=detail)
+        if time.monotonic() > deadline:
+            raise VSphereTaskFailed(task=task._moId, detail=f"not done after {timeout:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)

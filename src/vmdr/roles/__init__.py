@@ -1,0 +1,1 @@
+"""roles layer of vmdr (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""routing layer of vmdr (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""transport layer of vmdr (see docs/ARCHITECTURE.md)."""
