@@ -7,6 +7,7 @@ stopped (by pid) when the session ends.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,20 @@ def lab_inventory(lab: Lab) -> dict:  # type: ignore[type-arg]
     from vmdr.lab.state import load_inventory
 
     return load_inventory(lab.directory)
+
+
+@pytest.fixture(scope="session")
+def account(lab: Lab) -> Iterator[str]:
+    """The lab's storage account, with VMDR_STORAGE_ACCOUNTS pointing at its key."""
+    from vmdr.lab.services import STORAGE_ACCOUNTS_FILE
+
+    old = os.environ.get("VMDR_STORAGE_ACCOUNTS")
+    os.environ["VMDR_STORAGE_ACCOUNTS"] = str(lab.directory / STORAGE_ACCOUNTS_FILE)
+    yield lab.credentials()["azurite"]["account"]
+    if old is None:
+        del os.environ["VMDR_STORAGE_ACCOUNTS"]
+    else:
+        os.environ["VMDR_STORAGE_ACCOUNTS"] = old
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import os
 import typer
 
 from vmdr import __version__
-from vmdr.cli import lab
+from vmdr.cli import disk, lab
 
 app = typer.Typer(
     name="vmdr",
@@ -17,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(lab.app, name="lab")
+app.add_typer(disk.app, name="disk")
 
 
 @app.command()

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from vmdr.lab import process, tools
 from vmdr.lab.state import ServiceRecord
 from vmdr.model.errors import ServiceFailed
+from vmdr.providers.azure.accounts import StorageAccount, write_accounts_file
 from vmdr.transport.tls import CertPair, issue_server_cert
 
 HOST = "127.0.0.1"
@@ -29,6 +30,7 @@ DNS_ZONE = "apps.vmdr.test"
 TSIG_KEY_NAME = "vmdr-lab-key"
 STORAGE_ACCOUNT = "vmdrlab"
 VCENTER_USER = "administrator@vsphere.local"
+STORAGE_ACCOUNTS_FILE = "storage-accounts.json"
 
 
 @dataclass
@@ -141,6 +143,11 @@ class AzuriteService:
             process.stop(record)
             raise _failed(self.name, log, why)
         url = f"https://{HOST}:{port}/{creds['account']}"
+        # pageblob:// URLs find the account's key here (VMDR_STORAGE_ACCOUNTS).
+        write_accounts_file(
+            ctx.directory / STORAGE_ACCOUNTS_FILE,
+            [StorageAccount(creds["account"], url, creds["key"], str(ctx.ca.cert))],
+        )
         return ServiceRecord(
             name=self.name,
             process=record,

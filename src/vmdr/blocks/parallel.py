@@ -1,0 +1,194 @@
+"""Hashing in worker processes.
+
+xxhash holds the GIL, so threads do not hash in parallel; processes do. A
+worker opens the disk again by URL (only ``shareable`` backends can be), hashes
+its block range and sends back either every ``BlockDigests`` message (a
+DiffResync or Verify target side running beside the source side) or only the
+coarse map of its range (``hash_disk`` split across workers).
+
+Workers start with ``fork`` while the parent has a single thread (fast: no
+re-import), else with ``forkserver``; they ignore SIGINT so that Ctrl-C reaches
+only the parent, which then stops them.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vmdr.blocks.backend import open_backend
+from vmdr.blocks.errors import WorkerFailed, rebuild_error
+from vmdr.blocks.hashing import Check, hash_segments, no_check
+from vmdr.blocks.hashmap import HashMapBuilder
+from vmdr.blocks.messages import BlockDigests
+from vmdr.blocks.operation import Counters
+from vmdr.model.errors import VmdrError
+
+__all__ = ["DigestStream", "hash_ranges"]
+
+log = logging.getLogger(__name__)
+Parts = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
+_POLL_SECONDS = 0.05
+
+
+def _context() -> BaseContext:
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["vmdr.blocks.parallel"])
+    return ctx
+
+
+def _vmdr_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("VMDR_")}
+
+
+def _worker(
+    conn: multiprocessing.connection.Connection,
+    url: str,
+    block_size: int,
+    start: int,
+    end: int | None,
+    send_segments: bool,
+    env: dict[str, str],
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forkserver started earlier holds the environment of that moment; the
+    # worker must see the caller's (e.g. VMDR_STORAGE_ACCOUNTS for pageblob:).
+    os.environ.update(env)
+    try:
+        counters = Counters()
+        with open_backend(url, "r") as backend:
+            builder = HashMapBuilder(backend.size(), block_size, start, end)
+            for seg in hash_segments(
+                backend, block_size, start_block=start, end_block=end, counters=counters
+            ):
+                if send_segments:
+                    conn.send(("seg", seg))
+                else:
+                    builder.add(seg)
+            result: Any = None if send_segments else builder.parts()
+        conn.send(("end", counters.read, result))
+    except VmdrError as exc:
+        conn.send(("error", type(exc), exc.fields))
+    except BaseException as exc:  # report anything; the parent raises WorkerFailed
+        conn.send(("error", WorkerFailed, {"url": url, "detail": repr(exc)}))
+    finally:
+        conn.close()
+
+
+class _Worker:
+    def __init__(
+        self,
+        url: str,
+        block_size: int,
+        start: int,
+        end: int | None,
+        send_segments: bool,
+    ) -> None:
+        ctx = _context()
+        self.url = url
+        self.conn, child = ctx.Pipe(duplex=False)
+        self.proc: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
+            target=_worker,
+            args=(child, url, block_size, start, end, send_segments, _vmdr_env()),
+            daemon=True,
+            name=f"vmdr-hash {url}",
+        )
+        self.proc.start()
+        child.close()
+        log.debug(
+            "worker=%s url=%s start=%d end=%s method=%s",
+            self.proc.pid,
+            url,
+            start,
+            end,
+            ctx.get_start_method(),
+        )
+
+    def recv(self, check: Check) -> tuple[Any, ...]:
+        while not self.conn.poll(_POLL_SECONDS):
+            check()
+            if not self.proc.is_alive() and not self.conn.poll(0):
+                raise WorkerFailed(url=self.url, detail=f"exit code {self.proc.exitcode}")
+        try:
+            msg: tuple[Any, ...] = self.conn.recv()
+        except EOFError:
+            raise WorkerFailed(url=self.url, detail="it exited without an answer") from None
+        if msg[0] == "error":
+            raise rebuild_error(msg[1], msg[2])
+        return msg
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.proc.terminate()
+        self.proc.join(5)
+        self.conn.close()
+
+
+class DigestStream:
+    """The ``BlockDigests`` of a whole disk, hashed in a worker process while
+    the caller does other work. Use as a context manager; after iteration,
+    ``read`` is the bytes the worker read."""
+
+    def __init__(self, url: str, block_size: int, *, check: Check = no_check) -> None:
+        self._worker = _Worker(url, block_size, 0, None, send_segments=True)
+        self._check = check
+        self.read = 0
+
+    def __iter__(self) -> Iterator[BlockDigests]:
+        while True:
+            msg = self._worker.recv(self._check)
+            if msg[0] == "end":
+                self.read = msg[1]
+                return
+            yield msg[1]
+
+    def close(self) -> None:
+        self._worker.close()
+
+    def __enter__(self) -> DigestStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def hash_ranges(
+    url: str,
+    block_size: int,
+    ranges: Sequence[tuple[int, int]],
+    *,
+    counters: Counters | None = None,
+    check: Check = no_check,
+) -> list[Parts]:
+    """Coarse maps of consecutive segment-aligned block ranges, one worker each."""
+    workers = [_Worker(url, block_size, lo, hi, send_segments=False) for lo, hi in ranges]
+    try:
+        parts: list[Parts] = []
+        for worker in workers:
+            _, read, part = worker.recv(check)
+            if counters is not None:
+                counters.read += read
+            parts.append(part)
+        return parts
+    finally:
+        for worker in workers:
+            worker.close()

@@ -1,0 +1,1 @@
+"""Azure provider: cloud disks as page blobs, cloud VMs, fencing with leases."""

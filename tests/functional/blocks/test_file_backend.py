@@ -1,0 +1,146 @@
+"""What is particular to the file backend: holes, punching, VMDK
+descriptors, and the errors a user meets with bad paths."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vmdr.blocks import (
+    BadDescriptor,
+    BadURL,
+    DiskNotFound,
+    Extent,
+    FullCopy,
+    ReadOnlyTarget,
+    UnknownScheme,
+    open_backend,
+)
+
+from .helpers import MiB, allocated, make_file, same_bytes, write_descriptor
+
+
+def test_holes_are_zero_extents(tmp_path: Path) -> None:
+    path = make_file(tmp_path / "d.img", 8 * MiB, [(MiB, b"x" * 4096), (5 * MiB, b"y" * MiB)])
+    with open_backend(str(path)) as disk:
+        extents = list(disk.extents())
+    data = [e for e in extents if not e.zero]
+    assert sum(e.length for e in data) < 2 * MiB  # only the written parts (fs blocks)
+    assert any(e.start <= MiB < e.end for e in data)
+    assert extents[0] == Extent(0, extents[0].length, zero=True)
+
+
+def test_zero_punches_a_hole(tmp_path: Path) -> None:
+    path = make_file(tmp_path / "d.img", 4 * MiB, [(0, os.urandom(4 * MiB))])
+    before = allocated(path)
+    with open_backend(str(path), "rw") as disk:
+        disk.zero(MiB, 2 * MiB)
+        disk.flush()
+    assert allocated(path) <= before - 2 * MiB
+    assert path.read_bytes()[MiB : 3 * MiB] == bytes(2 * MiB)
+
+
+def test_plain_path_file_url_and_colon_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = make_file(tmp_path / "disk:1.img", MiB, [(0, b"abc")])
+    for url in (str(path), path.as_uri()):
+        with open_backend(url) as disk:
+            assert disk.size() == MiB
+    monkeypatch.chdir(tmp_path)
+    with open_backend("disk:1.img") as disk:  # exists: a path, not a scheme
+        assert disk.size() == MiB
+
+
+def test_missing_file_and_unknown_scheme(tmp_path: Path) -> None:
+    with pytest.raises(DiskNotFound) as info:
+        open_backend(str(tmp_path / "nope.img"))
+    assert info.value.code == "VMDR-E0203"
+    with pytest.raises(UnknownScheme):
+        open_backend("nbd://localhost/disk")
+    with pytest.raises(BadURL):
+        open_backend(str(tmp_path))  # a directory
+
+
+def test_create_makes_an_empty_disk(tmp_path: Path) -> None:
+    with open_backend(str(tmp_path / "new.img"), "rw", create=True) as disk:
+        assert disk.size() == 0
+
+
+@pytest.fixture
+def immutable(tmp_path: Path) -> Iterator[Path]:
+    path = make_file(tmp_path / "ro.img", MiB)
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        yield path
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(path)]).returncode != 0:
+        pytest.skip("running as root without a working chattr: cannot make a read-only file")
+    try:
+        yield path
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)
+
+
+def test_read_only_target_file(immutable: Path, tmp_path: Path) -> None:
+    src = make_file(tmp_path / "src.img", MiB, [(0, b"data")])
+    with pytest.raises(ReadOnlyTarget) as info:
+        open_backend(str(immutable), "rw")
+    assert info.value.code == "VMDR-E0204"
+    with open_backend(str(immutable)) as disk:  # reading is fine
+        assert disk.size() == MiB
+    assert not same_bytes(src, immutable)
+
+
+def test_descriptor_opens_its_flat_extent(tmp_path: Path) -> None:
+    flat = make_file(tmp_path / "vm-flat.vmdk", 2 * MiB, [(0, b"boot")])
+    desc = write_descriptor(tmp_path, "vm.vmdk", 2 * MiB)
+    src = make_file(tmp_path / "src.img", 2 * MiB, [(MiB, os.urandom(MiB))])
+    with open_backend(str(src)) as s, open_backend(desc.as_uri(), "rw") as d:
+        assert d.size() == 2 * MiB
+        FullCopy(s, d).run()
+    assert same_bytes(src, flat)
+    assert desc.read_text().startswith("# Disk DescriptorFile")  # untouched
+    with open_backend(str(flat)) as raw:  # the -flat.vmdk alone is just raw
+        assert raw.size() == 2 * MiB
+
+
+def test_descriptor_size_is_the_disk_size(tmp_path: Path) -> None:
+    make_file(tmp_path / "vm-flat.vmdk", 3 * MiB)
+    desc = write_descriptor(tmp_path, "vm.vmdk", 2 * MiB)
+    with open_backend(str(desc)) as disk:
+        assert disk.size() == 2 * MiB
+    write_descriptor(tmp_path, "short.vmdk", 4 * MiB, extent="vm-flat.vmdk")
+    with pytest.raises(BadDescriptor):
+        open_backend(str(tmp_path / "short.vmdk"))
+
+
+def test_descriptor_cannot_reach_outside_its_folder(tmp_path: Path) -> None:
+    outside = make_file(tmp_path / "secret.img", MiB)
+    folder = tmp_path / "vm"
+    folder.mkdir()
+    for name in (str(outside), "../secret.img"):
+        desc = write_descriptor(folder, "vm.vmdk", MiB, extent=name)
+        with pytest.raises(BadDescriptor) as info:
+            open_backend(str(desc), "rw")
+        assert info.value.code == "VMDR-E0207"
+
+
+def test_descriptor_naming_a_missing_extent(tmp_path: Path) -> None:
+    desc = write_descriptor(tmp_path, "vm.vmdk", MiB)
+    with pytest.raises(DiskNotFound) as info:
+        open_backend(str(desc))
+    assert "vm-flat.vmdk" in info.value.message
+
+
+def test_sparse_vmdk_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "sparse.vmdk"
+    path.write_bytes(b"KDMV" + bytes(508))
+    with pytest.raises(BadDescriptor):
+        open_backend(str(path))
