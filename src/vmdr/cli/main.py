@@ -8,7 +8,7 @@ import os
 import typer
 
 from vmdr import __version__
-from vmdr.cli import disk, lab
+from vmdr.cli import disk, lab, serve
 
 app = typer.Typer(
     name="vmdr",
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(lab.app, name="lab")
 app.add_typer(disk.app, name="disk")
+app.add_typer(serve.app, name="serve")
 
 
 @app.command()

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from vmdr.lab import process
+from vmdr.lab.roles import MasterTargetService, ProcessServerService
 from vmdr.lab.services import (
-    ALL_SERVICES,
     HOST,
+    SITE_SERVICES,
     LabContext,
     Service,
 )
@@ -36,6 +37,12 @@ from vmdr.transport.tls import ensure_ca
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path(".vmdr-lab")
+# In start order: the sites first, then the replication roles that use them.
+ALL_SERVICES: tuple[Service, ...] = (
+    *SITE_SERVICES,
+    MasterTargetService(),
+    ProcessServerService(),
+)
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,9 @@ class Lab:
         state = LabState(self.directory)
         try:
             for service in ALL_SERVICES:
-                state.services.append(self._start(service, ctx, chosen[service.name]))
+                record = self._start(service, ctx, chosen[service.name])
+                ctx.started[record.name] = record
+                state.services.append(record)
                 save_credentials(self.directory, ctx.credentials)
                 state.save()
             if populate:

@@ -15,7 +15,7 @@ import json
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ class LabContext:
     directory: Path
     ca: CertPair
     credentials: dict[str, Any]
+    started: dict[str, ServiceRecord] = field(default_factory=dict)
 
     @property
     def logs(self) -> Path:
@@ -55,7 +56,7 @@ class Service(Protocol):
     def start(self, ctx: LabContext, port: int) -> ServiceRecord: ...
 
 
-def _failed(name: str, proc_log: Path, detail: str) -> ServiceFailed:
+def service_failed(name: str, proc_log: Path, detail: str) -> ServiceFailed:
     tail = ""
     if proc_log.exists():
         lines = proc_log.read_text(errors="replace").strip().splitlines()[-5:]
@@ -98,7 +99,7 @@ class VCenterService:
         why = process.wait_until(lambda: out.exists() and out.stat().st_size > 0, record, 30)
         if why:
             process.stop(record)
-            raise _failed(self.name, log, why)
+            raise service_failed(self.name, log, why)
         info = json.loads(out.read_text().splitlines()[0])
         return ServiceRecord(
             name=self.name,
@@ -141,7 +142,7 @@ class AzuriteService:
         why = process.wait_until(lambda: process.port_open(HOST, port), record, 60)
         if why:
             process.stop(record)
-            raise _failed(self.name, log, why)
+            raise service_failed(self.name, log, why)
         url = f"https://{HOST}:{port}/{creds['account']}"
         # pageblob:// URLs find the account's key here (VMDR_STORAGE_ACCOUNTS).
         write_accounts_file(
@@ -245,7 +246,7 @@ class DnsService:
         why = process.wait_until(lambda: process.port_open(HOST, port), record, 20)
         if why:
             process.stop(record)
-            raise _failed(self.name, log, why)
+            raise service_failed(self.name, log, why)
         return ServiceRecord(
             name=self.name,
             process=record,
@@ -257,4 +258,4 @@ class DnsService:
         )
 
 
-ALL_SERVICES: tuple[Service, ...] = (VCenterService(), AzuriteService(), DnsService())
+SITE_SERVICES: tuple[Service, ...] = (VCenterService(), AzuriteService(), DnsService())

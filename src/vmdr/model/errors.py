@@ -29,6 +29,9 @@ class VmdrError(Exception):
     msg: ClassVar[str] = "{detail}"
     fix: ClassVar[str] = ""
     exit_code: ClassVar[int] = 1
+    # What a service answers when this error ends a request: 409 says "the
+    # request was understood, but the system's state does not allow it".
+    http_status: ClassVar[int] = 409
 
     def __init__(self, **fields: Any) -> None:
         self.fields = fields
@@ -56,6 +59,7 @@ class UsageError(VmdrError):
     code = "VMDR-E0001"
     msg = "{detail}"
     exit_code = 2
+    http_status = 400
 
 
 class DependencyMissing(VmdrError):

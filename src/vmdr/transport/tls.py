@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from vmdr.blocks.durable import write_atomically
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
@@ -30,15 +31,6 @@ _VALIDITY = dt.timedelta(days=825)
 class CertPair:
     cert: Path
     key: Path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a secret file that only its owner can read, atomically."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -83,7 +75,7 @@ def ensure_ca(directory: Path, common_name: str = "vmdr private CA") -> CertPair
         )
         .sign(key, hashes.SHA256())
     )
-    _write_private(pair.key, _key_pem(key))
+    write_atomically(pair.key, _key_pem(key))
     pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return pair
 
@@ -122,7 +114,7 @@ def issue_server_cert(
         .sign(ca_key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
-    _write_private(pair.key, _key_pem(key))
+    write_atomically(pair.key, _key_pem(key))
     pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return pair
 

@@ -41,7 +41,7 @@ def test_status_json_names_every_service_with_its_address(lab: Lab) -> None:
     result = _vmdr("lab", "status", "--dir", str(lab.directory), "--json")
     assert result.returncode == 0, result.stderr
     services = {s["name"]: s for s in json.loads(result.stdout)["services"]}
-    assert set(services) == {"vcenter", "azurite", "dns"}
+    assert set(services) == {"vcenter", "azurite", "dns", "master-target", "process-server"}
     for svc in services.values():
         assert svc["state"] == "up"
         host, port = svc["address"].split(":")
@@ -89,11 +89,18 @@ def test_crashed_service_is_reported_and_down_stops_the_rest(tmp_path: Path) -> 
         result = _vmdr("lab", "status", "--dir", str(lab.directory), "--json")
         assert result.returncode == 1
         states = {s["name"]: s["state"] for s in json.loads(result.stdout)["services"]}
-        assert states == {"vcenter": "up", "azurite": "up", "dns": "down"}
+        assert states == {
+            "vcenter": "up",
+            "azurite": "up",
+            "dns": "down",
+            "master-target": "up",
+            "process-server": "up",
+        }
     finally:
         result = _vmdr("lab", "down", "--dir", str(lab.directory), "--json")
     assert result.returncode == 0, result.stderr
-    assert sorted(json.loads(result.stdout)["stopped"]) == ["azurite", "vcenter"]
+    stopped = sorted(json.loads(result.stdout)["stopped"])
+    assert stopped == ["azurite", "master-target", "process-server", "vcenter"]
     assert _processes_mentioning(str(lab.directory)) == []
     again = _vmdr("lab", "status", "--dir", str(lab.directory))
     assert again.returncode == 1 and "VMDR-E0102" in again.stderr

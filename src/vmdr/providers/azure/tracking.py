@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vmdr.blocks.backend import Backend, Mode, ReadableBuffer, WritableBuffer, open_backend
+from vmdr.blocks.durable import write_atomically
 from vmdr.blocks.extent import Extent, bitmap_to_extents
 from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE, check_block_size
 from vmdr.providers.azure.errors import DirtyMapBusy, DirtyMapInvalid
@@ -106,22 +107,6 @@ class _MapFile:
         return out
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 class DirtyMap:
     """The persistent dirty bitmap of one disk (see the module docstring).
 
@@ -163,7 +148,7 @@ class DirtyMap:
         identity = disk_identity(url)
         if not self.path.exists():
             fresh = _MapFile(block_size, size, 0, identity)
-            _write_atomically(self.path, fresh.encode())
+            write_atomically(self.path, fresh.encode())
             return fresh
         loaded = _MapFile.decode(self.path, self.path.read_bytes())
         if loaded.identity != identity:
@@ -190,20 +175,29 @@ class DirtyMap:
 
     def mark(self, offset: int, length: int) -> None:
         """Record that ``[offset, offset+length)`` changes; durable on return."""
+        self.mark_many([(offset, length)])
+
+    def mark_many(self, extents: list[tuple[int, int]]) -> None:
+        """``mark`` each ``(offset, length)``, with one flush at the end: the
+        form a dirty-map feed from the source side arrives in."""
+        with self._lock:
+            changed = [self._set_bits(offset, length) for offset, length in extents]
+            if self.sync and any(changed):
+                os.fdatasync(self._fd)
+
+    def _set_bits(self, offset: int, length: int) -> bool:
         if length <= 0:
-            return
+            return False
         bs = self._map.block_size
         first, end = offset // bs, min(-(-(offset + length) // bs), self._map.nblocks)
-        with self._lock:
-            bits = self._map.bits
-            if end <= first or bits[first:end].all():
-                return  # already dirty: the common case of a hot block costs nothing
-            bits[first:end] = True
-            lo, hi = first // 8, -(-end // 8)
-            packed = np.packbits(bits[lo * 8 : hi * 8], bitorder="little").tobytes()
-            os.pwrite(self._fd, packed, HEADER_SIZE + lo)
-            if self.sync:
-                os.fdatasync(self._fd)
+        bits = self._map.bits
+        if end <= first or bits[first:end].all():
+            return False  # already dirty: the common case of a hot block costs nothing
+        bits[first:end] = True
+        lo, hi = first // 8, -(-end // 8)
+        packed = np.packbits(bits[lo * 8 : hi * 8], bitorder="little").tobytes()
+        os.pwrite(self._fd, packed, HEADER_SIZE + lo)
+        return True
 
     def dirty(self) -> list[Extent]:
         """What changed since the last take (not taken, nothing reset)."""
@@ -228,7 +222,7 @@ class DirtyMap:
                 union[:n] |= pending.bits[:n]
             taken = _MapFile(current.block_size, current.size, current.generation, current.identity)
             taken.bits = union
-            _write_atomically(self.taken_path, taken.encode())
+            write_atomically(self.taken_path, taken.encode())
             fresh = _MapFile(
                 current.block_size, current.size, current.generation + 1, current.identity
             )
@@ -272,7 +266,7 @@ class DirtyMap:
         return _MapFile.decode(self.taken_path, self.taken_path.read_bytes())
 
     def _replace(self, new: _MapFile) -> None:
-        _write_atomically(self.path, new.encode())
+        write_atomically(self.path, new.encode())
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_RDWR)
         self._map = new

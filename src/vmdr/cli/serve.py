@@ -1,0 +1,207 @@
+"""``vmdr serve``: run one of vmdr's services in the foreground.
+
+Settings come from a TOML file (``--config``) whose keys are the long flag
+names with ``_`` for ``-`` (``datastore = ["vmfs-01=/srv/ds1"]``); a flag
+given on the command line wins over the file. Secrets are read from files
+(``--master-target-token-file``), never from flags, which ``ps`` would show.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from vmdr.cli.output import fail
+from vmdr.model.errors import UsageError, VmdrError
+
+app = typer.Typer(help="Run a vmdr service (HTTPS, token auth) in the foreground.")
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str | int | None) -> int | None:
+    """``"20M"`` -> 20 MiB; plain numbers are bytes."""
+    if text is None or isinstance(text, int):
+        return text
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise UsageError(detail=f"{text!r} is not a size (e.g. 512M, 20G, 1048576)")
+    return int(float(match[1]) * _UNITS[match[2].upper()])
+
+
+def _settings(config: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    if config is not None:
+        try:
+            merged.update(tomllib.loads(config.read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(detail=f"cannot read config {config}: {exc}") from exc
+    merged.update({k: v for k, v in flags.items() if v not in (None, [])})
+    return merged
+
+
+def _need(settings: dict[str, Any], key: str) -> Any:
+    if settings.get(key) in (None, [], ""):
+        raise UsageError(detail=f"--{key.replace('_', '-')} is required (flag or config file)")
+    return settings[key]
+
+
+def _run(name: str, s: dict[str, Any], log_level: str, build: Callable[[Any], Any]) -> None:
+    """Build the app with the service's token store, announce it, serve it."""
+    from vmdr.transport.auth import TokenStore
+    from vmdr.transport.service import ServiceSettings, serve, tls_files
+
+    try:
+        state = Path(_need(s, "state_dir"))
+        host = s.get("host", "127.0.0.1")
+        service = ServiceSettings(name, state, host, int(_need(s, "port")),
+                                  ca_dir=_path(s.get("ca_dir")))  # fmt: skip
+        app_ = build(TokenStore(state))
+        _, ca = tls_files(service)
+    except VmdrError as exc:
+        fail(exc)
+    line = {"service": name, "url": f"https://{host}:{service.port}", "ca": str(ca),
+            "state": str(state)}  # fmt: skip
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+    serve(app_, service, log_level)
+
+
+ConfigOpt = typer.Option(None, "--config", help="TOML file with these settings.")
+StateOpt = typer.Option(None, "--state-dir", help="Tokens, certificates, progress.")
+HostOpt = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1).")
+PortOpt = typer.Option(None, "--port", help="Port to listen on.")
+CaOpt = typer.Option(None, "--ca-dir", help="Folder of the CA (default <state-dir>/pki).")
+LogOpt = typer.Option("info", "--log-level")
+
+
+@app.command("master-target")
+def master_target(
+    config: Path | None = ConfigOpt,
+    state_dir: Path | None = StateOpt,
+    host: str | None = HostOpt,
+    port: int | None = PortOpt,
+    ca_dir: Path | None = CaOpt,
+    datastore: list[str] = typer.Option([], "--datastore", help="NAME=PATH, repeatable."),
+    retention_dir: Path | None = typer.Option(None, help="The retention drive's folder."),
+    retention_hours: float | None = typer.Option(None, help="Retention window (default 24)."),
+    retention_quota: str | None = typer.Option(None, help="Most the journals may use."),
+    retention_min_free: str | None = typer.Option(None, help="Free space to keep (256M)."),
+    log_level: str = LogOpt,
+) -> None:
+    """Receive replication data, journal it, write target disks, cut points."""
+    from vmdr.blocks.retention import RetentionStore
+    from vmdr.roles.datastores import DatastoreRoots
+    from vmdr.roles.master_target import MasterTargetSettings, build_app
+
+    try:
+        s = _settings(
+            config,
+            dict(
+                state_dir=state_dir,
+                host=host,
+                port=port,
+                ca_dir=ca_dir,
+                datastore=datastore,
+                retention_dir=retention_dir,
+                retention_hours=retention_hours,
+                retention_quota=retention_quota,
+                retention_min_free=retention_min_free,
+            ),
+        )
+        state = Path(_need(s, "state_dir"))
+        roots = DatastoreRoots.parse(list(_need(s, "datastore")))
+        retention = RetentionStore(
+            Path(_need(s, "retention_dir")),
+            window=timedelta(hours=float(s.get("retention_hours", 24))),
+            quota_bytes=parse_size(s.get("retention_quota")),
+            min_free_bytes=parse_size(s.get("retention_min_free")) or 256 << 20,
+        )
+    except VmdrError as exc:
+        fail(exc)
+    threading.Thread(target=_prune_forever, args=(retention,), daemon=True).start()
+    settings = MasterTargetSettings(roots, retention, state)
+    _run("master-target", s, log_level, lambda tokens: build_app(settings, tokens))
+
+
+def _prune_forever(retention: Any) -> None:
+    while True:
+        try:
+            retention.prune(time.time())
+        except VmdrError as exc:  # reported, retried: pruning is housekeeping
+            sys.stderr.write(f"prune: {exc}\n")
+        time.sleep(60)
+
+
+def _path(value: Any) -> Path | None:
+    return Path(value) if value else None
+
+
+@app.command("process-server")
+def process_server(
+    config: Path | None = ConfigOpt,
+    state_dir: Path | None = StateOpt,
+    host: str | None = HostOpt,
+    port: int | None = PortOpt,
+    ca_dir: Path | None = CaOpt,
+    cache_dir: Path | None = typer.Option(
+        None, help="Outgoing change sets (default <state>/cache)."
+    ),
+    master_target: str | None = typer.Option(None, help="https://HOST:PORT of the master target."),
+    master_target_ca: Path | None = typer.Option(None, help="CA file the master target uses."),
+    master_target_token_file: Path | None = typer.Option(None, help="File holding our token."),
+    bandwidth: str | None = typer.Option(None, help="Limit, bytes/s (e.g. 50M); 0 = none."),
+    cache_limit: str | None = typer.Option(None, help="Most the cache may hold."),
+    compress: bool | None = typer.Option(None, "--compress/--no-compress"),
+    log_level: str = LogOpt,
+) -> None:
+    """Read source disks and replicate them to a master target."""
+    from vmdr.roles.process_server import ProcessServerSettings, build_app
+
+    try:
+        s = _settings(
+            config,
+            dict(
+                state_dir=state_dir,
+                host=host,
+                port=port,
+                ca_dir=ca_dir,
+                cache_dir=cache_dir,
+                master_target=master_target,
+                master_target_ca=master_target_ca,
+                master_target_token_file=master_target_token_file,
+                bandwidth=bandwidth,
+                cache_limit=cache_limit,
+                compress=compress,
+            ),
+        )
+        state = Path(_need(s, "state_dir"))
+        token_file = Path(_need(s, "master_target_token_file"))
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise UsageError(detail=f"cannot read the token file {token_file}: {exc}") from exc
+        settings = ProcessServerSettings(
+            state_dir=state,
+            cache_dir=Path(s.get("cache_dir") or state / "cache"),
+            master_target_url=str(_need(s, "master_target")),
+            master_target_ca=Path(_need(s, "master_target_ca")),
+            master_target_token=token,
+            bandwidth=parse_size(s.get("bandwidth")) or 0,
+            cache_limit=parse_size(s.get("cache_limit")),
+            compress=bool(s.get("compress", True)),
+        )
+    except VmdrError as exc:
+        fail(exc)
+    _run("process-server", s, log_level, lambda tokens: build_app(settings, tokens))

@@ -1,0 +1,371 @@
+"""The master target: receives replication data, journals it on the
+retention drive, writes it into disks on its datastores, cuts recovery points.
+
+REST (all under token auth, see ``transport.service``)::
+
+    PUT  /v1/disks/{disk}                 {datastore, path, size, create}: register a disk
+    GET  /v1/disks/{disk}                 the disk, its open change set (acked), newest point
+    GET  /v1/disks/{disk}/points          recovery points
+    POST /v1/disks/{disk}/digests         {block_size, start_block, size} -> BlockDigests frames
+    POST /v1/disks/{disk}/changesets/{cs} frame stream in -> {acked, point}
+    POST /v1/disks/{disk}/materialise     {point, datastore, path}: a new disk as at that point
+    GET  /v1/retention                    retention drive usage
+
+One change set per disk at a time (a second gets 409). Disks are opened only
+inside the configured datastore roots (``roles.datastores``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from vmdr.blocks.backend import Backend
+from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE, check_block_size, hash_segments
+from vmdr.blocks.operation import prepare_target
+from vmdr.blocks.retention import RecoveryPoint, RetentionStore
+from vmdr.model.errors import VmdrError
+from vmdr.model.ids import is_id
+from vmdr.roles.apply import ChangeSetApplier, SessionError, load_session
+from vmdr.roles.datastores import DatastorePath, DatastoreRoots
+from vmdr.transport import frames
+from vmdr.transport.auth import TokenStore
+from vmdr.transport.service import create_app
+
+__all__ = ["MasterTarget", "MasterTargetSettings", "build_app"]
+
+log = logging.getLogger(__name__)
+
+
+class DiskUnknown(VmdrError):
+    code = "VMDR-E0423"
+    http_status = 404
+    msg = "no target disk {disk!r} is registered on this master target"
+    fix = "Register it first: PUT /v1/disks/{disk} with its datastore and path."
+
+
+class DiskBusy(VmdrError):
+    code = "VMDR-E0424"
+    http_status = 409
+    msg = "disk {disk!r} is busy: {detail}"
+    fix = "Wait for the running transfer to end (or its sender to be stopped) and retry."
+
+
+class BadId(VmdrError):
+    code = "VMDR-E0425"
+    http_status = 400
+    msg = "{what} {value!r} is not a valid id"
+    fix = "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit."
+
+
+def check_id(what: str, value: str) -> str:
+    if not is_id(value):
+        raise BadId(what=what, value=value)
+    return value
+
+
+@dataclass
+class MasterTargetSettings:
+    datastores: DatastoreRoots
+    retention: RetentionStore
+    state_dir: Path
+
+
+class DiskSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    datastore: str | None = Field(default=None, max_length=128)
+    path: str = Field(min_length=1, max_length=512)
+    size: int | None = Field(default=None, ge=0, le=1 << 46)
+    create: bool = False
+
+
+class DigestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    block_size: int = DEFAULT_BLOCK_SIZE
+    start_block: int = Field(default=0, ge=0)
+    size: int = Field(ge=0, le=1 << 46)
+
+
+class MaterialiseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    point: str | float = "latest"
+    datastore: str | None = Field(default=None, max_length=128)
+    path: str = Field(min_length=1, max_length=512)
+
+
+@dataclass
+class _Disk:
+    disk_id: str
+    where: DatastorePath
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class MasterTarget:
+    """State of the service: registered disks, their journals and sessions."""
+
+    def __init__(self, settings: MasterTargetSettings, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.disks_dir = settings.state_dir / "disks"
+        self.disks_dir.mkdir(parents=True, exist_ok=True)
+        self._disks: dict[str, _Disk] = {}
+        self._lock = threading.Lock()
+        self.received = Counter(
+            "vmdr_mt_bytes_written", "bytes written to target disks", registry=registry
+        )
+        self.rejected = Counter(
+            "vmdr_mt_streams_rejected", "change sets refused or broken", ["code"], registry=registry
+        )
+        self.points_cut = Counter("vmdr_mt_points", "recovery points cut", registry=registry)
+        self.retention_used = Gauge(
+            "vmdr_mt_retention_used_bytes", "bytes used by retention journals", registry=registry
+        )
+        for record in sorted(self.disks_dir.glob("*.json")):
+            data = json.loads(record.read_text())
+            where = settings.datastores.resolve(data["datastore"], data["path"])
+            self._disks[record.stem] = _Disk(record.stem, where)
+
+    # -- disks ---------------------------------------------------------------
+    def register(self, disk_id: str, spec: DiskSpec) -> dict[str, Any]:
+        check_id("disk", disk_id)
+        self.settings.retention.check_ready()
+        where = self.settings.datastores.resolve(spec.datastore, spec.path)
+        with self._lock:
+            other = [
+                d.disk_id
+                for d in self._disks.values()
+                if d.where.file == where.file and d.disk_id != disk_id
+            ]
+            if other:
+                raise DiskBusy(disk=disk_id, detail=f"{where} is already disk {other[0]!r}")
+            size = spec.size if spec.create else None
+            with self.settings.datastores.open(where, size=size) as backend:
+                if spec.size is not None:
+                    prepare_target(backend, spec.size)
+            record = {"datastore": where.datastore, "path": where.path}
+            (self.disks_dir / f"{disk_id}.json").write_text(json.dumps(record))
+            self._disks[disk_id] = _Disk(disk_id, where)
+        return self.describe(disk_id)
+
+    def disk(self, disk_id: str) -> _Disk:
+        check_id("disk", disk_id)
+        try:
+            return self._disks[disk_id]
+        except KeyError:
+            raise DiskUnknown(disk=disk_id) from None
+
+    def session_path(self, disk_id: str) -> Path:
+        return self.disks_dir / f"{disk_id}.session"
+
+    def describe(self, disk_id: str) -> dict[str, Any]:
+        disk = self.disk(disk_id)
+        session = load_session(self.session_path(disk_id))
+        points = self.settings.retention.disk(disk_id).points()
+        return {
+            "id": disk_id,
+            "datastore": disk.where.datastore,
+            "path": disk.where.path,
+            "size": disk.where.file.stat().st_size if disk.where.file.exists() else None,
+            "session": session.to_dict() if session else None,
+            "points": len(points),
+            "latest_point": _point(points[-1]) if points else None,
+            "busy": disk.lock.locked(),
+        }
+
+    def open_target(self, disk: _Disk) -> Backend:
+        return self.settings.datastores.open(disk.where)
+
+    # -- change sets ---------------------------------------------------------
+    def committed(self, disk_id: str, changeset: str) -> RecoveryPoint | None:
+        for point in self.settings.retention.disk(disk_id).points():
+            if point.changeset_id == changeset:
+                return point
+        return None
+
+    async def receive(self, disk_id: str, changeset: str, request: Request) -> dict[str, Any]:
+        disk = self.disk(disk_id)
+        check_id("change set", changeset)
+        if not disk.lock.acquire(blocking=False):
+            raise DiskBusy(disk=disk_id, detail="another change set is being received")
+        applier: ChangeSetApplier | None = None
+        target: Backend | None = None
+        try:
+            done = self.committed(disk_id, changeset)
+            if done is not None:  # sent again after a lost answer: already applied
+                return {"acked": None, "point": _point(done), "again": True}
+            self.settings.retention.check_ready()
+            point: RecoveryPoint | None = None
+            decoder = frames.FrameDecoder()
+            async for chunk in request.stream():
+                for msg in decoder.feed(chunk):
+                    if isinstance(msg, frames.Control):
+                        if msg.op == "begin":
+                            if applier is not None:
+                                raise SessionError(
+                                    changeset=changeset, disk=disk_id, detail="begin sent twice"
+                                )
+                            target = await run_in_threadpool(self.open_target, disk)
+                            applier = await run_in_threadpool(
+                                ChangeSetApplier,
+                                disk_id,
+                                target,
+                                self.settings.retention.disk(disk_id),
+                                self.session_path(disk_id),
+                                changeset,
+                                initial=bool(msg.data.get("initial")),
+                                resume_from=int(msg.data.get("resume_from", 0)),
+                            )
+                        elif msg.op == "cut":
+                            if applier is None:
+                                raise SessionError(
+                                    changeset=changeset, disk=disk_id, detail="cut before begin"
+                                )
+                            point = await run_in_threadpool(
+                                applier.cut,
+                                float(msg.data["time"]),
+                                msg.data.get("tag"),
+                                str(msg.data.get("kind", "crash")),
+                            )
+                            self.points_cut.inc()
+                        continue
+                    if isinstance(msg, frames.End):
+                        continue
+                    if applier is None:
+                        raise SessionError(
+                            changeset=changeset, disk=disk_id, detail="data before begin"
+                        )
+                    await run_in_threadpool(applier.apply, msg)
+            decoder.finish()
+            if point is None:
+                raise SessionError(
+                    changeset=changeset, disk=disk_id, detail="the stream ended without a cut"
+                )
+            self.received.inc(applier.counters.written if applier else 0)
+            self.retention_used.set(self.settings.retention.usage()["used_bytes"])
+            return {"acked": applier.acked if applier else None, "point": _point(point)}
+        except VmdrError as exc:
+            self.rejected.labels(exc.code).inc()
+            log.warning("disk %s change set %s refused: %s", disk_id, changeset, exc.message)
+            raise
+        finally:
+            if applier is not None:
+                # Keep what arrived: the sender resumes from this ack.
+                await run_in_threadpool(_checkpoint_quietly, applier)
+            if target is not None:
+                target.close()
+            disk.lock.release()
+
+    def digests(self, disk_id: str, req: DigestRequest) -> StreamingResponse:
+        disk = self.disk(disk_id)
+        check_block_size(req.block_size)
+        self.settings.retention.check_ready()
+        target = self.open_target(disk)
+        try:
+            prepare_target(target, req.size)
+        except BaseException:
+            target.close()
+            raise
+
+        def stream() -> Any:
+            encoder = frames.Encoder()
+            try:
+                for seg in hash_segments(target, req.block_size, start_block=req.start_block):
+                    yield b"".join(encoder.encode(seg))
+                yield b"".join(encoder.encode(frames.End()))
+            finally:
+                target.close()
+
+        return StreamingResponse(stream(), media_type="application/octet-stream")
+
+    def materialise(self, disk_id: str, req: MaterialiseRequest) -> dict[str, Any]:
+        disk = self.disk(disk_id)
+        journal = self.settings.retention.disk(disk_id)
+        point = journal.find(req.point)
+        where = self.settings.datastores.resolve(req.datastore, req.path)
+        if where.file == disk.where.file:
+            raise DiskBusy(disk=disk_id, detail="materialising onto the replica itself")
+        started = time.monotonic()
+        # Hold the disk's lock: no change set lands while the copy is made.
+        with disk.lock, self.open_target(disk) as current:
+            size = current.size()
+            with self.settings.datastores.open(where, size=size) as out:
+                counters = journal.materialise(current, point, out)
+        return {
+            "point": _point(point),
+            "datastore": where.datastore,
+            "path": where.path,
+            "seconds": round(time.monotonic() - started, 3),
+            "counters": counters.to_dict() if hasattr(counters, "to_dict") else None,
+        }
+
+
+def _checkpoint_quietly(applier: ChangeSetApplier) -> None:
+    try:
+        if applier.record.acked and not applier.done:
+            applier.checkpoint()
+    except VmdrError as exc:  # the target itself failed: the sender will resend
+        log.warning("could not checkpoint %s: %s", applier.disk_id, exc.message)
+
+
+def _point(point: RecoveryPoint) -> dict[str, Any]:
+    return {
+        "seq": point.seq,
+        "changeset": point.changeset_id,
+        "time": point.time,
+        "tag": point.tag,
+        "kind": point.kind,
+    }
+
+
+def build_app(settings: MasterTargetSettings, tokens: TokenStore) -> FastAPI:
+    registry = CollectorRegistry()
+    app = create_app("master-target", tokens, registry)
+    mt = MasterTarget(settings, registry)
+    app.state.master_target = mt
+
+    @app.get("/v1/capabilities")
+    def capabilities() -> dict[str, Any]:
+        return {"wire_version": frames.VERSION, "compression": ["zstd"]}
+
+    @app.put("/v1/disks/{disk_id}")
+    def put_disk(disk_id: str, spec: DiskSpec) -> dict[str, Any]:
+        return mt.register(disk_id, spec)
+
+    @app.get("/v1/disks/{disk_id}")
+    def get_disk(disk_id: str) -> dict[str, Any]:
+        return mt.describe(disk_id)
+
+    @app.get("/v1/disks/{disk_id}/points")
+    def get_points(disk_id: str) -> list[dict[str, Any]]:
+        mt.disk(disk_id)
+        return [_point(p) for p in settings.retention.disk(disk_id).points()]
+
+    @app.post("/v1/disks/{disk_id}/digests")
+    def post_digests(disk_id: str, req: DigestRequest) -> StreamingResponse:
+        return mt.digests(disk_id, req)
+
+    @app.post("/v1/disks/{disk_id}/changesets/{changeset}")
+    async def post_changeset(disk_id: str, changeset: str, request: Request) -> dict[str, Any]:
+        return await mt.receive(disk_id, changeset, request)
+
+    @app.post("/v1/disks/{disk_id}/materialise")
+    def post_materialise(disk_id: str, req: MaterialiseRequest) -> dict[str, Any]:
+        return mt.materialise(disk_id, req)
+
+    @app.get("/v1/retention")
+    def get_retention() -> dict[str, Any]:
+        usage = settings.retention.usage()
+        mt.retention_used.set(usage["used_bytes"])
+        return dict(usage)
+
+    return app

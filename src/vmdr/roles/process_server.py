@@ -1,0 +1,246 @@
+"""The process server: reads source disks, finds what changed, sends it to
+the master target over TLS, caches when the master target is unreachable.
+
+REST (token auth, see ``transport.service``)::
+
+    POST   /v1/replications                 {id, source, datastore, path, initial, interval}
+    GET    /v1/replications                 all, with phase, lag, outbox, error
+    GET    /v1/replications/{id}
+    POST   /v1/replications/{id}/dirty      {"extents": [[offset, length], ...]}: the source's feed
+    POST   /v1/replications/{id}/points     {"tag": str|null, "kind": "crash"|"app", "wait": s}
+    DELETE /v1/replications/{id}            stop (the target disk and its points stay)
+
+Replications survive a restart: their spec and progress live in the state
+folder and their change sets in the cache folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Gauge
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+
+from vmdr.blocks.backend import open_backend
+from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE, check_block_size
+from vmdr.model.errors import VmdrError
+from vmdr.model.ids import ID_PATTERN
+from vmdr.roles.replication import Replication, ReplicationSpec
+from vmdr.roles.sender import RateLimiter
+from vmdr.transport.auth import TokenStore
+from vmdr.transport.client import ServiceClient
+from vmdr.transport.service import create_app
+
+__all__ = ["ProcessServer", "ProcessServerSettings", "build_app"]
+
+log = logging.getLogger(__name__)
+
+
+class ReplicationUnknown(VmdrError):
+    code = "VMDR-E0431"
+    http_status = 404
+    msg = "no replication {id!r} on this process server"
+    fix = "List them with GET /v1/replications."
+
+
+class ReplicationExists(VmdrError):
+    code = "VMDR-E0432"
+    http_status = 409
+    msg = "replication {id!r} already exists (source {source})"
+    fix = "Use another id, or stop the existing one first (DELETE /v1/replications/{id})."
+
+
+@dataclass
+class ProcessServerSettings:
+    state_dir: Path
+    cache_dir: Path
+    master_target_url: str
+    master_target_ca: Path
+    master_target_token: str
+    bandwidth: int = 0  # bytes per second, 0 = no limit
+    cache_limit: int | None = None
+    compress: bool = True
+
+
+class NewReplication(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=ID_PATTERN)
+    source: str = Field(min_length=1, max_length=2048)
+    datastore: str | None = Field(default=None, max_length=128)
+    path: str = Field(min_length=1, max_length=512)
+    initial: Literal["full", "diff"] = "full"
+    interval: float = Field(default=300.0, ge=1.0, le=86400.0)
+    block_size: int = DEFAULT_BLOCK_SIZE
+
+
+class DirtyFeed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    extents: list[tuple[NonNegativeInt, PositiveInt]] = Field(max_length=1_000_000)
+
+
+class PointRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tag: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    kind: Literal["crash", "app"] = "app"
+    wait: float = Field(default=60.0, ge=0.0, le=3600.0)
+
+
+class ProcessServer:
+    def __init__(self, settings: ProcessServerSettings, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.repl_dir = settings.state_dir / "replications"
+        self.repl_dir.mkdir(parents=True, exist_ok=True)
+        self.limiter = RateLimiter(settings.bandwidth)
+        self._lock = threading.Lock()
+        self._repls: dict[str, Replication] = {}
+        self.lag = Gauge(
+            "vmdr_ps_rpo_lag_seconds",
+            "seconds since the newest delivered point",
+            ["replication"],
+            registry=registry,
+        )
+        self.cached = Gauge(
+            "vmdr_ps_outbox_bytes",
+            "bytes of change sets waiting in the cache",
+            ["replication"],
+            registry=registry,
+        )
+        self.sent = Gauge(
+            "vmdr_ps_sent_bytes",
+            "bytes sent to the master target",
+            ["replication"],
+            registry=registry,
+        )
+        self._compress: bool | None = None
+        for path in sorted(self.repl_dir.glob("*.json")):
+            spec = ReplicationSpec(**json.loads(path.read_text())["spec"])
+            self._repls[spec.id] = self._make(spec)
+            self._repls[spec.id].start()
+
+    def client(self) -> ServiceClient:
+        s = self.settings
+        return ServiceClient(
+            "master target",
+            s.master_target_url,
+            s.master_target_ca,
+            s.master_target_token,
+            timeout=120.0,
+        )
+
+    def compress(self) -> bool:
+        """Compression is used when both sides support it (asked once)."""
+        if self._compress is None:
+            with self.client() as client:
+                caps = client.get("/v1/capabilities")
+            self._compress = self.settings.compress and "zstd" in caps.get("compression", [])
+        return self._compress
+
+    def _make(self, spec: ReplicationSpec) -> Replication:
+        return Replication(
+            spec,
+            self.repl_dir,
+            self.settings.cache_dir,
+            self.client,
+            self.limiter,
+            cache_limit=self.settings.cache_limit,
+            compress=self.compress,
+        )
+
+    def create(self, req: NewReplication) -> dict[str, Any]:
+        check_block_size(req.block_size)
+        with self._lock:
+            if req.id in self._repls:
+                raise ReplicationExists(id=req.id, source=self._repls[req.id].spec.source)
+            with open_backend(req.source, "r"):  # refuse a source we cannot read, now
+                pass
+            spec = ReplicationSpec(
+                req.id,
+                req.source,
+                req.datastore,
+                req.path,
+                req.initial,
+                req.interval,
+                req.block_size,
+            )
+            repl = self._make(spec)
+            self._repls[req.id] = repl
+        repl.start()
+        return repl.status()
+
+    def get(self, repl_id: str) -> Replication:
+        try:
+            return self._repls[repl_id]
+        except KeyError:
+            raise ReplicationUnknown(id=repl_id) from None
+
+    def status(self, repl_id: str) -> dict[str, Any]:
+        status = self.get(repl_id).status()
+        self.lag.labels(repl_id).set(status["lag_seconds"] or 0)
+        self.cached.labels(repl_id).set(status["outbox"]["bytes"])
+        self.sent.labels(repl_id).set(status["sent_bytes"])
+        return status
+
+    def delete(self, repl_id: str) -> dict[str, Any]:
+        with self._lock:
+            repl = self.get(repl_id)
+            repl.stop()
+            del self._repls[repl_id]
+            for suffix in (".json", ".dmap", ".dmap.taken", ".dmap.lock"):
+                (self.repl_dir / f"{repl_id}{suffix}").unlink(missing_ok=True)
+        return {"id": repl_id, "stopped": True, "cached_change_sets": len(repl.outbox.pending())}
+
+    def all(self) -> list[dict[str, Any]]:
+        return [self.status(i) for i in sorted(self._repls)]
+
+    def close(self) -> None:
+        for repl in list(self._repls.values()):
+            repl.stop()
+
+
+def build_app(settings: ProcessServerSettings, tokens: TokenStore) -> FastAPI:
+    registry = CollectorRegistry()
+    app = create_app("process-server", tokens, registry)
+    ps = ProcessServer(settings, registry)
+    app.state.process_server = ps
+    app.router.on_shutdown.append(_closer(ps.close))
+
+    @app.post("/v1/replications", status_code=201)
+    def post_replication(req: NewReplication) -> dict[str, Any]:
+        return ps.create(req)
+
+    @app.get("/v1/replications")
+    def list_replications() -> list[dict[str, Any]]:
+        return ps.all()
+
+    @app.get("/v1/replications/{repl_id}")
+    def get_replication(repl_id: str) -> dict[str, Any]:
+        return ps.status(repl_id)
+
+    @app.post("/v1/replications/{repl_id}/dirty")
+    def post_dirty(repl_id: str, feed: DirtyFeed) -> dict[str, Any]:
+        ps.get(repl_id).mark_dirty([(int(o), int(n)) for o, n in feed.extents])
+        return {"marked": len(feed.extents)}
+
+    @app.post("/v1/replications/{repl_id}/points")
+    def post_point(repl_id: str, req: PointRequest) -> dict[str, Any]:
+        return ps.get(repl_id).request_point(req.tag, req.kind, req.wait)
+
+    @app.delete("/v1/replications/{repl_id}")
+    def delete_replication(repl_id: str) -> dict[str, Any]:
+        return ps.delete(repl_id)
+
+    return app
+
+
+def _closer(fn: Callable[[], None]) -> Callable[[], Any]:
+    async def close() -> None:
+        fn()
+
+    return close

@@ -1,0 +1,176 @@
+"""What every vmdr service shares: HTTPS only, token auth, problem details,
+``/healthz`` and Prometheus ``/metrics``.
+
+A service is a FastAPI app built by ``create_app`` and run by ``serve``
+(uvicorn with httptools, TLS 1.2 or newer). Certificates come from the files a
+caller names or, by default, from a private CA that vmdr makes on first use in
+the service's state folder (``<state>/pki``).
+
+Authentication: every route needs ``Authorization: Bearer <token>`` except
+``/healthz`` (a liveness probe that reveals only "ok") and ``/v1/register``
+(which needs the one-time passphrase instead). A refused request is logged
+with its method, path, peer and reason — never with the header's value.
+
+Errors leave as RFC 9457 problem details with vmdr's stable code::
+
+    {"type": "about:blank", "title": "VMDR-E0351", "status": 401,
+     "detail": "...", "code": "VMDR-E0351", "fix": "..."}
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from vmdr.model.errors import UsageError, VmdrError
+from vmdr.transport.auth import TokenStore, Unauthorized
+from vmdr.transport.tls import CertPair, ensure_ca, issue_server_cert
+
+__all__ = ["ServiceSettings", "create_app", "problem", "serve", "tls_files"]
+
+log = logging.getLogger(__name__)
+OPEN_PATHS = frozenset({"/healthz", "/v1/register"})
+
+
+@dataclass
+class ServiceSettings:
+    """Where a service listens and keeps its state."""
+
+    name: str
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    cert: Path | None = None
+    key: Path | None = None
+    ca_dir: Path | None = None  # default: <state_dir>/pki
+    extra_hosts: list[str] = field(default_factory=list)
+
+    @property
+    def pki(self) -> Path:
+        return self.ca_dir or self.state_dir / "pki"
+
+
+def tls_files(settings: ServiceSettings) -> tuple[CertPair, Path]:
+    """The service's certificate and the CA file clients should trust."""
+    ca = ensure_ca(settings.pki)
+    if settings.cert and settings.key:
+        return CertPair(settings.cert, settings.key), ca.cert
+    hosts = sorted({settings.host, "127.0.0.1", "localhost", *settings.extra_hosts})
+    return issue_server_cert(ca, settings.pki, settings.name, hosts), ca.cert
+
+
+class Registration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    passphrase: str = Field(min_length=1, max_length=256)
+
+
+def problem(exc: VmdrError, status: int | None = None) -> JSONResponse:
+    status = status or exc.http_status
+    body = {
+        "type": "about:blank",
+        "title": exc.code,
+        "status": status,
+        "detail": exc.message,
+        "code": exc.code,
+        "fix": exc.remedy,
+    }
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def create_app(name: str, tokens: TokenStore, registry: CollectorRegistry) -> FastAPI:
+    """A FastAPI app with auth, problem details, /healthz, /metrics and /v1/register."""
+    app = FastAPI(title=f"vmdr {name}", version="1")
+    requests = Counter(
+        "vmdr_http_requests", "HTTP requests answered", ["status"], registry=registry
+    )
+    refused = Counter(
+        "vmdr_http_refused", "requests refused for missing or wrong tokens", registry=registry
+    )
+
+    @app.middleware("http")
+    async def authenticate(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path not in OPEN_PATHS:
+            try:
+                request.state.client_name = tokens.authenticate(
+                    request.headers.get("authorization")
+                )
+            except Unauthorized as exc:
+                refused.inc()
+                peer = request.client.host if request.client else "?"
+                log.warning(
+                    "refused %s %s from %s: %s",
+                    request.method,
+                    request.url.path,
+                    peer,
+                    exc.message,
+                )
+                requests.labels("401").inc()
+                return problem(exc)
+        response = await call_next(request)
+        requests.labels(str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(VmdrError)
+    async def vmdr_error(request: Request, exc: VmdrError) -> JSONResponse:
+        if exc.http_status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc)
+        return problem(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return problem(UsageError(detail=f"invalid request: {errors}"), 422)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/register")
+    def register(body: Registration) -> dict[str, str]:
+        """Trade the one-time passphrase for a token (shown once)."""
+        token = tokens.register(body.name, body.passphrase)
+        log.info("registered client %s", body.name)
+        return {"name": body.name, "token": token}
+
+    return app
+
+
+def serve(app: Any, settings: ServiceSettings, log_level: str = "info") -> None:
+    """Run ``app`` over HTTPS (TLS 1.2+) until SIGINT/SIGTERM."""
+    pair, _ = tls_files(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http="httptools",
+        ssl_certfile=str(pair.cert),
+        ssl_keyfile=str(pair.key),
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=30,
+    )
+    config.load()
+    assert config.ssl is not None  # set by load() from the files above
+    config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    uvicorn.Server(config).run()
