@@ -5,6 +5,7 @@ REST (all under token auth, see ``transport.service``)::
 
     PUT  /v1/disks/{disk}                 {datastore, path, size, create}: register a disk
     GET  /v1/disks/{disk}                 the disk, its open change set (acked), newest point
+    DELETE /v1/disks/{disk}               forget it (journal, points); the file stays
     GET  /v1/disks/{disk}/points          recovery points
     POST /v1/disks/{disk}/digests         {block_size, start_block, size} -> BlockDigests frames
     POST /v1/disks/{disk}/changesets/{cs} frame stream in -> {acked, point}
@@ -182,6 +183,22 @@ class MasterTarget:
             "busy": disk.lock.locked(),
         }
 
+    def forget(self, disk_id: str) -> dict[str, Any]:
+        """Stop keeping the disk: its record, open change set and journal go;
+        the disk file itself stays where it is."""
+        disk = self.disk(disk_id)
+        if not disk.lock.acquire(blocking=False):
+            raise DiskBusy(disk=disk_id, detail="a change set is being received")
+        try:
+            with self._lock:
+                self.settings.retention.disk(disk_id).drop()
+                self.session_path(disk_id).unlink(missing_ok=True)
+                (self.disks_dir / f"{disk_id}.json").unlink(missing_ok=True)
+                del self._disks[disk_id]
+        finally:
+            disk.lock.release()
+        return {"id": disk_id, "forgotten": True, "file_kept": str(disk.where)}
+
     def open_target(self, disk: _Disk) -> Backend:
         return self.settings.datastores.open(disk.where)
 
@@ -197,72 +214,25 @@ class MasterTarget:
         check_id("change set", changeset)
         if not disk.lock.acquire(blocking=False):
             raise DiskBusy(disk=disk_id, detail="another change set is being received")
-        applier: ChangeSetApplier | None = None
-        target: Backend | None = None
+        rx = _Receiver(self, disk, changeset)
         try:
             done = self.committed(disk_id, changeset)
             if done is not None:  # sent again after a lost answer: already applied
                 return {"acked": None, "point": _point(done), "again": True}
             self.settings.retention.check_ready()
-            point: RecoveryPoint | None = None
-            decoder = frames.FrameDecoder()
             async for chunk in request.stream():
-                for msg in decoder.feed(chunk):
-                    if isinstance(msg, frames.Control):
-                        if msg.op == "begin":
-                            if applier is not None:
-                                raise SessionError(
-                                    changeset=changeset, disk=disk_id, detail="begin sent twice"
-                                )
-                            target = await run_in_threadpool(self.open_target, disk)
-                            applier = await run_in_threadpool(
-                                ChangeSetApplier,
-                                disk_id,
-                                target,
-                                self.settings.retention.disk(disk_id),
-                                self.session_path(disk_id),
-                                changeset,
-                                initial=bool(msg.data.get("initial")),
-                                resume_from=int(msg.data.get("resume_from", 0)),
-                            )
-                        elif msg.op == "cut":
-                            if applier is None:
-                                raise SessionError(
-                                    changeset=changeset, disk=disk_id, detail="cut before begin"
-                                )
-                            point = await run_in_threadpool(
-                                applier.cut,
-                                float(msg.data["time"]),
-                                msg.data.get("tag"),
-                                str(msg.data.get("kind", "crash")),
-                            )
-                            self.points_cut.inc()
-                        continue
-                    if isinstance(msg, frames.End):
-                        continue
-                    if applier is None:
-                        raise SessionError(
-                            changeset=changeset, disk=disk_id, detail="data before begin"
-                        )
-                    await run_in_threadpool(applier.apply, msg)
-            decoder.finish()
-            if point is None:
-                raise SessionError(
-                    changeset=changeset, disk=disk_id, detail="the stream ended without a cut"
-                )
-            self.received.inc(applier.counters.written if applier else 0)
-            self.retention_used.set(self.settings.retention.usage()["used_bytes"])
-            return {"acked": applier.acked if applier else None, "point": _point(point)}
+                # Decoding (checksums, zstd) and writing run off the event loop.
+                await run_in_threadpool(rx.feed, chunk)
+            answer = await run_in_threadpool(rx.finish)
+            self.received.inc(answer.pop("written"))
+            self.points_cut.inc()
+            return answer
         except VmdrError as exc:
             self.rejected.labels(exc.code).inc()
             log.warning("disk %s change set %s refused: %s", disk_id, changeset, exc.message)
             raise
         finally:
-            if applier is not None:
-                # Keep what arrived: the sender resumes from this ack.
-                await run_in_threadpool(_checkpoint_quietly, applier)
-            if target is not None:
-                target.close()
+            await run_in_threadpool(rx.close)
             disk.lock.release()
 
     def digests(self, disk_id: str, req: DigestRequest) -> StreamingResponse:
@@ -309,12 +279,76 @@ class MasterTarget:
         }
 
 
-def _checkpoint_quietly(applier: ChangeSetApplier) -> None:
-    try:
-        if applier.record.acked and not applier.done:
-            applier.checkpoint()
-    except VmdrError as exc:  # the target itself failed: the sender will resend
-        log.warning("could not checkpoint %s: %s", applier.disk_id, exc.message)
+class _Receiver:
+    """One change set's stream: decoded and applied in worker threads, one
+    chunk at a time (see ``roles.sender`` for the stream's shape)."""
+
+    def __init__(self, mt: MasterTarget, disk: _Disk, changeset: str) -> None:
+        self.mt, self.disk, self.changeset = mt, disk, changeset
+        self.decoder = frames.FrameDecoder()
+        self.applier: ChangeSetApplier | None = None
+        self.target: Backend | None = None
+        self.point: RecoveryPoint | None = None
+
+    def _refuse(self, detail: str) -> SessionError:
+        return SessionError(changeset=self.changeset, disk=self.disk.disk_id, detail=detail)
+
+    def feed(self, chunk: bytes) -> None:
+        for msg in self.decoder.feed(chunk):
+            if isinstance(msg, frames.Control):
+                self._control(msg)
+            elif isinstance(msg, frames.End):
+                continue
+            elif self.applier is None or self.point is not None:
+                raise self._refuse("data outside begin ... cut")
+            else:
+                self.applier.apply(msg)
+
+    def _control(self, msg: frames.Control) -> None:
+        disk_id = self.disk.disk_id
+        if msg.op == "begin":
+            if self.applier is not None:
+                raise self._refuse("begin sent twice")
+            self.target = self.mt.open_target(self.disk)
+            self.applier = ChangeSetApplier(
+                disk_id,
+                self.target,
+                self.mt.settings.retention.disk(disk_id),
+                self.mt.session_path(disk_id),
+                self.changeset,
+                initial=bool(msg.data.get("initial")),
+                resume_from=int(msg.data.get("resume_from", 0)),
+            )
+        elif msg.op == "cut":
+            if self.applier is None:
+                raise self._refuse("cut before begin")
+            self.point = self.applier.cut(
+                float(msg.data["time"]), msg.data.get("tag"), str(msg.data.get("kind", "crash"))
+            )
+        else:
+            raise self._refuse(f"unknown control {msg.op!r}")
+
+    def finish(self) -> dict[str, Any]:
+        self.decoder.finish()
+        if self.point is None or self.applier is None:
+            raise self._refuse("the stream ended without a cut")
+        return {
+            "acked": self.applier.acked,
+            "point": _point(self.point),
+            "resumed_from": self.applier.resume_from,
+            "written": self.applier.counters.written,
+        }
+
+    def close(self) -> None:
+        try:
+            if self.applier is not None and not self.applier.done:
+                # Keep what arrived: the sender resumes from this ack.
+                self.applier.checkpoint()
+        except VmdrError as exc:  # the target itself failed: the sender will resend
+            log.warning("could not checkpoint %s: %s", self.disk.disk_id, exc.message)
+        finally:
+            if self.target is not None:
+                self.target.close()
 
 
 def _point(point: RecoveryPoint) -> dict[str, Any]:
@@ -344,6 +378,10 @@ def build_app(settings: MasterTargetSettings, tokens: TokenStore) -> FastAPI:
     @app.get("/v1/disks/{disk_id}")
     def get_disk(disk_id: str) -> dict[str, Any]:
         return mt.describe(disk_id)
+
+    @app.delete("/v1/disks/{disk_id}")
+    def delete_disk(disk_id: str) -> dict[str, Any]:
+        return mt.forget(disk_id)
 
     @app.get("/v1/disks/{disk_id}/points")
     def get_points(disk_id: str) -> list[dict[str, Any]]:

@@ -8,7 +8,8 @@ REST (token auth, see ``transport.service``)::
     GET    /v1/replications/{id}
     POST   /v1/replications/{id}/dirty      {"extents": [[offset, length], ...]}: the source's feed
     POST   /v1/replications/{id}/points     {"tag": str|null, "kind": "crash"|"app", "wait": s}
-    DELETE /v1/replications/{id}            stop (the target disk and its points stay)
+    DELETE /v1/replications/{id}            stop; ?forget_target=true: the master target
+                                            forgets the disk's journal too (file stays)
 
 Replications survive a restart: their spec and progress live in the state
 folder and their change sets in the cache folder.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -187,14 +189,23 @@ class ProcessServer:
         self.sent.labels(repl_id).set(status["sent_bytes"])
         return status
 
-    def delete(self, repl_id: str) -> dict[str, Any]:
+    def delete(self, repl_id: str, forget_target: bool) -> dict[str, Any]:
+        """Stop and forget a replication. Its undelivered change sets are
+        dropped with it (they belong to no replication any more); with
+        ``forget_target`` the master target also forgets the disk's journal."""
         with self._lock:
             repl = self.get(repl_id)
             repl.stop()
+            dropped = len(repl.outbox.pending())
             del self._repls[repl_id]
             for suffix in (".json", ".dmap", ".dmap.taken", ".dmap.lock"):
                 (self.repl_dir / f"{repl_id}{suffix}").unlink(missing_ok=True)
-        return {"id": repl_id, "stopped": True, "cached_change_sets": len(repl.outbox.pending())}
+            shutil.rmtree(repl.outbox.folder, ignore_errors=True)
+        answer: dict[str, Any] = {"id": repl_id, "stopped": True, "dropped_change_sets": dropped}
+        if forget_target:
+            with self.client() as client:
+                answer["target"] = client.delete(f"/v1/disks/{repl.spec.disk}")
+        return answer
 
     def all(self) -> list[dict[str, Any]]:
         return [self.status(i) for i in sorted(self._repls)]
@@ -233,8 +244,8 @@ def build_app(settings: ProcessServerSettings, tokens: TokenStore) -> FastAPI:
         return ps.get(repl_id).request_point(req.tag, req.kind, req.wait)
 
     @app.delete("/v1/replications/{repl_id}")
-    def delete_replication(repl_id: str) -> dict[str, Any]:
-        return ps.delete(repl_id)
+    def delete_replication(repl_id: str, forget_target: bool = False) -> dict[str, Any]:
+        return ps.delete(repl_id, forget_target)
 
     return app
 

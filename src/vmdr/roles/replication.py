@@ -140,6 +140,7 @@ class Replication:
             "target": {"datastore": self.spec.datastore, "path": self.spec.path},
             "phase": self.phase,
             "initial_done": self.state["initial_done"],
+            "initial_seconds": self.state.get("initial_seconds"),
             "last_point": last,
             "lag_seconds": round(time.time() - last["time"], 3) if last else None,
             "outbox": {
@@ -188,6 +189,7 @@ class Replication:
 
     def _initial(self) -> None:
         spec = self.spec
+        started = time.monotonic()
         with self.client_factory() as client, open_backend(spec.source, "r") as src:
             size = src.size()
             client.put(
@@ -203,6 +205,7 @@ class Replication:
                     answer = self._send(client, INITIAL, trim(messages, offset), offset, True)
                 point = answer["point"]
         self.state.update(initial_done=True, last_point=point)
+        self.state["initial_seconds"] = round(time.monotonic() - started, 3)
         self._save()
 
     def _send_diff(self, client: ServiceClient, src: Any, size: int, offset: int) -> Any:
@@ -237,7 +240,7 @@ class Replication:
             messages,
             initial=initial,
             resume_from=offset,
-            cut=cut or Cut(time.time(), None, "crash"),
+            cut=cut or (lambda: Cut(time.time(), None, "initial" if initial else "crash")),
             compress=self.compress(),
             limiter=self.limiter,
         )

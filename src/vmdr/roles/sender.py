@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +101,7 @@ def body(
     *,
     initial: bool,
     resume_from: int,
-    cut: Cut,
+    cut: Cut | Callable[[], Cut],
     compress: bool,
     limiter: RateLimiter,
     sent: list[int],
@@ -109,11 +109,19 @@ def body(
     """The frames of one change set; ``sent[0]`` counts bytes on the wire."""
     encoder = frames.Encoder(compress=compress)
     begin = frames.Control({"op": "begin", "initial": initial, "resume_from": resume_from})
-    for msg in _chain((begin,), messages, (frames.Control(cut.to_dict()), frames.End())):
+    for msg in _chain((begin,), messages, _ending(cut)):
         for piece in encoder.encode(msg):
             limiter.consume(len(piece))
             sent[0] += len(piece)
             yield bytes(piece)
+
+
+def _ending(cut: Cut | Callable[[], Cut]) -> Iterator[frames.Item]:
+    """The cut and End; a callable cut is timed when the data has been read
+    (an initial sync's point is as of its end, not its start)."""
+    point = cut() if callable(cut) else cut
+    yield frames.Control(point.to_dict())
+    yield frames.End()
 
 
 def _chain(*parts: Iterable[Any]) -> Iterator[Any]:
@@ -129,7 +137,7 @@ def send_changeset(
     *,
     initial: bool,
     resume_from: int,
-    cut: Cut,
+    cut: Cut | Callable[[], Cut],
     compress: bool = True,
     limiter: RateLimiter | None = None,
 ) -> dict[str, Any]:

@@ -221,3 +221,25 @@ def test_path_outside_datastore_roots_is_refused(pair: Pair, path: str) -> None:
     assert err.value.remote_code in ("VMDR-E0420", "VMDR-E0421")
     assert err.value.status in (403, 404)
     assert not (pair.root / "escape-flat.vmdk").exists()
+
+
+def test_delete_with_forget_target_lets_a_replication_start_over(
+    pair: Pair, tmp_path: Path
+) -> None:
+    source = random_image(tmp_path / "src.img", 16 * MiB, seed=6)
+    start(pair, source)
+    pair.wait("r1", initial_done)
+    with pair.ps_client() as c:
+        answer = c.delete("/v1/replications/r1", params={"forget_target": "true"})
+    assert answer["target"]["forgotten"] is True
+    with pair.mt_client() as c, pytest.raises(RemoteError) as err:
+        c.get("/v1/disks/r1")
+    assert err.value.remote_code == "VMDR-E0423"
+    assert target_of(pair).exists()  # the disk file itself is kept
+    # Start over on the same disk, differentially: it is equal, so little is sent.
+    with open(source, "r+b") as f:
+        f.write(b"changed on the source")
+    start(pair, source, initial="diff")
+    status = pair.wait("r1", initial_done)
+    assert same_bytes(source, target_of(pair))
+    assert status["sent_bytes"] < MiB
