@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vmdr.blocks.backend import Backend
 from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE, check_block_size, hash_segments
+from vmdr.blocks.messages import BlockDigests
 from vmdr.blocks.operation import prepare_target
 from vmdr.blocks.retention import RecoveryPoint, RetentionStore
 from vmdr.model.errors import VmdrError
@@ -47,6 +49,9 @@ from vmdr.transport.service import create_app
 __all__ = ["MasterTarget", "MasterTargetSettings", "build_app"]
 
 log = logging.getLogger(__name__)
+
+
+RECEIVE_BATCH = 1 << 20
 
 
 class DiskUnknown(VmdrError):
@@ -220,9 +225,18 @@ class MasterTarget:
             if done is not None:  # sent again after a lost answer: already applied
                 return {"acked": None, "point": _point(done), "again": True}
             self.settings.retention.check_ready()
+            pending: list[bytes] = []
+            size = 0
             async for chunk in request.stream():
-                # Decoding (checksums, zstd) and writing run off the event loop.
-                await run_in_threadpool(rx.feed, chunk)
+                # Decoding (checksums, zstd) and writing run off the event loop,
+                # in batches of about a MiB: one thread hop per batch.
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= RECEIVE_BATCH:
+                    await run_in_threadpool(rx.feed, b"".join(pending))
+                    pending, size = [], 0
+            if pending:
+                await run_in_threadpool(rx.feed, b"".join(pending))
             answer = await run_in_threadpool(rx.finish)
             self.received.inc(answer.pop("written"))
             self.points_cut.inc()
@@ -246,10 +260,16 @@ class MasterTarget:
             target.close()
             raise
 
-        def stream() -> Any:
+        def segments() -> Iterator[BlockDigests]:
+            # Hashed in this process's worker thread, not in a worker process:
+            # measured (docs/performance.md), a process per side on a 2-core
+            # machine beats two hashing processes plus two service processes.
+            return hash_segments(target, req.block_size, start_block=req.start_block)
+
+        def stream() -> Iterator[bytes]:
             encoder = frames.Encoder()
             try:
-                for seg in hash_segments(target, req.block_size, start_block=req.start_block):
+                for seg in segments():
                     yield b"".join(encoder.encode(seg))
                 yield b"".join(encoder.encode(frames.End()))
             finally:

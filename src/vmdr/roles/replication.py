@@ -206,12 +206,15 @@ class Replication:
                 point = answer["point"]
         self.state.update(initial_done=True, last_point=point)
         self.state["initial_seconds"] = round(time.monotonic() - started, 3)
+        log.info(
+            "replication %s: initial sync done in %.3f s", spec.id, self.state["initial_seconds"]
+        )
         self._save()
 
     def _send_diff(self, client: ServiceClient, src: Any, size: int, offset: int) -> Any:
         bs = self.spec.block_size
-        source = DiffResyncSource(src, bs)
         request = {"block_size": bs, "start_block": 0, "size": size}
+        source = DiffResyncSource(src, bs)
         with client.download(f"/v1/disks/{self.spec.disk}/digests", request) as raw:
             theirs = _digests(raw)
 
