@@ -230,6 +230,10 @@ def part2(folder: Path, seconds: float, rate_mb: float) -> None:
         same = identical(source, pair.ds / "rpo" / "rpo.img")
         print(f"target equals source after the final point: {same}")
         assert same
+    except BaseException:
+        for service in (pair.ps, pair.mt):
+            print(f"--- {service.log} (tail)\n{service.log.read_text()[-4000:]}", file=sys.stderr)
+        raise
     finally:
         pair.stop()
         shutil.rmtree(root, ignore_errors=True)

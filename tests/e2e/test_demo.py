@@ -30,6 +30,9 @@ def test_demo_replicates_web01_and_the_replicas_hold_the_same_bytes(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "reusing the lab already running" in result.stdout
     assert "What this demo did" in result.stdout and "Not yet built" in result.stdout
+    # Step 4: back through the lab's process server and master target.
+    assert "resynchronised it onto the original" in result.stdout
+    assert "equal: NO" not in result.stdout and "delivered: True" in result.stdout
 
     # Independent check: read each replica straight from Azurite with the SDK.
     state = lab.state()
@@ -44,4 +47,6 @@ def test_demo_replicates_web01_and_the_replicas_hold_the_same_bytes(
             blob = service.get_blob_client("replicas", f"web-01-disk{disk['unit']}")
             replica = blob.download_blob(max_concurrency=4).readall()
             source = Path(disk["flat_path"]).read_bytes()
+            # disk 1 was then changed in the cloud and replicated back onto the
+            # on-premises disk: both sides must still hold the same bytes.
             assert hashlib.sha256(replica).digest() == hashlib.sha256(source).digest()

@@ -13,6 +13,7 @@ Layout: ``<cache>/<replication>/<seq:012d>.vcs``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -52,7 +53,12 @@ class Outbox:
         return self.folder / f"{seq:012d}{SUFFIX}"
 
     def used_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.folder.glob(f"*{SUFFIX}"))
+        total = 0
+        for path in self.folder.glob(f"*{SUFFIX}"):
+            # A change set may be drained and removed while we look.
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
 
     def check_room(self) -> None:
         if self.limit_bytes is not None:
