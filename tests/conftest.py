@@ -53,3 +53,75 @@ def artifacts_dir() -> Path:
     path = Path(__file__).resolve().parent.parent / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+def _pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        pytest.fail("PostgreSQL is not installed: run `make bootstrap`")
+    return found[-1].parent
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private PostgreSQL server from Debian's packages: its own data folder,
+    socket folder and port, trust auth on the socket only; stopped at the end.
+    PostgreSQL refuses to run as root, so as root it runs as ``postgres``."""
+    import shutil
+    import subprocess
+
+    from vmdr.lab.process import free_port
+
+    base = tmp_path_factory.mktemp("pg")
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        run_as = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+        base.chmod(0o755)
+        for parent in base.parents:  # postgres must be able to reach its folder
+            if parent == Path("/"):
+                break
+            parent.chmod(parent.stat().st_mode | 0o011)
+    bin_dir = _pg_bin()
+    port = free_port()
+    subprocess.run(
+        [*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", "vmdr", "--auth=trust",
+         "-E", "UTF8", "--no-sync"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        [*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "pg.log"),
+         "-o", f"-p {port} -k {sock} -c listen_addresses='' -c fsync=off", "start"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        subprocess.run(
+            [*run_as, str(bin_dir.parent / "bin" / "createdb"), "-h", str(sock), "-p", str(port),
+             "-U", "vmdr", "vmdr"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        yield f"postgresql+psycopg://vmdr@/vmdr?host={sock}&port={port}"
+    finally:
+        subprocess.run(
+            [*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            capture_output=True,
+        )  # fmt: skip
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that takes this runs on both databases (a fresh one each)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'vmdr.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    import sqlalchemy
+
+    # A fresh schema per test: drop everything the previous test made.
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    return url

@@ -1,0 +1,237 @@
+"""The configuration server's inventory database (SQLAlchemy 2, typed ORM).
+
+The source documents make this database the memory of the whole system:
+failback fails if the machine is not in it. Everything a workflow needs to
+resume after a restart lives here: the inventory from discovery, the
+registered roles, protected items with their life-cycle state
+(``model.lifecycle``), recovery points and durable jobs with their events.
+
+Ids are text (UUID4 strings) so that backups restore onto any database.
+Secrets (vCenter passwords) are stored only encrypted (``secret_enc``, see
+``control.secrets``); role tokens only as SHA-256 digests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "Base",
+    "Datastore",
+    "Disk",
+    "Host",
+    "Job",
+    "JobEvent",
+    "Machine",
+    "MasterTarget",
+    "ProcessServer",
+    "ProtectedItem",
+    "RecoveryPlan",
+    "RecoveryPoint",
+    "Site",
+    "VCenter",
+]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        dt.datetime: DateTime(timezone=True),
+    }
+
+
+class Site(Base):
+    __tablename__ = "sites"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # primary | recovery
+
+
+class VCenter(Base):
+    """A vCenter, or a standalone ESX host (``kind == "esx"``)."""
+
+    __tablename__ = "vcenters"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="vcenter")
+    url: Mapped[str] = mapped_column(String(1024))
+    user: Mapped[str] = mapped_column(String(255))
+    secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    ca_pem: Mapped[str | None] = mapped_column(Text, default=None)
+    discovered_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+    __table_args__ = (UniqueConstraint("vcenter_id", "moref"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    vcenter_id: Mapped[str] = mapped_column(ForeignKey("vcenters.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    moref: Mapped[str] = mapped_column(String(64))
+    cluster: Mapped[str | None] = mapped_column(String(255), default=None)
+
+
+class Datastore(Base):
+    __tablename__ = "datastores"
+    __table_args__ = (UniqueConstraint("vcenter_id", "moref"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    vcenter_id: Mapped[str] = mapped_column(ForeignKey("vcenters.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    moref: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))  # VMFS | vsan | NFS | ...
+    host_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class Machine(Base):
+    """A VM from discovery, or a physical server (``kind == "physical"``)."""
+
+    __tablename__ = "machines"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    vcenter_id: Mapped[str | None] = mapped_column(
+        ForeignKey("vcenters.id", ondelete="SET NULL"), default=None
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16), default="vm")
+    moref: Mapped[str | None] = mapped_column(String(64), default=None)
+    host_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    guest_os: Mapped[str | None] = mapped_column(String(255), default=None)
+    enable_uuid: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    snapshots: Mapped[int] = mapped_column(Integer, default=0)
+    disks: Mapped[list[Disk]] = relationship(
+        back_populates="machine", cascade="all, delete-orphan", order_by="Disk.unit"
+    )
+
+
+class Disk(Base):
+    __tablename__ = "disks"
+    __table_args__ = (UniqueConstraint("machine_id", "unit"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id", ondelete="CASCADE"))
+    unit: Mapped[int] = mapped_column(Integer)
+    uuid: Mapped[str | None] = mapped_column(String(64), default=None)
+    capacity: Mapped[int] = mapped_column(BigInteger)
+    datastore_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    path: Mapped[str] = mapped_column(String(1024))  # "[ds] folder/disk.vmdk"
+    machine: Mapped[Machine] = relationship(back_populates="disks")
+
+
+class ProcessServer(Base):
+    __tablename__ = "process_servers"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.id"), default=None)
+    url: Mapped[str] = mapped_column(String(1024))
+    token_digest: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[dt.datetime] = mapped_column(default=now)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    health: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class MasterTarget(Base):
+    __tablename__ = "master_targets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.id"), default=None)
+    url: Mapped[str] = mapped_column(String(1024))
+    token_digest: Mapped[str] = mapped_column(String(64))
+    host_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    machine_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    registered_at: Mapped[dt.datetime] = mapped_column(default=now)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    health: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ProtectedItem(Base):
+    """A machine under protection; its life-cycle fields mirror
+    ``model.lifecycle.ItemState``. ``version`` guards against lost updates."""
+
+    __tablename__ = "protected_items"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"), unique=True)
+    state: Mapped[str] = mapped_column(String(32))
+    active_site: Mapped[str] = mapped_column(String(16))
+    direction: Mapped[str] = mapped_column(String(32))
+    running: Mapped[str | None] = mapped_column(String(32), default=None)
+    previous: Mapped[str | None] = mapped_column(String(32), default=None)
+    planned: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    process_server_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    master_target_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=now)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=now, onupdate=now)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's own attribute
+
+
+class RecoveryPoint(Base):
+    __tablename__ = "recovery_points"
+    __table_args__ = (UniqueConstraint("item_id", "disk_unit", "seq"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    item_id: Mapped[str] = mapped_column(ForeignKey("protected_items.id", ondelete="CASCADE"))
+    disk_unit: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    time: Mapped[float] = mapped_column(Float)
+    tag: Mapped[str | None] = mapped_column(String(128), default=None)
+    kind: Mapped[str] = mapped_column(String(16), default="crash")
+
+
+class RecoveryPlan(Base):
+    __tablename__ = "recovery_plans"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Job(Base):
+    """A durable job: a named sequence of idempotent steps; ``step`` is the
+    index of the next step to run, persisted before and after each step."""
+
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(64))
+    item_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=now)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=now, onupdate=now)
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    time: Mapped[dt.datetime] = mapped_column(default=now)
+    step: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # start | end | error | progress
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
