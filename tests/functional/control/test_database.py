@@ -30,6 +30,7 @@ def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    engine.dispose()
 
 
 def test_machines_disks_items_round_trip(database_url: str) -> None:

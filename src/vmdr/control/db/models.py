@@ -24,11 +24,13 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -48,6 +50,9 @@ __all__ = [
     "Site",
     "VCenter",
 ]
+
+
+ACTIVE_JOB = "state IN ('queued', 'running')"
 
 
 def new_id() -> str:
@@ -214,6 +219,16 @@ class Job(Base):
     index of the next step to run, persisted before and after each step."""
 
     __tablename__ = "jobs"
+    # One queued or running job per protected item, enforced by the database.
+    __table_args__ = (
+        Index(
+            "uq_jobs_active_item",
+            "item_id",
+            unique=True,
+            sqlite_where=text(ACTIVE_JOB),
+            postgresql_where=text(ACTIVE_JOB),
+        ),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(64))
     item_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
