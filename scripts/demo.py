@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vmdr.lab import process
@@ -118,7 +119,7 @@ def initial_replication(lab: Lab, vm_name: str) -> list[Replica]:
         table.add_column(col)
     for r in results:
         table.add_row(
-            r.disk, r.url, f"{r.capacity / mib:.0f}", f"{r.sent / mib:.0f}",
+            escape(r.disk), r.url, f"{r.capacity / mib:.0f}", f"{r.sent / mib:.0f}",
             f"{r.skipped_zero / mib:.0f}", f"{r.sent / 1e6 / max(r.seconds, 1e-9):.0f}",
             "yes" if r.equal else "[red]NO[/]",
         )  # fmt: skip
@@ -192,7 +193,7 @@ def replicate_back(lab: Lab, vm_name: str, replica: Replica) -> bool:
     mib = 1 << 20
     console.print(
         f"[bold]4.[/] the cloud disk took {len(changed)} writes; the lab's process server "
-        f"(cloud side) resynchronised it onto the original {replica.disk} through the "
+        f"(cloud side) resynchronised it onto the original {escape(replica.disk)} through the "
         f"master target (on-premises) in {seconds:.1f} s, sending "
         f"{status['sent_bytes'] / mib:.1f} MiB of {replica.capacity / mib:.0f} MiB "
         f"(differential: both sides hashed, only differing blocks crossed TLS); equal: "

@@ -1,0 +1,126 @@
+"""Backup while the server runs, restore onto a fresh server (across SQLite
+and PostgreSQL), refusals of damaged, newer and non-empty cases."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from vmdr.control.backup import (
+    BackupCorrupt,
+    BackupTooNew,
+    RestoreTargetNotEmpty,
+    backup,
+    restore,
+)
+from vmdr.control.db.engine import open_database, session_factory
+from vmdr.control.db.models import Disk, Job, JobEvent, Machine, ProtectedItem, Site, VCenter
+from vmdr.control.secrets import SecretBox, SecretUnreadable
+
+TiB = 1 << 40
+
+
+def populate(engine: Engine, box: SecretBox) -> str:
+    with session_factory(engine).begin() as s:
+        site = Site(name="on-premises", role="primary")
+        s.add(site)
+        s.flush()
+        s.add(VCenter(site_id=site.id, name="vc-01", url="https://vc", user="admin",
+                      secret_enc=box.seal("s3cret!")))  # fmt: skip
+        vm = Machine(name="web-01", enable_uuid=True)
+        vm.disks = [Disk(unit=0, capacity=2 * TiB, path="[vmfs-01] web-01/web-01.vmdk")]
+        s.add(vm)
+        s.flush()
+        item = ProtectedItem(machine_id=vm.id, state="Protected", active_site="primary",
+                             direction="primaryToRecovery")  # fmt: skip
+        s.add(item)
+        s.flush()
+        job = Job(kind="reprotect", item_id=item.id, state="succeeded", step=3)
+        s.add(job)
+        s.flush()
+        s.add(JobEvent(job_id=job.id, step="sync", kind="end", bytes=5 * TiB))
+        return item.id
+
+
+def test_backup_then_restore_on_a_fresh_server(database_url: str, tmp_path: Path) -> None:
+    source = open_database(database_url)
+    box = SecretBox.in_folder(tmp_path / "old-server")
+    item_id = populate(source, box)
+    archive = tmp_path / "cs.backup"
+    manifest = backup(source, archive, key_file=box.path)
+    assert manifest["tables"]["machines"]["rows"] == 1
+    assert b"s3cret!" not in archive.read_bytes()
+    # A fresh server elsewhere (the other database kind is fine too).
+    target = open_database(f"sqlite:///{tmp_path / 'new.db'}")
+    restore(target, archive, key_file=tmp_path / "new-server" / "secret.key")
+    new_box = SecretBox.in_folder(tmp_path / "new-server")
+    with session_factory(target)() as s:
+        vc = s.scalars(select(VCenter)).one()
+        assert new_box.open(vc.secret_enc) == "s3cret!"
+        item = s.get(ProtectedItem, item_id)
+        assert item is not None and item.state == "Protected"
+        assert s.scalars(select(Disk)).one().capacity == 2 * TiB
+        assert s.scalars(select(JobEvent)).one().bytes == 5 * TiB
+        assert s.scalars(select(Job)).one().state == "succeeded"
+    # Without the key, the credentials stay sealed.
+    with pytest.raises(SecretUnreadable):
+        SecretBox.in_folder(tmp_path / "stranger").open(vc.secret_enc)
+    # Restoring twice onto the same server is refused: it holds data now.
+    with pytest.raises(RestoreTargetNotEmpty) as err:
+        restore(target, archive)
+    assert err.value.code == "VMDR-E0532"
+    source.dispose()
+    target.dispose()
+
+
+def _rewrite(archive: Path, out: Path, change: dict[str, bytes]) -> None:
+    with tarfile.open(archive, "r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    members.update(change)
+    with tarfile.open(out, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_damaged_or_newer_backups_are_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    source = open_database(f"sqlite:///{tmp_path / 'a.db'}")
+    populate(source, SecretBox.in_folder(tmp_path))
+    archive = tmp_path / "cs.backup"
+    backup(source, archive)
+    with tarfile.open(archive, "r:gz") as tar:
+        machines = tar.extractfile("tables/machines.jsonl").read()  # type: ignore[union-attr]
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    target = open_database(f"sqlite:///{tmp_path / 'b.db'}")
+
+    tampered = tmp_path / "tampered.backup"
+    _rewrite(archive, tampered, {"tables/machines.jsonl": machines.replace(b"web-01", b"web-02")})
+    with pytest.raises(BackupCorrupt) as err:
+        restore(target, tampered)
+    assert err.value.code == "VMDR-E0530" and "machines" in err.value.message
+
+    truncated = tmp_path / "truncated.backup"
+    truncated.write_bytes(archive.read_bytes()[:200])
+    with pytest.raises(BackupCorrupt):
+        restore(target, truncated)
+
+    for change in ({"format": 99}, {"schema_revision": "9999"}):
+        newer = tmp_path / "newer.backup"
+        raw = json.dumps(manifest | change).encode()
+        import hashlib
+
+        digest = hashlib.sha256(raw).hexdigest().encode()
+        _rewrite(archive, newer, {"manifest.json": raw, "manifest.json.sha256": digest})
+        with pytest.raises(BackupTooNew) as too_new:
+            restore(target, newer)
+        assert too_new.value.code == "VMDR-E0531"
+    with session_factory(target)() as s:
+        assert s.scalars(select(Machine)).first() is None  # nothing was written
+    source.dispose()
+    target.dispose()
