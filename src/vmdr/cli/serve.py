@@ -205,3 +205,29 @@ def process_server(
     except VmdrError as exc:
         fail(exc)
     _run("process-server", s, log_level, lambda tokens: build_app(settings, tokens))
+
+
+@app.command("configuration-server")
+def configuration_server(
+    config: Path | None = ConfigOpt,
+    state_dir: Path | None = StateOpt,
+    host: str | None = HostOpt,
+    port: int | None = PortOpt,
+    ca_dir: Path | None = CaOpt,
+    database: str | None = typer.Option(
+        None, help="SQLAlchemy URL (default: SQLite in the state folder)."
+    ),
+    log_level: str = LogOpt,
+) -> None:
+    """The inventory database, discovery and jobs, behind a REST API."""
+    from vmdr.control.api import ConfigServerSettings, build_app
+
+    try:
+        s = _settings(
+            config,
+            dict(state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, database=database),
+        )
+        settings = ConfigServerSettings(Path(_need(s, "state_dir")), s.get("database"))
+    except VmdrError as exc:
+        fail(exc)
+    _run("configuration-server", s, log_level, lambda tokens: build_app(settings, tokens))

@@ -1,0 +1,266 @@
+"""The configuration server's REST API (first part: sites, vCenters and
+discovery, the inventory, jobs).
+
+Served by ``vmdr serve configuration-server`` over HTTPS with token auth
+(``transport.service``); on first start it writes an admin token to
+``<state>/admin.token`` (mode 0600). OpenAPI is at ``/openapi.json``.
+
+    POST /v1/sites                      {name, role}
+    GET  /v1/sites
+    POST /v1/vcenters                   {site, name, url, user, password, ca_pem, kind}
+    GET  /v1/vcenters[/{id}]            never with the password
+    POST /v1/vcenters/{id}/discover     202 + the job's URL
+    GET  /v1/hosts | /v1/datastores | /v1/machines[/{id}]
+    GET  /v1/jobs[/{id}]                a job with its events
+    POST /v1/jobs/{id}/cancel
+
+Passwords are sealed (``control.secrets``) before they reach the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from vmdr.blocks.durable import write_atomically
+from vmdr.control.db.engine import open_database, session_factory
+from vmdr.control.db.models import Datastore, Host, Job, JobEvent, Machine, Site, VCenter
+from vmdr.control.inventory import store_discovery
+from vmdr.control.jobs import JobKind, JobRunner, JobUnknown, StepContext
+from vmdr.control.secrets import SecretBox
+from vmdr.model.errors import VmdrError
+from vmdr.transport.auth import TokenStore
+from vmdr.transport.service import create_app
+
+__all__ = ["ConfigServerSettings", "build_app"]
+
+log = logging.getLogger(__name__)
+NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$"
+
+
+class NotFound(VmdrError):
+    code = "VMDR-E0540"
+    http_status = 404
+    msg = "no {what} {id!r}"
+    fix = "List them with GET /v1/{what}s."
+
+
+class AlreadyExists(VmdrError):
+    code = "VMDR-E0541"
+    http_status = 409
+    msg = "a {what} named {name!r} already exists"
+    fix = "Choose another name, or use the existing one."
+
+
+@dataclass
+class ConfigServerSettings:
+    state_dir: Path
+    database_url: str | None = None  # default: SQLite in the state folder
+
+    @property
+    def url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'vmdr.db'}"
+
+
+class NewSite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME)
+    role: Literal["primary", "recovery"]
+
+
+class NewVCenter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    site: str = Field(min_length=1, max_length=36)
+    name: str = Field(pattern=NAME)
+    kind: Literal["vcenter", "esx"] = "vcenter"
+    url: str = Field(pattern=r"^https://[^\s/]+(/[^\s]*)?$", max_length=1024)
+    user: str = Field(min_length=1, max_length=255)
+    password: str = Field(min_length=1, max_length=1024, repr=False)
+    ca_pem: str | None = Field(default=None, max_length=65536)
+
+
+def _vcenter(v: VCenter) -> dict[str, Any]:
+    return {
+        "id": v.id, "site": v.site_id, "name": v.name, "kind": v.kind, "url": v.url,
+        "user": v.user, "discovered_at": v.discovered_at,
+    }  # fmt: skip
+
+
+def _machine(m: Machine) -> dict[str, Any]:
+    return {
+        "id": m.id, "name": m.name, "kind": m.kind, "vcenter": m.vcenter_id, "moref": m.moref,
+        "host": m.host_id, "guest_os": m.guest_os, "enable_uuid": m.enable_uuid,
+        "snapshots": m.snapshots,
+        "disks": [{"unit": d.unit, "uuid": d.uuid, "capacity": d.capacity, "path": d.path,
+                   "datastore": d.datastore_id} for d in m.disks],
+    }  # fmt: skip
+
+
+def _job(j: Job, events: list[JobEvent] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": j.id, "kind": j.kind, "item": j.item_id, "state": j.state, "step": j.step,
+        "error": j.error, "created_at": j.created_at, "updated_at": j.updated_at,
+    }  # fmt: skip
+    if events is not None:
+        out["events"] = [
+            {"time": e.time, "step": e.step, "kind": e.kind, "bytes": e.bytes,
+             "message": e.message} for e in events
+        ]  # fmt: skip
+    return out
+
+
+class ConfigServer:
+    def __init__(self, settings: ConfigServerSettings) -> None:
+        self.settings = settings
+        self.engine = open_database(settings.url)
+        self.sessions = session_factory(self.engine)
+        self.secrets = SecretBox.in_folder(settings.state_dir)
+        self.runner = JobRunner(self.sessions)
+        self.runner.register(JobKind("discover", [("discover", self._discover_step)]))
+        self.ca_dir = settings.state_dir / "vcenter-ca"
+
+    def _discover_step(self, ctx: StepContext) -> None:
+        from vmdr.providers.vsphere.discovery import discover
+        from vmdr.providers.vsphere.session import Endpoint, session
+
+        with self.sessions() as s:
+            vc = s.get(VCenter, ctx.params["vcenter"])
+            if vc is None:
+                raise NotFound(what="vcenter", id=ctx.params["vcenter"])
+            ca = self.ca_dir / f"{vc.id}.pem" if vc.ca_pem else None
+            endpoint = Endpoint(
+                url=vc.url.rstrip("/") + ("" if vc.url.endswith("/sdk") else "/sdk"),
+                user=vc.user,
+                password=self.secrets.open(vc.secret_enc),
+                ca_file=ca,
+            )
+            if ca is not None and vc.ca_pem:
+                self.ca_dir.mkdir(parents=True, exist_ok=True)
+                write_atomically(ca, vc.ca_pem.encode(), mode=0o644)
+        with session(endpoint) as si:
+            inventory = discover(si)
+        with self.sessions.begin() as s:
+            vc = s.get(VCenter, ctx.params["vcenter"])
+            assert vc is not None
+            counts = store_discovery(s, vc, inventory)
+        ctx.progress("discover", 0, f"found {counts}")
+
+    def get(self, model: Any, what: str, ident: str) -> Any:
+        with self.sessions() as s:
+            row = s.get(model, ident)
+            if row is None:
+                raise NotFound(what=what, id=ident)
+            return row
+
+    def add(self, row: Any, what: str, name: str) -> Any:
+        try:
+            with self.sessions.begin() as s:
+                s.add(row)
+        except IntegrityError:
+            raise AlreadyExists(what=what, name=name) from None
+        return row
+
+    def list(self, model: Any) -> list[Any]:
+        with self.sessions() as s:
+            return list(s.scalars(select(model).order_by(model.name)))
+
+
+def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
+    registry = CollectorRegistry()
+    app = create_app("configuration-server", tokens, registry)
+    cs = ConfigServer(settings)
+    app.state.config_server = cs
+    admin = settings.state_dir / "admin.token"
+    if not admin.exists():
+        write_atomically(admin, tokens.issue("admin").encode())
+    threading.Thread(target=cs.runner.resume_all, name="resume-jobs", daemon=True).start()
+
+    @app.post("/v1/sites", status_code=201)
+    def post_site(body: NewSite) -> dict[str, Any]:
+        site = cs.add(Site(name=body.name, role=body.role), "site", body.name)
+        return {"id": site.id, "name": site.name, "role": site.role}
+
+    @app.get("/v1/sites")
+    def get_sites() -> list[dict[str, Any]]:
+        return [{"id": x.id, "name": x.name, "role": x.role} for x in cs.list(Site)]
+
+    @app.post("/v1/vcenters", status_code=201)
+    def post_vcenter(body: NewVCenter) -> dict[str, Any]:
+        cs.get(Site, "site", body.site)
+        row = VCenter(
+            site_id=body.site, name=body.name, kind=body.kind, url=body.url, user=body.user,
+            secret_enc=cs.secrets.seal(body.password), ca_pem=body.ca_pem,
+        )  # fmt: skip
+        return _vcenter(cs.add(row, "vcenter", body.name))
+
+    @app.get("/v1/vcenters")
+    def get_vcenters() -> list[dict[str, Any]]:
+        return [_vcenter(v) for v in cs.list(VCenter)]
+
+    @app.get("/v1/vcenters/{ident}")
+    def get_vcenter(ident: str) -> dict[str, Any]:
+        return _vcenter(cs.get(VCenter, "vcenter", ident))
+
+    @app.post("/v1/vcenters/{ident}/discover", status_code=202)
+    def post_discover(ident: str) -> JSONResponse:
+        cs.get(VCenter, "vcenter", ident)
+        job_id = cs.runner.submit("discover", {"vcenter": ident})
+        cs.runner.start_in_thread(job_id)
+        body = {"job": job_id, "url": f"/v1/jobs/{job_id}"}
+        return JSONResponse(body, status_code=202, headers={"location": body["url"]})
+
+    @app.get("/v1/hosts")
+    def get_hosts() -> list[dict[str, Any]]:
+        return [{"id": h.id, "name": h.name, "vcenter": h.vcenter_id, "cluster": h.cluster}
+                for h in cs.list(Host)]  # fmt: skip
+
+    @app.get("/v1/datastores")
+    def get_datastores() -> list[dict[str, Any]]:
+        return [{"id": d.id, "name": d.name, "vcenter": d.vcenter_id, "type": d.type,
+                 "hosts": d.host_ids} for d in cs.list(Datastore)]  # fmt: skip
+
+    @app.get("/v1/machines")
+    def get_machines() -> list[dict[str, Any]]:
+        with cs.sessions() as s:
+            return [_machine(m) for m in s.scalars(select(Machine).order_by(Machine.name))]
+
+    @app.get("/v1/machines/{ident}")
+    def get_machine(ident: str) -> dict[str, Any]:
+        with cs.sessions() as s:
+            m = s.get(Machine, ident)
+            if m is None:
+                raise NotFound(what="machine", id=ident)
+            return _machine(m)
+
+    @app.get("/v1/jobs")
+    def get_jobs() -> list[dict[str, Any]]:
+        with cs.sessions() as s:
+            return [_job(j) for j in s.scalars(select(Job).order_by(Job.created_at))]
+
+    @app.get("/v1/jobs/{ident}")
+    def get_job(ident: str) -> dict[str, Any]:
+        with cs.sessions() as s:
+            job = s.get(Job, ident)
+            if job is None:
+                raise JobUnknown(job=ident)
+            events = list(
+                s.scalars(select(JobEvent).where(JobEvent.job_id == ident).order_by(JobEvent.id))
+            )
+            return _job(job, events)
+
+    @app.post("/v1/jobs/{ident}/cancel", status_code=202)
+    def post_cancel(ident: str) -> dict[str, Any]:
+        cs.runner.cancel(ident)
+        return {"job": ident, "cancel_requested": True}
+
+    return app

@@ -1,0 +1,98 @@
+"""The configuration server as a real process: register the lab's vCenter,
+discover it through a job, read the inventory back; refusals with codes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vmdr.lab.lab import Lab
+from vmdr.lab.pair import Service
+from vmdr.transport.client import RemoteError, ServiceClient
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Service, ServiceClient]]:
+    svc = Service("configuration-server", [], tmp_path / "cs", tmp_path / "pki")
+    svc.start()
+    token = (tmp_path / "cs" / "admin.token").read_text()
+    with svc.client(token) as client:
+        yield svc, client
+    svc.stop()
+
+
+def test_discover_the_lab_vcenter_through_a_job(
+    server: tuple[Service, ServiceClient], lab: Lab, lab_inventory: dict[str, Any]
+) -> None:
+    svc, c = server
+    state = lab.state()
+    assert state is not None
+    vcenter = state.service("vcenter")
+    creds = lab.credentials()["vcenter"]
+    site = c.post("/v1/sites", {"name": "on-premises", "role": "primary"})
+    vc = c.post("/v1/vcenters", {
+        "site": site["id"], "name": "vc-lab", "url": vcenter.url, "user": creds["user"],
+        "password": creds["password"], "ca_pem": Path(vcenter.details["ca"]).read_text(),
+    })  # fmt: skip
+    assert "password" not in vc and "secret" not in str(vc)
+    answer = c.post(f"/v1/vcenters/{vc['id']}/discover")
+    assert answer["url"] == f"/v1/jobs/{answer['job']}"
+    deadline = time.monotonic() + 60
+    while (job := c.get(answer["url"]))["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["state"] == "succeeded", job
+    assert [(e["step"], e["kind"]) for e in job["events"] if e["kind"] != "progress"] == [
+        ("discover", "start"), ("discover", "end"),
+    ]  # fmt: skip
+    machines = {m["name"]: m for m in c.get("/v1/machines")}
+    for built in lab_inventory["vms"]:
+        got = machines[built["name"]]
+        assert [d["uuid"] for d in got["disks"]] == [d["uuid"] for d in built["disks"]]
+    assert machines["db-01"]["enable_uuid"] is None
+    assert machines["app-01"]["snapshots"] == 1
+    assert {h["name"] for h in c.get("/v1/hosts")} >= {"esx-01", "esx-02", "esx-sa-01"}
+    assert {d["name"] for d in c.get("/v1/datastores")} >= {"vmfs-01", "vsan-01", "nfs-01"}
+    # Discovering again changes nothing (idempotent).
+    again = c.post(f"/v1/vcenters/{vc['id']}/discover")
+    while c.get(again["url"])["state"] in ("queued", "running"):
+        time.sleep(0.2)
+    assert {m["id"] for m in c.get("/v1/machines")} == {m["id"] for m in machines.values()}
+    # The password is nowhere in the database file in clear.
+    db = (svc.state / "vmdr.db").read_bytes() + (svc.state / "vmdr.db-wal").read_bytes()
+    assert creds["password"].encode() not in db
+
+
+def test_bad_input_is_4xx_problem_details(server: tuple[Service, ServiceClient]) -> None:
+    svc, c = server
+    cases = [
+        ("/v1/sites", {"name": "x", "role": "moon"}, 422, "VMDR-E0001"),
+        ("/v1/sites", {"name": "../etc", "role": "primary"}, 422, "VMDR-E0001"),
+        ("/v1/sites", {"name": "x", "role": "primary", "evil": 1}, 422, "VMDR-E0001"),
+        (
+            "/v1/vcenters",
+            {"site": "nope", "name": "v", "url": "https://h", "user": "u", "password": "p"},
+            404,
+            "VMDR-E0540",
+        ),
+        ("/v1/vcenters/nope/discover", None, 404, "VMDR-E0540"),
+    ]
+    for path, body, status, code in cases:
+        with pytest.raises(RemoteError) as err:
+            c.post(path, body)
+        assert (err.value.status, err.value.remote_code) == (status, code), path
+    c.post("/v1/sites", {"name": "dup", "role": "primary"})
+    with pytest.raises(RemoteError) as err:
+        c.post("/v1/sites", {"name": "dup", "role": "recovery"})
+    assert err.value.status == 409 and err.value.remote_code == "VMDR-E0541"
+    with svc.client("wrong") as bad, pytest.raises(RemoteError) as err:
+        bad.get("/v1/machines")
+    assert err.value.status == 401
+    spec = c.get("/openapi.json")
+    assert {"/v1/machines", "/v1/vcenters/{ident}/discover", "/v1/jobs/{ident}"} <= set(
+        spec["paths"]
+    )
