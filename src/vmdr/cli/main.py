@@ -8,7 +8,7 @@ import os
 import typer
 
 from vmdr import __version__
-from vmdr.cli import disk, lab, serve
+from vmdr.cli import disk, lab, remote, serve
 
 app = typer.Typer(
     name="vmdr",
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(lab.app, name="lab")
 app.add_typer(disk.app, name="disk")
 app.add_typer(serve.app, name="serve")
+remote.add_commands(app)
 
 
 @app.command()

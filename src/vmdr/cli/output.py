@@ -24,7 +24,8 @@ def fail(error: VmdrError, as_json: bool = False) -> NoReturn:
     if as_json:
         emit_json({"error": error.to_dict()})
     else:
-        err_console.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
+        code = error.to_dict()["code"]
+        err_console.print(f"[bold red]{code}[/]: {error.message}", highlight=False)
         if error.remedy:
             err_console.print(f"  [bold]fix:[/] {error.remedy}", highlight=False)
     raise typer.Exit(error.exit_code)

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from vmdr.lab import process
-from vmdr.lab.roles import MasterTargetService, ProcessServerService
+from vmdr.lab.roles import (
+    ConfigurationServerService,
+    MasterTargetService,
+    ProcessServerService,
+    register_lab,
+)
 from vmdr.lab.services import (
     HOST,
     SITE_SERVICES,
@@ -42,6 +47,7 @@ ALL_SERVICES: tuple[Service, ...] = (
     *SITE_SERVICES,
     MasterTargetService(),
     ProcessServerService(),
+    ConfigurationServerService(),
 )
 
 
@@ -133,6 +139,8 @@ class Lab:
                 state.save()
             if populate:
                 self._populate(state, ctx)
+                state.service("configuration-server").details.update(register_lab(ctx))
+                state.save()
         except BaseException:
             self._stop_all(state)
             raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from vmdr.blocks.durable import write_atomically
@@ -24,7 +25,7 @@ from vmdr.lab.state import ServiceRecord
 from vmdr.model.errors import VmdrError
 from vmdr.transport.client import ServiceClient
 
-__all__ = ["MasterTargetService", "ProcessServerService"]
+__all__ = ["ConfigurationServerService", "MasterTargetService", "ProcessServerService"]
 
 
 def _vmdr(*args: str) -> list[str]:
@@ -38,6 +39,7 @@ def _start(
     port: int,
     state: Path,
     env: dict[str, str] | None = None,
+    register: bool = True,
 ) -> ServiceRecord:
     log = ctx.logs / f"{name}.log"
     record = process.spawn(argv, log, env=env)
@@ -47,8 +49,11 @@ def _start(
         raise service_failed(name, log, why)
     url = f"https://{HOST}:{port}"
     try:
-        passphrase = (state / "registration-passphrase").read_text().strip()
-        token = ServiceClient.register(name, url, ctx.ca.cert, "lab", passphrase)
+        if register:
+            passphrase = (state / "registration-passphrase").read_text().strip()
+            token = ServiceClient.register(name, url, ctx.ca.cert, "lab", passphrase)
+        else:  # the configuration server makes its own admin token
+            token = (state / "admin.token").read_text().strip()
     except (OSError, VmdrError) as exc:
         process.stop(record)
         raise service_failed(name, log, f"registration failed: {exc}") from exc
@@ -114,3 +119,50 @@ class ProcessServerService:
         record.details["cache"] = str(state / "cache")
         record.details["master_target"] = mt.url
         return record
+
+
+class ConfigurationServerService:
+    """The configuration server, on the on-premises side, SQLite in its state
+    folder. After the lab is populated, ``register_lab`` tells it about the
+    sites and the lab's vCenter and runs a discovery, so that ``vmdr machines
+    list`` answers right after ``vmdr lab up``."""
+
+    name = "configuration-server"
+
+    def check_dependencies(self) -> None:
+        pass
+
+    def start(self, ctx: LabContext, port: int) -> ServiceRecord:
+        state = ctx.directory / self.name
+        argv = _vmdr(
+            self.name, "--state-dir", str(state), "--port", str(port),
+            "--ca-dir", str(ctx.directory / "pki"),
+        )  # fmt: skip
+        # The admin token is written before the port opens (app start-up).
+        return _start(self.name, argv, ctx, port, state, register=False)
+
+
+def register_lab(ctx: LabContext, timeout: float = 120.0) -> dict[str, str]:
+    """Sites, the lab's vCenter (password sealed by the server), discovery."""
+    cs, vcenter = ctx.started["configuration-server"], ctx.started["vcenter"]
+    creds = ctx.credentials
+    with ServiceClient(cs.name, cs.url, ctx.ca.cert, creds[cs.name]["token"]) as client:
+        site = client.post("/v1/sites", {"name": "on-premises", "role": "primary"})
+        client.post("/v1/sites", {"name": "cloud", "role": "recovery"})
+        vc = client.post(
+            "/v1/vcenters",
+            {
+                "site": site["id"], "name": "vcenter-lab", "url": vcenter.url,
+                "user": creds["vcenter"]["user"], "password": creds["vcenter"]["password"],
+                "ca_pem": ctx.ca.cert.read_text(),
+            },
+        )  # fmt: skip
+        job = client.post(f"/v1/vcenters/{vc['id']}/discover")
+        deadline = time.monotonic() + timeout
+        while (status := client.get(job["url"]))["state"] in ("queued", "running"):
+            if time.monotonic() > deadline:
+                raise service_failed(cs.name, Path(cs.log), "discovery did not finish")
+            time.sleep(0.1)
+        if status["state"] != "succeeded":
+            raise service_failed(cs.name, Path(cs.log), f"discovery failed: {status['error']}")
+    return {"site": site["id"], "vcenter": vc["id"]}

@@ -32,6 +32,12 @@ class RemoteError(VmdrError):
     def remedy(self) -> str:
         return str(self.fields.get("remote_fix", ""))
 
+    def to_dict(self) -> dict[str, Any]:
+        """The service's own code first: that is the one scripts match on."""
+        out = super().to_dict()
+        out.update(code=self.remote_code or self.code, status=self.status, via=self.code)
+        return out
+
     def __str__(self) -> str:
         text = f"{self.remote_code or self.code}: {self.message}"
         return f"{text}\n  fix: {self.remedy}" if self.remedy else text

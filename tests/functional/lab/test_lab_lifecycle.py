@@ -41,7 +41,14 @@ def test_status_json_names_every_service_with_its_address(lab: Lab) -> None:
     result = _vmdr("lab", "status", "--dir", str(lab.directory), "--json")
     assert result.returncode == 0, result.stderr
     services = {s["name"]: s for s in json.loads(result.stdout)["services"]}
-    assert set(services) == {"vcenter", "azurite", "dns", "master-target", "process-server"}
+    assert set(services) == {
+        "vcenter",
+        "azurite",
+        "dns",
+        "master-target",
+        "process-server",
+        "configuration-server",
+    }
     for svc in services.values():
         assert svc["state"] == "up"
         host, port = svc["address"].split(":")
@@ -95,12 +102,19 @@ def test_crashed_service_is_reported_and_down_stops_the_rest(tmp_path: Path) -> 
             "dns": "down",
             "master-target": "up",
             "process-server": "up",
+            "configuration-server": "up",
         }
     finally:
         result = _vmdr("lab", "down", "--dir", str(lab.directory), "--json")
     assert result.returncode == 0, result.stderr
     stopped = sorted(json.loads(result.stdout)["stopped"])
-    assert stopped == ["azurite", "master-target", "process-server", "vcenter"]
+    assert stopped == [
+        "azurite",
+        "configuration-server",
+        "master-target",
+        "process-server",
+        "vcenter",
+    ]
     assert _processes_mentioning(str(lab.directory)) == []
     again = _vmdr("lab", "status", "--dir", str(lab.directory))
     assert again.returncode == 1 and "VMDR-E0102" in again.stderr

@@ -1,0 +1,60 @@
+"""Right after `vmdr lab up`, the CLI finds the lab's configuration server and
+token by itself, and the lab's vCenter has been discovered."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from vmdr.lab.lab import Lab
+
+
+def _vmdr(lab: Lab, *args: str, env: dict[str, str] | None = None) -> Any:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("VMDR_SERVER")}
+    base.update(VMDR_LAB_DIR=str(lab.directory), XDG_CONFIG_HOME=str(lab.directory / "xdg"))
+    return subprocess.run(
+        [sys.executable, "-m", "vmdr", *args], capture_output=True, text=True,
+        env=base | (env or {}), timeout=60,
+    )  # fmt: skip
+
+
+def test_machines_list_works_without_flags(lab: Lab, lab_inventory: dict[str, Any]) -> None:
+    result = _vmdr(lab, "machines", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    machines = {m["name"]: m for m in json.loads(result.stdout)}
+    assert set(machines) >= {vm["name"] for vm in lab_inventory["vms"]}
+    web = machines["web-01"]
+    assert [d["uuid"] for d in web["disks"]] == [
+        d["uuid"] for d in next(v for v in lab_inventory["vms"] if v["name"] == "web-01")["disks"]
+    ]
+    # In a pipe: plain tab-separated lines, one per machine.
+    plain = _vmdr(lab, "machines", "list")
+    assert plain.returncode == 0 and "web-01\tvm\t" in plain.stdout
+    sites = json.loads(_vmdr(lab, "sites", "list", "--json").stdout)
+    assert {s["role"] for s in sites} == {"primary", "recovery"}
+    jobs = json.loads(_vmdr(lab, "jobs", "list", "--json").stdout)
+    assert any(j["kind"] == "discover" and j["state"] == "succeeded" for j in jobs)
+
+
+def test_no_server_known_says_how_to_fix_it(lab: Lab, tmp_path: Path) -> None:
+    result = _vmdr(lab, "machines", "list", env={"VMDR_LAB_DIR": str(tmp_path / "none")})
+    assert result.returncode == 2
+    assert "VMDR-E0550" in result.stderr and "vmdr lab up" in result.stderr
+
+
+def test_wrong_token_exits_with_the_code(lab: Lab, tmp_path: Path) -> None:
+    state = lab.state()
+    assert state is not None
+    record = state.service("configuration-server")
+    bad = tmp_path / "token"
+    bad.write_text("not-a-token")
+    result = _vmdr(lab, "hosts", "list", "--json", env={
+        "VMDR_SERVER": record.url, "VMDR_TOKEN_FILE": str(bad), "VMDR_CA": record.details["ca"],
+    })  # fmt: skip
+    assert result.returncode == 1
+    error = json.loads(result.stdout)["error"]
+    assert (error["code"], error["status"]) == ("VMDR-E0351", 401)
