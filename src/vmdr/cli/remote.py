@@ -175,3 +175,45 @@ def add_commands(app: typer.Typer) -> None:
         show(data["events"], ["time", "step", "kind", "bytes", "message"], "events", False)
 
     app.add_typer(jobs, name="jobs")
+
+    server = typer.Typer(help="The configuration server itself: backup and restore.")
+
+    @server.command("backup")
+    def backup_cmd(
+        file: Path,
+        with_key: bool = typer.Option(
+            False, "--with-key", help="Include the key that unseals stored credentials."
+        ),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Write a consistent, checksummed archive of the server while it runs."""
+        try:
+            with client() as c:
+                data = c.fetch("/v1/server/backup", params={"with_key": str(with_key).lower()})
+        except VmdrError as exc:
+            fail(exc, as_json)
+        write_atomically(file, data)
+        if as_json:
+            emit_json({"file": str(file), "bytes": len(data), "key_included": with_key})
+        else:
+            console.print(f"backup written to {file} ({len(data)} bytes, mode 0600)")
+
+    @server.command("restore")
+    def restore_cmd(file: Path, as_json: bool = JsonOption) -> None:
+        """Load an archive into a fresh server (refused if it holds data)."""
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            fail(UsageError(detail=f"cannot read {file}: {exc}"), as_json)
+        try:
+            with client() as c:
+                answer = c.upload("/v1/server/restore", [data])
+        except VmdrError as exc:
+            fail(exc, as_json)
+        if as_json:
+            emit_json(answer)
+        else:
+            rows = sum(t["rows"] for t in answer["tables"].values())
+            console.print(f"restored {rows} rows from {file}")
+
+    app.add_typer(server, name="server")

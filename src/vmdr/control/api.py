@@ -13,6 +13,8 @@ Served by ``vmdr serve configuration-server`` over HTTPS with token auth
     GET  /v1/hosts | /v1/datastores | /v1/machines[/{id}]
     GET  /v1/jobs[/{id}]                a job with its events
     POST /v1/jobs/{id}/cancel
+    GET  /v1/server/backup[?with_key=true]   a consistent archive (control.backup)
+    POST /v1/server/restore             archive in; only onto a fresh server
 
 Passwords are sealed (``control.secrets``) before they reach the database.
 """
@@ -20,19 +22,22 @@ Passwords are sealed (``control.secrets``) before they reach the database.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from vmdr.blocks.durable import write_atomically
+from vmdr.control.backup import BackupCorrupt, backup, restore
 from vmdr.control.db.engine import open_database, session_factory
 from vmdr.control.db.models import Datastore, Host, Job, JobEvent, Machine, Site, VCenter
 from vmdr.control.inventory import store_discovery
@@ -46,6 +51,7 @@ __all__ = ["ConfigServerSettings", "build_app"]
 
 log = logging.getLogger(__name__)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$"
+MAX_BACKUP = 1 << 30
 
 
 class NotFound(VmdrError):
@@ -155,6 +161,18 @@ class ConfigServer:
             counts = store_discovery(s, vc, inventory)
         ctx.progress("discover", 0, f"found {counts}")
 
+    def restore(self, archive: bytes) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "backup"
+            path.write_bytes(archive)
+            key = Path(tmp) / "secret.key"
+            manifest = restore(self.engine, path, key_file=key)
+            if key.exists():  # the archive's key replaces this fresh server's own
+                assert self.secrets.path is not None
+                write_atomically(self.secrets.path, key.read_bytes())
+                self.secrets = SecretBox.in_folder(self.settings.state_dir)
+        return manifest
+
     def get(self, model: Any, what: str, ident: str) -> Any:
         with self.sessions() as s:
             row = s.get(model, ident)
@@ -257,6 +275,28 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
                 s.scalars(select(JobEvent).where(JobEvent.job_id == ident).order_by(JobEvent.id))
             )
             return _job(job, events)
+
+    @app.get("/v1/server/backup")
+    def get_backup(with_key: bool = False) -> Response:
+        """A consistent archive of the database (and the credentials key if asked)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "backup"
+            backup(cs.engine, path, key_file=cs.secrets.path if with_key else None)
+            data = path.read_bytes()
+        log.info("backup taken (%d bytes, key included: %s)", len(data), with_key)
+        return Response(data, media_type="application/gzip")
+
+    @app.post("/v1/server/restore")
+    async def post_restore(request: Request) -> dict[str, Any]:
+        """Load an archive into this (fresh) server; all or nothing."""
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BACKUP:
+                raise BackupCorrupt(path="upload", detail=f"larger than {MAX_BACKUP} bytes")
+        manifest = await run_in_threadpool(cs.restore, bytes(body))
+        threading.Thread(target=cs.runner.resume_all, daemon=True).start()
+        return {"restored": True, "tables": manifest["tables"], "created": manifest["created"]}
 
     @app.post("/v1/jobs/{ident}/cancel", status_code=202)
     def post_cancel(ident: str) -> dict[str, Any]:

@@ -116,6 +116,15 @@ class ServiceClient:
     def delete(self, path: str, **kwargs: Any) -> Any:
         return self.request("DELETE", path, **kwargs)
 
+    def fetch(self, path: str, **kwargs: Any) -> bytes:
+        """GET a binary answer whole."""
+        try:
+            response = self._http.get(path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceUnreachable(service=self.service, url=self.url, detail=str(exc)) from exc
+        _raise_for(self.service, response)
+        return response.content
+
     def upload(self, path: str, chunks: Iterable[bytes], **kwargs: Any) -> Any:
         """POST a streamed body (chunked) and return the JSON answer."""
         return self.request(

@@ -1,0 +1,78 @@
+"""`vmdr server backup` from a running server, `vmdr server restore` onto a
+fresh one: the restored server holds the same inventory and can still use
+the stored credentials (it discovers the lab's vCenter again)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vmdr.lab.lab import Lab
+from vmdr.lab.pair import Service
+
+
+def cli(svc: Service, *args: str) -> Any:
+    token = svc.state / "admin.token"
+    env = dict(os.environ, VMDR_SERVER=svc.url, VMDR_TOKEN_FILE=str(token),
+               VMDR_CA=str(svc.ca_file))  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "vmdr", *args], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+
+
+def wait_job(svc: Service, url: str) -> dict[str, Any]:
+    token = (svc.state / "admin.token").read_text()
+    with svc.client(token) as c:
+        deadline = time.monotonic() + 60
+        while (job := c.get(url))["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        return job  # type: ignore[no-any-return]
+
+
+def test_backup_restore_onto_a_fresh_server(lab: Lab, tmp_path: Path) -> None:
+    state = lab.state()
+    assert state is not None
+    vcenter, creds = state.service("vcenter"), lab.credentials()["vcenter"]
+    old = Service("configuration-server", [], tmp_path / "old", tmp_path / "pki")
+    new = Service("configuration-server", [], tmp_path / "new", tmp_path / "pki")
+    old.start()
+    new.start()
+    try:
+        with old.client((old.state / "admin.token").read_text()) as c:
+            site = c.post("/v1/sites", {"name": "on-premises", "role": "primary"})
+            vc = c.post("/v1/vcenters", {
+                "site": site["id"], "name": "vc", "url": vcenter.url, "user": creds["user"],
+                "password": creds["password"], "ca_pem": Path(vcenter.details["ca"]).read_text(),
+            })  # fmt: skip
+            assert (
+                wait_job(old, c.post(f"/v1/vcenters/{vc['id']}/discover")["url"])["state"]
+                == "succeeded"
+            )
+            machines = c.get("/v1/machines")
+        archive = tmp_path / "cs.backup"
+        result = cli(old, "server", "backup", str(archive), "--with-key", "--json")
+        assert result.returncode == 0, result.stderr
+        assert creds["password"].encode() not in archive.read_bytes()
+
+        damaged = tmp_path / "damaged.backup"
+        damaged.write_bytes(archive.read_bytes()[:-40])
+        bad = cli(new, "server", "restore", str(damaged), "--json")
+        assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["code"] == "VMDR-E0530"
+
+        result = cli(new, "server", "restore", str(archive), "--json")
+        assert result.returncode == 0, result.stderr + result.stdout
+        with new.client((new.state / "admin.token").read_text()) as c:
+            assert c.get("/v1/machines") == machines
+            # The restored credentials still open the vCenter: discover again.
+            job = wait_job(new, c.post(f"/v1/vcenters/{vc['id']}/discover")["url"])
+            assert job["state"] == "succeeded", job
+        again = cli(new, "server", "restore", str(archive), "--json")
+        assert json.loads(again.stdout)["error"]["code"] == "VMDR-E0532"
+    finally:
+        old.stop()
+        new.stop()
