@@ -157,6 +157,8 @@ def add_commands(app: typer.Typer) -> None:
         ("datastores", "/v1/datastores", ["name", "type", "hosts", "id"]),
         ("machines", "/v1/machines",
          ["name", "kind", "guest_os", "enable_uuid", "snapshots", "disks", "id"]),
+        ("process-servers", "/v1/process-servers", ["name", "url", "healthy", "heartbeat_at"]),
+        ("master-targets", "/v1/master-targets", ["name", "url", "healthy", "heartbeat_at"]),
     ):  # fmt: skip
         group = typer.Typer(help=f"The {name} the configuration server knows.")
         group.command("list")(_lister(path, columns, name))

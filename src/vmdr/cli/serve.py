@@ -84,6 +84,28 @@ HostOpt = typer.Option(None, "--host", help="Address to listen on (default 127.0
 PortOpt = typer.Option(None, "--port", help="Port to listen on.")
 CaOpt = typer.Option(None, "--ca-dir", help="Folder of the CA (default <state-dir>/pki).")
 LogOpt = typer.Option("info", "--log-level")
+CsOpt = typer.Option(
+    None, "--configuration-server", help="https://HOST:PORT to send heartbeats to."
+)
+CsCaOpt = typer.Option(None, "--configuration-server-ca", help="The CA file it uses.")
+CsTokenOpt = typer.Option(
+    None, "--configuration-server-token-file", help="File with the token it issued us."
+)
+
+
+def _heartbeat(s: dict[str, Any], health: Callable[[], dict[str, Any]]) -> None:
+    """Start heartbeats if a configuration server is configured."""
+    if not s.get("configuration_server"):
+        return
+    from vmdr.roles.heartbeat import start_heartbeat
+
+    token_file = Path(_need(s, "configuration_server_token_file"))
+    try:
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        raise UsageError(detail=f"cannot read the token file {token_file}: {exc}") from exc
+    ca = Path(_need(s, "configuration_server_ca"))
+    start_heartbeat(str(s["configuration_server"]), ca, token, health)
 
 
 @app.command("master-target")
@@ -98,6 +120,9 @@ def master_target(
     retention_hours: float | None = typer.Option(None, help="Retention window (default 24)."),
     retention_quota: str | None = typer.Option(None, help="Most the journals may use."),
     retention_min_free: str | None = typer.Option(None, help="Free space to keep (256M)."),
+    configuration_server: str | None = CsOpt,
+    configuration_server_ca: Path | None = CsCaOpt,
+    configuration_server_token_file: Path | None = CsTokenOpt,
     log_level: str = LogOpt,
 ) -> None:
     """Receive replication data, journal it, write target disks, cut points."""
@@ -118,6 +143,9 @@ def master_target(
                 retention_hours=retention_hours,
                 retention_quota=retention_quota,
                 retention_min_free=retention_min_free,
+                configuration_server=configuration_server,
+                configuration_server_ca=configuration_server_ca,
+                configuration_server_token_file=configuration_server_token_file,
             ),
         )
         state = Path(_need(s, "state_dir"))
@@ -128,6 +156,7 @@ def master_target(
             quota_bytes=parse_size(s.get("retention_quota")),
             min_free_bytes=parse_size(s.get("retention_min_free")) or 256 << 20,
         )
+        _heartbeat(s, lambda: {"retention": retention.usage(), "datastores": roots.names()})
     except VmdrError as exc:
         fail(exc)
     threading.Thread(target=_prune_forever, args=(retention,), daemon=True).start()
@@ -164,6 +193,9 @@ def process_server(
     bandwidth: str | None = typer.Option(None, help="Limit, bytes/s (e.g. 50M); 0 = none."),
     cache_limit: str | None = typer.Option(None, help="Most the cache may hold."),
     compress: bool | None = typer.Option(None, "--compress/--no-compress"),
+    configuration_server: str | None = CsOpt,
+    configuration_server_ca: Path | None = CsCaOpt,
+    configuration_server_token_file: Path | None = CsTokenOpt,
     log_level: str = LogOpt,
 ) -> None:
     """Read source disks and replicate them to a master target."""
@@ -184,6 +216,9 @@ def process_server(
                 bandwidth=bandwidth,
                 cache_limit=cache_limit,
                 compress=compress,
+                configuration_server=configuration_server,
+                configuration_server_ca=configuration_server_ca,
+                configuration_server_token_file=configuration_server_token_file,
             ),
         )
         state = Path(_need(s, "state_dir"))
@@ -204,7 +239,14 @@ def process_server(
         )
     except VmdrError as exc:
         fail(exc)
-    _run("process-server", s, log_level, lambda tokens: build_app(settings, tokens))
+
+    def build(tokens: Any) -> Any:
+        app_ = build_app(settings, tokens)
+        ps = app_.state.process_server
+        _heartbeat(s, lambda: {"replications": ps.all(), "bandwidth": settings.bandwidth})
+        return app_
+
+    _run("process-server", s, log_level, build)
 
 
 @app.command("configuration-server")

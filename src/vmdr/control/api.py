@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from vmdr.blocks.durable import write_atomically
+from vmdr.control import roles_api
 from vmdr.control.backup import BackupCorrupt, backup, restore
 from vmdr.control.db.engine import open_database, session_factory
 from vmdr.control.db.models import Datastore, Host, Job, JobEvent, Machine, Site, VCenter
@@ -195,8 +196,9 @@ class ConfigServer:
 
 def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
     registry = CollectorRegistry()
-    app = create_app("configuration-server", tokens, registry)
+    app = create_app("configuration-server", tokens, registry, open_paths=roles_api.OPEN)
     cs = ConfigServer(settings)
+    roles_api.add_role_routes(app, cs.sessions, tokens)
     app.state.config_server = cs
     admin = settings.state_dir / "admin.token"
     if not admin.exists():

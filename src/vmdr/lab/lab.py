@@ -45,9 +45,9 @@ DEFAULT_DIR = Path(".vmdr-lab")
 # In start order: the sites first, then the replication roles that use them.
 ALL_SERVICES: tuple[Service, ...] = (
     *SITE_SERVICES,
+    ConfigurationServerService(),
     MasterTargetService(),
     ProcessServerService(),
-    ConfigurationServerService(),
 )
 
 

@@ -32,6 +32,24 @@ def _vmdr(*args: str) -> list[str]:
     return [sys.executable, "-m", "vmdr", "serve", *args]
 
 
+def _register_with_cs(ctx: LabContext, kind: str, port: int, state: Path) -> list[str]:
+    """Register a role with the lab's configuration server (its one-time
+    passphrase, read from its state folder); the flags for its heartbeats."""
+    cs = ctx.started["configuration-server"]
+    passphrase = (Path(cs.details["state"]) / "registration-passphrase").read_text().strip()
+    with ServiceClient(cs.name, cs.url, ctx.ca.cert) as client:
+        answer = client.post("/v1/roles/register", {
+            "kind": kind, "name": "lab", "url": f"https://{HOST}:{port}", "passphrase": passphrase,
+        })  # fmt: skip
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token_file = state / "configuration-server.token"
+    write_atomically(token_file, answer["token"].encode())
+    return [
+        "--configuration-server", cs.url, "--configuration-server-ca", str(ctx.ca.cert),
+        "--configuration-server-token-file", str(token_file),
+    ]  # fmt: skip
+
+
 def _start(
     name: str,
     argv: list[str],
@@ -86,6 +104,7 @@ class MasterTargetService:
             "--ca-dir", str(ctx.directory / "pki"), "--retention-dir", str(retention),
             "--retention-min-free", "64M",
             *[arg for ds in datastores for arg in ("--datastore", ds)],
+            *_register_with_cs(ctx, self.name, port, state),
         )  # fmt: skip
         record = _start(self.name, argv, ctx, port, state)
         record.details["datastores"] = datastores
@@ -112,6 +131,7 @@ class ProcessServerService:
             "--ca-dir", str(ctx.directory / "pki"), "--master-target", mt.url,
             "--master-target-ca", str(ctx.ca.cert),
             "--master-target-token-file", str(token_file),
+            *_register_with_cs(ctx, self.name, port, state),
         )  # fmt: skip
         # It reads the cloud site's disks: page blobs of the lab's storage account.
         env = dict(os.environ, VMDR_STORAGE_ACCOUNTS=str(ctx.directory / STORAGE_ACCOUNTS_FILE))

@@ -89,8 +89,16 @@ def problem(exc: VmdrError, status: int | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
-def create_app(name: str, tokens: TokenStore, registry: CollectorRegistry) -> FastAPI:
-    """A FastAPI app with auth, problem details, /healthz, /metrics and /v1/register."""
+def create_app(
+    name: str,
+    tokens: TokenStore,
+    registry: CollectorRegistry,
+    open_paths: frozenset[str] = frozenset(),
+) -> FastAPI:
+    """A FastAPI app with auth, problem details, /healthz, /metrics and
+    /v1/register. ``open_paths`` are more routes that check a passphrase
+    themselves instead of a token."""
+    unauthenticated = OPEN_PATHS | open_paths
     app = FastAPI(title=f"vmdr {name}", version="1")
     requests = Counter(
         "vmdr_http_requests", "HTTP requests answered", ["status"], registry=registry
@@ -103,7 +111,7 @@ def create_app(name: str, tokens: TokenStore, registry: CollectorRegistry) -> Fa
     async def authenticate(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if request.url.path not in OPEN_PATHS:
+        if request.url.path not in unauthenticated:
             try:
                 request.state.client_name = tokens.authenticate(
                     request.headers.get("authorization")

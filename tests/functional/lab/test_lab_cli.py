@@ -58,3 +58,33 @@ def test_wrong_token_exits_with_the_code(lab: Lab, tmp_path: Path) -> None:
     assert result.returncode == 1
     error = json.loads(result.stdout)["error"]
     assert (error["code"], error["status"]) == ("VMDR-E0351", 401)
+
+
+def test_lab_roles_are_registered_and_beat(lab: Lab) -> None:
+    for kind in ("process-servers", "master-targets"):
+        result = _vmdr(lab, kind, "list", "--json")
+        assert result.returncode == 0, result.stderr
+        (role,) = json.loads(result.stdout)
+        assert role["name"] == "lab" and role["healthy"] is True, role
+    (mt,) = json.loads(_vmdr(lab, "master-targets", "list", "--json").stdout)
+    assert mt["health"]["retention"]["ready"] is True
+    assert "vmfs-01" in mt["health"]["datastores"]
+
+
+def test_a_heartbeat_speaks_only_for_its_role(lab: Lab) -> None:
+    import pytest
+
+    from vmdr.transport.client import RemoteError, ServiceClient
+
+    state = lab.state()
+    assert state is not None
+    cs = state.service("configuration-server")
+    admin = lab.credentials()["configuration-server"]["token"]
+    ca = Path(cs.details["ca"])
+    with ServiceClient("cs", cs.url, ca, admin) as c, pytest.raises(RemoteError) as err:
+        c.post("/v1/roles/heartbeat", {"health": {"forged": True}})
+    assert err.value.status == 403 and err.value.remote_code == "VMDR-E0542"
+    rogue = {"kind": "master-target", "name": "rogue", "url": "https://10.0.0.1", "passphrase": "x"}
+    with ServiceClient("cs", cs.url, ca) as anon, pytest.raises(RemoteError) as err:
+        anon.post("/v1/roles/register", rogue)
+    assert err.value.status == 403 and err.value.remote_code == "VMDR-E0352"
