@@ -1,0 +1,201 @@
+"""Control of on-premises VMs: power, snapshots, create (the alternate
+location path), attach an existing disk, delete, where a VM lives.
+
+Tasks are waited on through the PropertyCollector (``session.wait_for_task``)
+and unset properties read through it (``session.retrieve``): both are needed
+against the simulator and harmless against a real vCenter. Faults from the SDK
+become ``VSphereTaskFailed`` with the fault's message.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from vmdr.providers.vsphere.session import (
+    VSphereError,
+    objects_of_type,
+    retrieve,
+    wait_for_task,
+)
+
+__all__ = [
+    "NewDisk",
+    "attach_disk",
+    "create_vm",
+    "delete_vm",
+    "find_vm",
+    "power_off",
+    "power_on",
+    "remove_snapshots",
+    "snapshot_names",
+    "vm_datastores",
+]
+
+_CONTROLLER_KEY = 1000
+
+
+class VmNotFound(VSphereError):
+    code = "VMDR-E0603"
+    http_status = 404
+    msg = "no VM named {name!r} in this vCenter"
+    fix = "Refresh discovery; the VM may have been deleted or renamed."
+
+
+@dataclass(frozen=True)
+class NewDisk:
+    capacity: int  # bytes
+    uuid: str  # VMware form, e.g. 6000C29a-...
+
+
+def find_vm(si: Any, name: str) -> Any:
+    from pyVmomi import vim
+
+    for vm in objects_of_type(si, vim.VirtualMachine):
+        if retrieve(si, vm, ["name"]).get("name") == name:
+            return vm
+    raise VmNotFound(name=name)
+
+
+def _named(si: Any, vimtype: Any, name: str) -> Any:
+    for obj in objects_of_type(si, vimtype):
+        if retrieve(si, obj, ["name"]).get("name") == name:
+            return obj
+    raise VSphereError(detail=f"no {vimtype.__name__.split('.')[-1]} named {name!r}")
+
+
+def power_state(si: Any, vm: Any) -> str:
+    return str(retrieve(si, vm, ["runtime.powerState"]).get("runtime.powerState"))
+
+
+def power_on(si: Any, vm: Any) -> None:
+    if power_state(si, vm) != "poweredOn":
+        wait_for_task(si, vm.PowerOnVM_Task())
+
+
+def power_off(si: Any, vm: Any, guest_timeout: float = 300.0) -> str:
+    """Shut the guest down cleanly, waiting up to ``guest_timeout`` s, then
+    power off hard. Returns how it went off: ``already``, ``guest`` or ``hard``."""
+    from pyVmomi import vim, vmodl
+
+    if power_state(si, vm) == "poweredOff":
+        return "already"
+    try:
+        vm.ShutdownGuest()
+        deadline = time.monotonic() + guest_timeout
+        while time.monotonic() < deadline:
+            if power_state(si, vm) == "poweredOff":
+                return "guest"
+            time.sleep(0.5)
+    except (vim.fault.ToolsUnavailable, vim.fault.InvalidState, vmodl.fault.NotSupported):
+        pass  # no tools in the guest: straight to a hard power-off
+    wait_for_task(si, vm.PowerOffVM_Task())
+    return "hard"
+
+
+def snapshot_names(si: Any, vm: Any) -> list[str]:
+    snap = retrieve(si, vm, ["snapshot"]).get("snapshot")
+    names: list[str] = []
+
+    def walk(nodes: Any) -> None:
+        for node in nodes or []:
+            names.append(node.name)
+            walk(node.childSnapshotList)
+
+    if snap is not None:
+        walk(snap.rootSnapshotList)
+    return names
+
+
+def remove_snapshots(si: Any, vm: Any) -> int:
+    """Remove every snapshot (reprotect fails on a VM that has any)."""
+    count = len(snapshot_names(si, vm))
+    if count:
+        wait_for_task(si, vm.RemoveAllSnapshots_Task())
+    return count
+
+
+def vm_datastores(si: Any, vm: Any) -> list[str]:
+    """Names of the datastores the VM lives on (a change since registration
+    of a master target means it was storage-vMotioned)."""
+    stores = retrieve(si, vm, ["datastore"]).get("datastore", [])
+    return sorted(retrieve(si, ds, ["name"]).get("name", "") for ds in stores)
+
+
+def _disk_spec(datastore: str, folder: str, unit: int, disk: NewDisk) -> Any:
+    from pyVmomi import vim
+
+    backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+        diskMode="persistent",
+        thinProvisioned=True,
+        uuid=disk.uuid,
+        fileName=f"[{datastore}] {folder}/{folder}{'' if unit == 0 else f'_{unit}'}.vmdk",
+    )
+    device = vim.vm.device.VirtualDisk(
+        key=2000 + unit,
+        controllerKey=_CONTROLLER_KEY,
+        unitNumber=unit,
+        capacityInKB=-(-disk.capacity // 1024),
+        backing=backing,
+    )
+    return vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create", device=device)
+
+
+def create_vm(
+    si: Any,
+    name: str,
+    host: str,
+    datastore: str,
+    disks: list[NewDisk],
+    guest_id: str = "otherGuest64",
+    enable_uuid: bool = True,
+) -> Any:
+    """A powered-off VM on ``host`` with its files on ``datastore`` and one
+    PVSCSI controller holding ``disks`` (sizes and UUIDs as given)."""
+    from pyVmomi import vim
+
+    host_obj = _named(si, vim.HostSystem, host)
+    _named(si, vim.Datastore, datastore)  # refuse an unknown datastore before any task
+    datacenter = next(iter(objects_of_type(si, vim.Datacenter)))
+    controller = vim.vm.device.VirtualDeviceSpec(
+        operation="add",
+        device=vim.vm.device.ParaVirtualSCSIController(
+            key=_CONTROLLER_KEY, busNumber=0, sharedBus="noSharing"
+        ),
+    )
+    spec = vim.vm.ConfigSpec(
+        name=name,
+        guestId=guest_id,
+        numCPUs=2,
+        memoryMB=2048,
+        files=vim.vm.FileInfo(vmPathName=f"[{datastore}]"),
+        deviceChange=[
+            controller,
+            *(_disk_spec(datastore, name, i, d) for i, d in enumerate(disks)),
+        ],
+        extraConfig=[vim.option.OptionValue(key="disk.enableUUID", value=str(enable_uuid).upper())],
+    )
+    pool = retrieve(si, host_obj, ["parent"])["parent"].resourcePool
+    return wait_for_task(
+        si, datacenter.vmFolder.CreateVM_Task(config=spec, pool=pool, host=host_obj)
+    )
+
+
+def attach_disk(si: Any, vm: Any, file: str, unit: int) -> None:
+    """Attach an existing VMDK (``[datastore] folder/disk.vmdk``) at ``unit``."""
+    from pyVmomi import vim
+
+    backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(diskMode="persistent", fileName=file)
+    device = vim.vm.device.VirtualDisk(
+        key=-100 - unit, controllerKey=_CONTROLLER_KEY, unitNumber=unit, backing=backing
+    )
+    change = vim.vm.device.VirtualDeviceSpec(operation="add", device=device)
+    wait_for_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+
+
+def delete_vm(si: Any, vm: Any) -> None:
+    """Power off (hard) if needed, then destroy the VM and its files."""
+    if power_state(si, vm) != "poweredOff":
+        wait_for_task(si, vm.PowerOffVM_Task())
+    wait_for_task(si, vm.Destroy_Task())
