@@ -9,6 +9,7 @@ Served by ``vmdr serve configuration-server`` over HTTPS with token auth
     GET  /v1/sites
     POST /v1/vcenters                   {site, name, url, user, password, ca_pem, kind}
     GET  /v1/vcenters[/{id}]            never with the password
+    PATCH /v1/vcenters/{id}             {url, user, password, ca_pem}, any of them
     POST /v1/vcenters/{id}/discover     202 + the job's URL
     GET  /v1/hosts | /v1/datastores | /v1/machines[/{id}]
     GET  /v1/jobs[/{id}]                a job with its events
@@ -93,6 +94,14 @@ class NewVCenter(BaseModel):
     url: str = Field(pattern=r"^https://[^\s/]+(/[^\s]*)?$", max_length=1024)
     user: str = Field(min_length=1, max_length=255)
     password: str = Field(min_length=1, max_length=1024, repr=False)
+    ca_pem: str | None = Field(default=None, max_length=65536)
+
+
+class VCenterChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(default=None, pattern=r"^https://[^\s/]+(/[^\s]*)?$", max_length=1024)
+    user: str | None = Field(default=None, min_length=1, max_length=255)
+    password: str | None = Field(default=None, min_length=1, max_length=1024, repr=False)
     ca_pem: str | None = Field(default=None, max_length=65536)
 
 
@@ -230,6 +239,23 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
     @app.get("/v1/vcenters/{ident}")
     def get_vcenter(ident: str) -> dict[str, Any]:
         return _vcenter(cs.get(VCenter, "vcenter", ident))
+
+    @app.patch("/v1/vcenters/{ident}")
+    def patch_vcenter(ident: str, body: VCenterChange) -> dict[str, Any]:
+        """New address, user, password or CA of a known vCenter."""
+        with cs.sessions.begin() as s:
+            vc = s.get(VCenter, ident)
+            if vc is None:
+                raise NotFound(what="vcenter", id=ident)
+            if body.url is not None:
+                vc.url = body.url
+            if body.user is not None:
+                vc.user = body.user
+            if body.password is not None:
+                vc.secret_enc = cs.secrets.seal(body.password)
+            if body.ca_pem is not None:
+                vc.ca_pem = body.ca_pem
+            return _vcenter(vc)
 
     @app.post("/v1/vcenters/{ident}/discover", status_code=202)
     def post_discover(ident: str) -> JSONResponse:

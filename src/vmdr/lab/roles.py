@@ -166,17 +166,23 @@ def register_lab(ctx: LabContext, timeout: float = 120.0) -> dict[str, str]:
     """Sites, the lab's vCenter (password sealed by the server), discovery."""
     cs, vcenter = ctx.started["configuration-server"], ctx.started["vcenter"]
     creds = ctx.credentials
+    access = {
+        "url": vcenter.url, "user": creds["vcenter"]["user"],
+        "password": creds["vcenter"]["password"], "ca_pem": ctx.ca.cert.read_text(),
+    }  # fmt: skip
     with ServiceClient(cs.name, cs.url, ctx.ca.cert, creds[cs.name]["token"]) as client:
-        site = client.post("/v1/sites", {"name": "on-premises", "role": "primary"})
-        client.post("/v1/sites", {"name": "cloud", "role": "recovery"})
-        vc = client.post(
-            "/v1/vcenters",
-            {
-                "site": site["id"], "name": "vcenter-lab", "url": vcenter.url,
-                "user": creds["vcenter"]["user"], "password": creds["vcenter"]["password"],
-                "ca_pem": ctx.ca.cert.read_text(),
-            },
-        )  # fmt: skip
+        # Idempotent: a lab brought up again in the same folder keeps its
+        # configuration server's database; the vCenter's address is new.
+        sites = {s["name"]: s for s in client.get("/v1/sites")}
+        for name, role in (("on-premises", "primary"), ("cloud", "recovery")):
+            if name not in sites:
+                sites[name] = client.post("/v1/sites", {"name": name, "role": role})
+        site = sites["on-premises"]
+        known = {v["name"]: v for v in client.get("/v1/vcenters")}
+        if "vcenter-lab" in known:
+            vc = client.request("PATCH", f"/v1/vcenters/{known['vcenter-lab']['id']}", json=access)
+        else:
+            vc = client.post("/v1/vcenters", {"site": site["id"], "name": "vcenter-lab", **access})
         job = client.post(f"/v1/vcenters/{vc['id']}/discover")
         deadline = time.monotonic() + timeout
         while (status := client.get(job["url"]))["state"] in ("queued", "running"):

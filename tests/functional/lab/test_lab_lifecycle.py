@@ -125,3 +125,19 @@ def test_commands_on_a_folder_without_a_lab_say_so(tmp_path: Path, args: list[st
     result = _vmdr(*args, "--dir", str(tmp_path))
     assert result.returncode == 1
     assert "VMDR-E0102" in result.stderr and "vmdr lab up" in result.stderr
+
+
+def test_up_down_up_in_the_same_folder(tmp_path: Path) -> None:
+    """The second `up` reuses the folder: credentials, and the configuration
+    server's database, which already knows the sites and the vCenter."""
+    lab = Lab(tmp_path / "lab")
+    env = dict(os.environ, VMDR_LAB_DIR=str(lab.directory), XDG_CONFIG_HOME=str(tmp_path))
+    for _ in range(2):
+        lab.up()
+        try:
+            assert all(s.state == "up" for s in lab.status())
+            result = _vmdr("machines", "list", "--json", env=env)
+            assert result.returncode == 0, result.stderr
+            assert "web-01" in {m["name"] for m in json.loads(result.stdout)}
+        finally:
+            lab.down()

@@ -68,3 +68,16 @@ def test_alternate_location_vm_life(lab: Lab, lab_inventory: dict[str, Any]) -> 
         assert err.value.code == "VMDR-E0603"
         # app-01's snapshot from the lab is seen (reprotect must refuse it).
         assert snapshot_names(si, find_vm(si, "app-01")) == ["before-patch"]
+
+
+def test_privileges_and_session_renewal(lab: Lab) -> None:
+    from vmdr.providers.vsphere.privileges import missing_privileges
+    from vmdr.providers.vsphere.session import Connection, retrieve
+
+    endpoint = vcenter_endpoint(lab.directory)
+    with Connection(endpoint) as conn:
+        assert conn.call(lambda si: missing_privileges(si, endpoint.user)) == []
+        # An administrator ends our session: the next call logs in again, once.
+        conn.si.content.sessionManager.Logout()
+        name = conn.call(lambda si: retrieve(si, si.content.rootFolder, ["name"])["name"])
+        assert name and conn.renewals == 1

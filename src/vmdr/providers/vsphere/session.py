@@ -123,6 +123,13 @@ def retrieve(si: Any, obj: Any, paths: list[str]) -> dict[str, Any]:
         for content in result.objects:
             for prop in content.propSet or []:
                 values[prop.name] = prop.val
+    if not values:
+        # The simulator answers a call on an expired session with no values
+        # where vCenter raises NotAuthenticated. Nothing set is rare (a VM
+        # without snapshots), so check then: an attribute read of an
+        # always-set property raises NotAuthenticated on both, and
+        # ``Connection`` renews the session.
+        _ = si.content.rootFolder.name
     return values
 
 
@@ -153,3 +160,42 @@ def wait_for_task(si: Any, task: Any, timeout: float = 300.0) -> Any:
             raise VSphereTaskFailed(task=task._moId, detail=f"not done after {timeout:.0f} s")
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+class Connection:
+    """A vCenter session that renews itself once when it has expired.
+
+    ``call(fn)`` runs ``fn(si)``; if vCenter answers ``NotAuthenticated``
+    (the session timed out, or was ended by an administrator), it logs in
+    again and retries once. A second refusal is an error: the credentials or
+    the account changed."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.si = connect(endpoint)
+        self.renewals = 0
+
+    def call(self, fn: Any) -> Any:
+        from pyVmomi import vim
+
+        try:
+            return fn(self.si)
+        except vim.fault.NotAuthenticated:
+            self.si._stub.DropConnections()
+            self.si = connect(self.endpoint)
+            self.renewals += 1
+            return fn(self.si)
+
+    def close(self) -> None:
+        from pyVmomi import vim
+
+        try:
+            disconnect(self.si)
+        except vim.fault.NotAuthenticated:
+            self.si._stub.DropConnections()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
