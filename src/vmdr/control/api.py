@@ -116,7 +116,7 @@ def _machine(m: Machine) -> dict[str, Any]:
     return {
         "id": m.id, "name": m.name, "kind": m.kind, "vcenter": m.vcenter_id, "moref": m.moref,
         "host": m.host_id, "guest_os": m.guest_os, "enable_uuid": m.enable_uuid,
-        "snapshots": m.snapshots,
+        "snapshots": m.snapshots, "vanished_at": m.vanished_at,
         "disks": [{"unit": d.unit, "uuid": d.uuid, "capacity": d.capacity, "path": d.path,
                    "datastore": d.datastore_id} for d in m.disks],
     }  # fmt: skip

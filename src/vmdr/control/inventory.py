@@ -3,9 +3,9 @@
 ``store_discovery`` makes the rows of one vCenter (or ESX host) match what
 discovery found: hosts and datastores by managed-object id, machines by
 managed-object id with their disks replaced. A machine that disappeared from
-the vCenter keeps its row when it is protected (the failback workflow needs
-it: deleting the VM turns OLR into ALR) but loses its ``moref``; an
-unprotected one is removed. Idempotent: discovering twice changes nothing.
+the vCenter keeps its row, marked ``vanished_at`` (the failback workflow
+needs it: deleting the VM turns OLR into ALR); one that comes back is
+unmarked. Idempotent: discovering twice changes nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vmdr.control.db.models import Datastore, Disk, Host, Machine, ProtectedItem, VCenter
+from vmdr.control.db.models import Datastore, Disk, Host, Machine, VCenter
 from vmdr.providers.vsphere.discovery import Inventory
 
 __all__ = ["store_discovery"]
@@ -60,6 +60,7 @@ def store_discovery(s: Session, vcenter: VCenter, inv: Inventory) -> dict[str, A
         row.name, row.kind, row.guest_os = vm.name, "vm", vm.guest_id
         row.host_id = host_ids.get(vm.host or "")
         row.enable_uuid, row.snapshots = vm.enable_uuid, vm.snapshots
+        row.vanished_at = None
         # Disks are updated in place by unit: replacing the list would insert
         # the new rows before deleting the old and trip (machine, unit) unique.
         by_unit = {d.unit: d for d in row.disks}
@@ -72,12 +73,9 @@ def store_discovery(s: Session, vcenter: VCenter, inv: Inventory) -> dict[str, A
         for extra in by_unit.values():
             row.disks.remove(extra)
         s.add(row)
-    protected = set(s.scalars(select(ProtectedItem.machine_id)))
     for gone in machines.values():
-        if gone.id in protected:
-            gone.moref = None  # deleted on-premises: still needed to fail back
-        else:
-            s.delete(gone)
+        if gone.vanished_at is None:
+            gone.vanished_at = dt.datetime.now(dt.UTC)
     vcenter.discovered_at = dt.datetime.now(dt.UTC)
     s.flush()
     return {"hosts": len(inv.hosts), "datastores": len(inv.datastores), "machines": len(inv.vms)}

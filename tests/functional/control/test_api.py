@@ -107,3 +107,41 @@ def test_bad_input_is_4xx_problem_details(server: tuple[Service, ServiceClient])
     assert {"/v1/machines", "/v1/vcenters/{ident}/discover", "/v1/jobs/{ident}"} <= set(
         spec["paths"]
     )
+
+
+def test_a_vanished_vm_is_marked_not_deleted(
+    server: tuple[Service, ServiceClient], lab: Lab
+) -> None:
+    from vmdr.lab.lab import vcenter_endpoint
+    from vmdr.lab.populate import vmware_disk_uuid
+    from vmdr.providers.vsphere.control import NewDisk, create_vm, delete_vm
+    from vmdr.providers.vsphere.session import session
+
+    _, c = server
+    state = lab.state()
+    assert state is not None
+    vcenter, creds = state.service("vcenter"), lab.credentials()["vcenter"]
+    site = c.post("/v1/sites", {"name": "on-premises", "role": "primary"})
+    vc = c.post("/v1/vcenters", {
+        "site": site["id"], "name": "vc-lab", "url": vcenter.url, "user": creds["user"],
+        "password": creds["password"], "ca_pem": Path(vcenter.details["ca"]).read_text(),
+    })  # fmt: skip
+
+    def discover() -> dict[str, Any]:
+        job = c.post(f"/v1/vcenters/{vc['id']}/discover")
+        while (status := c.get(job["url"]))["state"] in ("queued", "running"):
+            time.sleep(0.1)
+        assert status["state"] == "succeeded", status
+        return {m["name"]: m for m in c.get("/v1/machines")}
+
+    with session(vcenter_endpoint(lab.directory)) as si:
+        vm = create_vm(
+            si, "short-lived", "esx-01", "vmfs-01", [NewDisk(1 << 20, vmware_disk_uuid())]
+        )
+        try:
+            assert discover()["short-lived"]["vanished_at"] is None
+        finally:
+            delete_vm(si, vm)
+    after = discover()
+    assert after["short-lived"]["vanished_at"] is not None  # still there, marked
+    assert after["web-01"]["vanished_at"] is None

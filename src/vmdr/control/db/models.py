@@ -128,6 +128,9 @@ class Machine(Base):
     guest_os: Mapped[str | None] = mapped_column(String(255), default=None)
     enable_uuid: Mapped[bool | None] = mapped_column(Boolean, default=None)
     snapshots: Mapped[int] = mapped_column(Integer, default=0)
+    # Set when discovery no longer finds the VM: kept, marked, never dropped
+    # silently (failback to a deleted VM becomes alternate location recovery).
+    vanished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     disks: Mapped[list[Disk]] = relationship(
         back_populates="machine", cascade="all, delete-orphan", order_by="Disk.unit"
     )
