@@ -1,7 +1,8 @@
 """Frames: the wire format of a replication session (version 1).
 
-A session body is a sequence of frames. Each frame is a 28-byte header and a
-payload; all integers little-endian::
+A session body (and a change set kept in the process server's outbox) is a
+sequence of frames. Each frame is a 28-byte header and a payload; all
+integers little-endian::
 
     offset size  field
          0    2  MAGIC        b"VF"
@@ -9,8 +10,8 @@ payload; all integers little-endian::
          3    1  TYPE         see below
          4    1  FLAGS        bit 0: payload is zstd-compressed; other bits 0
          5    3  reserved     0
-         8    4  PAYLOAD_LEN  bytes of payload on the wire
-        12    4  RAW_LEN      bytes of payload after decompression
+         8    4  PAYLOAD_LEN  bytes of payload on the wire, at most MAX_PAYLOAD
+        12    4  RAW_LEN      bytes of payload after decompression, at most MAX_PAYLOAD
         16    8  CHECKSUM     xxh3-64 of the *uncompressed* payload
         24    4  HEADER_CRC   crc32 of bytes 0..23
 
@@ -22,32 +23,28 @@ payload; all integers little-endian::
        5  Done          SIZE(8) ROOT(16 or 0)
       16  Control       a JSON object (UTF-8): session control, e.g. {"op": "begin", ...}
       17  End           empty: the sender finished the stream on purpose
+      18  Hello         MAX_VERSION(1) CAPABILITIES (a JSON object, UTF-8), first frame only
 
-The header CRC catches a corrupted length before we trust it; the checksum is
-end to end (computed before compression, checked after decompression), so it
-also catches a codec or buffer bug, not only the wire. TLS already protects
-against tampering in flight; the checksum protects the bytes that were sent
-*from what happens around TLS*. A payload is at most ``MAX_PAYLOAD`` (a peer
-cannot make us allocate more); longer DataRuns are split.
+Type numbers are stable; new types take new numbers. Only DataRun payloads
+are compressed, as one zstd frame that records its content size (= RAW_LEN).
 
-Compression (zstd level 1) is adaptive, per DataRun frame. Measured on this
-machine (``bench/frames.py --mib 128``, encode+checksum / decode, MB/s):
+Checks, in order: MAGIC, then VERSION (a reader must not interpret the rest
+of another version's header; a VERSION other than 1 is reported as
+UnsupportedVersion in a stream's first frame or when the header CRC still
+matches, else as a corrupt header), HEADER_CRC, the lengths against
+MAX_PAYLOAD *before* the payload is buffered (a peer cannot make us allocate
+more), FLAGS and reserved bits, then CHECKSUM. The header CRC catches a
+corrupted length before we trust it; the checksum is end to end (computed
+before compression, checked after decompression), so it also catches a
+codec or buffer bug, not only the wire. TLS already protects against
+tampering in flight; the checksum protects the bytes that were sent from
+what happens around TLS. Longer DataRuns are split into several frames.
 
-    data      no compression     zstd on every frame        adaptive
-    random    1449 / 6782        1064 / 7136, ratio 1.00    1368 / 6495, ratio 1.00
-    typical   1448 / 6910         507 / 1757, ratio 0.57     721 / 2136, ratio 0.66
-    zeros     1434 / 6809        3529 / 6846, ratio 0.00    3615 / 5808, ratio 0.00
-
-(64 KiB runs; "typical" is files from /usr.) Trying zstd on random data
-(encrypted or already-compressed disks) gains nothing and costs 0.25 ms per
-MB; on typical data it halves the bytes at ~500 MB/s, a clear win on any link
-slower than ~4 Gbit/s, which is every WAN and VPN a failback crosses. So: a
-frame whose compressed form is not below 97 % of its raw size is sent raw, and
-after ``SKIP_AFTER`` incompressible frames in a row the encoder stops trying
-for ``SKIP_FRAMES`` frames, then probes again: random data then costs 6 %
-instead of 27 % of encoding speed. Both sides must support it (the master
-target lists ``zstd`` in ``GET /v1/capabilities``; ``--no-compress`` turns
-it off).
+Hello carries what each side can do, e.g. ``{"compression": ["zstd"],
+"max_frame": 8388608}``; ``negotiate`` turns two of them into what the
+sender may use (compression only if both list zstd). The decoder keeps a
+stream's Hello in ``FrameDecoder.hello`` instead of yielding it. Compression
+policy and measurements: ``vmdr.transport.compression``.
 """
 
 from __future__ import annotations
@@ -55,14 +52,15 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from collections.abc import AsyncIterable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import xxhash
-import zstandard
 
+from vmdr.blocks.backend import ReadableBuffer
 from vmdr.blocks.messages import BlockDigests, DataRun, DiskInfo, Done, Message, ZeroRun
+from vmdr.transport.compression import Compressor, Decompressor
 from vmdr.transport.errors import (
     FrameCorrupt,
     FrameTooLarge,
@@ -75,13 +73,16 @@ from vmdr.transport.errors import (
 __all__ = [
     "MAX_PAYLOAD",
     "VERSION",
+    "Agreement",
     "Control",
     "Encoder",
     "End",
     "FrameDecoder",
+    "Hello",
     "Item",
     "aiter_messages",
     "iter_messages",
+    "negotiate",
 ]
 
 MAGIC = b"VF"
@@ -90,16 +91,17 @@ HEADER = struct.Struct("<2sBBB3xIIQ")
 HEADER_SIZE = HEADER.size + 4
 MAX_PAYLOAD = 8 << 20
 MAX_DATA = MAX_PAYLOAD - 8
+MIN_FRAME = 64 << 10  # the smallest max_frame a peer may ask for
 FLAG_ZSTD = 0x01
-T_CONTROL, T_END = 16, 17
-SKIP_AFTER, SKIP_FRAMES = 4, 32
-_RATIO = 0.97
+T_CONTROL, T_END, T_HELLO = 16, 17, 18
+_CRC = struct.Struct("<I")
 _U64, _U64x2, _INFO, _DIGHDR = (
     struct.Struct("<Q"),
     struct.Struct("<QQ"),
     struct.Struct("<QI"),
     struct.Struct("<QQI"),
 )
+Pieces = list[bytes | memoryview]
 
 
 @dataclass(frozen=True)
@@ -121,24 +123,71 @@ class End:
 Item = Message | Control | End
 
 
-class Encoder:
-    """Turns messages into frames; one per stream (holds a zstd context)."""
+@dataclass(frozen=True)
+class Hello:
+    """What one side speaks: the highest wire version and its capabilities."""
 
-    def __init__(self, compress: bool = False, level: int = 1) -> None:
+    version: int = VERSION
+    capabilities: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def ours(cls, compress: bool = True, max_frame: int = MAX_PAYLOAD) -> Hello:
+        return cls(VERSION, {"compression": ["zstd"] if compress else [], "max_frame": max_frame})
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """What a sender may use towards a peer."""
+
+    version: int
+    compress: bool
+    max_frame: int
+
+
+def negotiate(ours: Hello, theirs: Hello) -> Agreement:
+    """The common ground of two Hellos; a peer that sent nonsense is refused."""
+    version = min(ours.version, theirs.version)
+    if version < 1:
+        raise UnsupportedVersion(version=theirs.version, supported=VERSION)
+    limits, zstd = [], []
+    for hello in (ours, theirs):
+        caps = hello.capabilities
+        methods, limit = caps.get("compression", []), caps.get("max_frame", MAX_PAYLOAD)
+        if not isinstance(methods, list) or type(limit) is not int or limit < MIN_FRAME:
+            raise ProtocolError(detail=f"bad capabilities in Hello: {caps!r}")
+        zstd.append("zstd" in methods)
+        limits.append(limit)
+    return Agreement(version, all(zstd), min(*limits, MAX_PAYLOAD))
+
+
+class Encoder:
+    """Turns messages into frames; one per stream (holds a zstd context).
+
+    ``encode`` returns the header and payload pieces, so a DataRun's data is
+    not copied unless compressed; join them for one write per frame."""
+
+    def __init__(
+        self, compress: bool = False, level: int = 1, max_frame: int = MAX_PAYLOAD
+    ) -> None:
+        if not MIN_FRAME <= max_frame <= MAX_PAYLOAD:
+            raise ValueError(f"max_frame {max_frame} is outside [{MIN_FRAME}, {MAX_PAYLOAD}]")
         self.compress = compress
-        self._zstd = zstandard.ZstdCompressor(level=level) if compress else None
-        self._incompressible = 0
-        self._skip = 0
+        self.compressor = Compressor(level) if compress else None
+        self.max_data = max_frame - 8
         self.raw_bytes = 0
         self.wire_bytes = 0
 
-    def encode(self, msg: Item) -> list[bytes | memoryview]:
+    @classmethod
+    def agreed(cls, agreement: Agreement, level: int = 1) -> Encoder:
+        return cls(agreement.compress, level, agreement.max_frame)
+
+    def encode(self, msg: Item | Hello) -> Pieces:
         """Header and payload pieces of ``msg`` (a long DataRun: several frames)."""
         if isinstance(msg, DataRun):
             data = memoryview(msg.data).cast("B")
-            out: list[bytes | memoryview] = []
-            for pos in range(0, max(len(data), 1), MAX_DATA):
-                out += self._data(msg.offset + pos, data[pos : pos + MAX_DATA])
+            out: Pieces = []
+            for pos in range(0, max(len(data), 1), self.max_data):
+                out += self._data(msg.offset + pos, data[pos : pos + self.max_data])
             return out
         if isinstance(msg, BlockDigests):
             head = _DIGHDR.pack(msg.start_block, msg.count, msg.block_size)
@@ -153,45 +202,36 @@ class Encoder:
             return self._frame(T_CONTROL, [json.dumps(msg.data).encode()])
         if isinstance(msg, End):
             return self._frame(T_END, [])
+        if isinstance(msg, Hello):
+            caps = json.dumps(msg.capabilities).encode()
+            return self._frame(T_HELLO, [bytes([msg.version]), caps])
         raise ProtocolError(detail=f"cannot encode {type(msg).__name__}")
 
-    def _data(self, offset: int, data: memoryview) -> list[bytes | memoryview]:
+    def _data(self, offset: int, data: memoryview) -> Pieces:
         head = _U64.pack(offset)
-        if self._zstd is not None and len(data) >= 4096:
-            if self._skip:
-                self._skip -= 1
-            else:
-                # The whole payload (offset and data) is compressed as one frame.
-                cobj = self._zstd.compressobj(size=len(data) + 8)
-                packed = cobj.compress(head) + cobj.compress(data) + cobj.flush()
-                if len(packed) < _RATIO * (len(data) + 8):
-                    self._incompressible = 0
-                    h = xxhash.xxh3_64(head)
-                    h.update(data)
-                    parts: list[bytes | memoryview] = [packed]
-                    return self._header(
-                        DataRun.TYPE, FLAG_ZSTD, parts, len(data) + 8, h.intdigest()
-                    )
-                self._incompressible += 1
-                if self._incompressible >= SKIP_AFTER:
-                    self._skip, self._incompressible = SKIP_FRAMES, 0
+        if self.compressor is not None:
+            packed = self.compressor.compress(head, data)
+            if packed is not None:
+                h = xxhash.xxh3_64(head)
+                h.update(data)
+                return self._header(DataRun.TYPE, FLAG_ZSTD, [packed], len(data) + 8, h.intdigest())
         return self._frame(DataRun.TYPE, [head, data])
 
-    def _frame(self, ftype: int, parts: list[bytes | memoryview]) -> list[bytes | memoryview]:
+    def _frame(self, ftype: int, parts: Pieces) -> Pieces:
         h = xxhash.xxh3_64()
         for part in parts:
             h.update(part)
         raw = sum(len(p) for p in parts)
         return self._header(ftype, 0, parts, raw, h.intdigest())
 
-    def _header(
-        self, ftype: int, flags: int, parts: list[bytes | memoryview], raw: int, checksum: int
-    ) -> list[bytes | memoryview]:
+    def _header(self, ftype: int, flags: int, parts: Pieces, raw: int, checksum: int) -> Pieces:
         wire = sum(len(p) for p in parts)
+        if raw > MAX_PAYLOAD:  # the peer would refuse it: say so here, where the bug is
+            raise FrameTooLarge(size=raw, limit=MAX_PAYLOAD, offset=self.wire_bytes)
         head = HEADER.pack(MAGIC, VERSION, ftype, flags, wire, raw, checksum)
         self.raw_bytes += raw + HEADER_SIZE
         self.wire_bytes += wire + HEADER_SIZE
-        return [head + struct.pack("<I", zlib.crc32(head)), *(p for p in parts if len(p))]
+        return [head + _CRC.pack(zlib.crc32(head)), *(p for p in parts if len(p))]
 
 
 class FrameDecoder:
@@ -199,40 +239,36 @@ class FrameDecoder:
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._zstd = zstandard.ZstdDecompressor()
+        self._zstd = Decompressor()
         self.offset = 0  # stream offset of the start of ``_buf``
         self.frames = 0
+        self.hello: Hello | None = None
 
-    def feed(self, chunk: bytes | bytearray | memoryview) -> list[Item]:
+    def feed(self, chunk: ReadableBuffer) -> list[Item]:
         self._buf += chunk
         out: list[Item] = []
         pos = 0
         buf = self._buf
         while len(buf) - pos >= HEADER_SIZE:
-            magic, version, ftype, flags, wire, raw, checksum = HEADER.unpack_from(buf, pos)
-            (crc,) = struct.unpack_from("<I", buf, pos + HEADER.size)
             at = self.offset + pos
-            if magic != MAGIC or crc != zlib.crc32(buf[pos : pos + HEADER.size]):
-                raise FrameCorrupt(what="header", offset=at)
-            if version != VERSION:
-                raise UnsupportedVersion(version=version, supported=VERSION)
-            if wire > MAX_PAYLOAD or raw > MAX_PAYLOAD:
-                raise FrameTooLarge(size=max(wire, raw), limit=MAX_PAYLOAD, offset=at)
+            ftype, flags, wire, raw, checksum = self._header(buf, pos, at)
             if len(buf) - pos - HEADER_SIZE < wire:
                 break
             start = pos + HEADER_SIZE
             with memoryview(buf) as view:
                 payload = bytes(view[start : start + wire])
-            if flags & FLAG_ZSTD:
-                try:
-                    payload = self._zstd.decompress(payload, max_output_size=raw)
-                except zstandard.ZstdError as exc:
-                    raise FrameCorrupt(what=f"compressed payload ({exc})", offset=at) from exc
-            elif flags:
-                raise ProtocolError(detail=f"unknown flags {flags:#x} at offset {at}")
+            if flags == FLAG_ZSTD:
+                if ftype != DataRun.TYPE:
+                    raise ProtocolError(detail=f"compressed frame of type {ftype} at offset {at}")
+                payload = self._zstd.decompress(payload, raw, at)
             if len(payload) != raw or xxhash.xxh3_64_intdigest(payload) != checksum:
                 raise FrameCorrupt(what="payload checksum", offset=at)
-            out.append(_decode(ftype, payload, at))
+            if ftype == T_HELLO:
+                if self.frames:
+                    raise ProtocolError(detail=f"Hello after the first frame, at offset {at}")
+                self.hello = _hello(payload, at)
+            else:
+                out.append(_decode(ftype, payload, at))
             self.frames += 1
             pos = start + wire
         if pos:
@@ -240,10 +276,40 @@ class FrameDecoder:
             self.offset += pos
         return out
 
+    def _header(self, buf: bytearray, pos: int, at: int) -> tuple[int, int, int, int, int]:
+        """The checked header at ``pos``: type, flags, payload and raw lengths, checksum."""
+        magic, version, ftype, flags, wire, raw, checksum = HEADER.unpack_from(buf, pos)
+        if magic != MAGIC:
+            raise FrameCorrupt(what=f"magic ({bytes(magic)!r}, want {MAGIC!r})", offset=at)
+        crc_ok = _CRC.unpack_from(buf, pos + HEADER.size)[0] == zlib.crc32(
+            buf[pos : pos + HEADER.size]
+        )
+        if version != VERSION and (crc_ok or not self.frames):
+            raise UnsupportedVersion(version=version, supported=VERSION)
+        if not crc_ok:
+            raise FrameCorrupt(what="header CRC", offset=at)
+        if wire > MAX_PAYLOAD or raw > MAX_PAYLOAD:
+            raise FrameTooLarge(size=max(wire, raw), limit=MAX_PAYLOAD, offset=at)
+        if flags & ~FLAG_ZSTD or buf[pos + 5 : pos + 8] != b"\0\0\0":
+            raise ProtocolError(detail=f"unknown flags or reserved bits set at offset {at}")
+        if not flags and wire != raw:
+            raise FrameCorrupt(what=f"length (raw frame of {wire} bytes, RAW_LEN {raw})", offset=at)
+        return ftype, flags, wire, raw, checksum
+
     def finish(self) -> None:
         """The stream ended: anything left over is a cut-off frame."""
         if self._buf:
             raise TruncatedStream(offset=self.offset, pending=len(self._buf))
+
+
+def _hello(p: bytes, at: int) -> Hello:
+    try:
+        caps = json.loads(p[1:]) if p else None
+        if not isinstance(caps, dict):
+            raise ValueError("capabilities are not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(detail=f"bad Hello at offset {at}: {exc}") from exc
+    return Hello(p[0], caps)
 
 
 def _decode(ftype: int, p: bytes, at: int) -> Item:
@@ -273,21 +339,24 @@ def _decode(ftype: int, p: bytes, at: int) -> Item:
                 raise ValueError("control payload is not an object")
             return Control(data)
         if ftype == T_END:
+            if p:
+                raise ValueError("End has a payload")
             return End()
     except (struct.error, ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(detail=f"bad frame of type {ftype} at offset {at}: {exc}") from exc
     raise UnknownFrameType(type=ftype, offset=at)
 
 
-def iter_messages(chunks: Iterable[bytes]) -> Iterator[Item]:
+def iter_messages(chunks: Iterable[ReadableBuffer]) -> Iterator[Item]:
+    """The messages of a byte stream; TruncatedStream if it stops mid-frame."""
     decoder = FrameDecoder()
     for chunk in chunks:
         yield from decoder.feed(chunk)
     decoder.finish()
 
 
-async def aiter_messages(chunks: AsyncIterable[bytes]) -> Any:
-    """Async generator of the messages of an async byte stream."""
+async def aiter_messages(chunks: AsyncIterable[ReadableBuffer]) -> AsyncIterator[Item]:
+    """The same over an async byte stream (Starlette's ``request.stream()``)."""
     decoder = FrameDecoder()
     async for chunk in chunks:
         for item in decoder.feed(chunk):

@@ -23,7 +23,7 @@ def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
             [SCHEMATHESIS, "run", f"{svc.url}/openapi.json", "-H", f"Authorization: Bearer {token}",
              "--tls-verify", str(svc.ca_file), "--checks", "not_a_server_error", "-n", "25",
              "--no-color"],
-            capture_output=True, text=True, timeout=600,
+            capture_output=True, text=True, timeout=600, cwd=tmp_path,
         )  # fmt: skip
     finally:
         svc.stop()
