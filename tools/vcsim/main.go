@@ -101,6 +101,7 @@ func main() {
 	pass := flag.String("pass", "", "password for -user")
 	clusterHosts := flag.Int("cluster-hosts", 2, "number of ESX hosts in cluster "+clusterName)
 	standaloneHosts := flag.Int("standalone-hosts", 1, "number of standalone ESX hosts in "+datacenterName)
+	esx := flag.String("esx", "", "serve a standalone ESX host of this name (HostAgent API, datacenter ha-datacenter) instead of a vCenter")
 	dsRoot := flag.String("ds-root", "", "directory holding one subdirectory per datastore (required; kept on exit)")
 	dsList := flag.String("datastores", defaultDatastores,
 		"comma-separated name:type:mounts; type VMFS|vsan|NFS, mounts all|cluster|standalone")
@@ -115,6 +116,7 @@ func main() {
 		pass:            *pass,
 		clusterHosts:    *clusterHosts,
 		standaloneHosts: *standaloneHosts,
+		esx:             *esx,
 		dsRoot:          *dsRoot,
 		dsList:          *dsList,
 	}
@@ -128,6 +130,7 @@ type config struct {
 	listen, certFile, keyFile, user, pass, dsRoot, dsList string
 	tls                                                   bool
 	clusterHosts, standaloneHosts                         int
+	esx                                                   string
 }
 
 func run(cfg config) error {
@@ -169,22 +172,7 @@ func run(cfg config) error {
 		}
 	}
 
-	// A bare vCenter model: one datacenter, nothing else. Hosts and
-	// datastores are added below with our own names.
-	m := simulator.VPX()
-	m.Datacenter = 1
-	m.Portgroup = 0
-	m.Host = 0
-	m.Cluster = 0
-	m.ClusterHost = 0
-	m.Datastore = 0
-	m.Machine = 0
-	m.Autostart = false
-	if err := m.Create(); err != nil {
-		return fmt.Errorf("creating model: %w", err)
-	}
-
-	hosts, err := addHosts(m.Service, cfg.clusterHosts, cfg.standaloneHosts)
+	m, hosts, datacenter, cluster, err := buildModel(cfg)
 	if err != nil {
 		return err
 	}
@@ -211,15 +199,15 @@ func run(cfg config) error {
 	out := Output{
 		URL:        u.String(),
 		PID:        os.Getpid(),
-		Datacenter: datacenterName,
-		Cluster:    clusterName,
+		Datacenter: datacenter,
+		Cluster:    cluster,
 		Hosts:      []HostOutput{},
 		Datastores: dsOut,
 	}
 	for _, h := range hosts {
 		ho := HostOutput{Name: h.obj.Name, Standalone: h.standalone}
 		if !h.standalone {
-			ho.Cluster = clusterName
+			ho.Cluster = cluster
 		}
 		out.Hosts = append(out.Hosts, ho)
 	}
@@ -248,6 +236,44 @@ func run(cfg config) error {
 	case <-time.After(3 * time.Second):
 	}
 	return nil
+}
+
+// buildModel creates the inventory: a vCenter with DC0, cluster-01 and its
+// hosts, or (-esx NAME) a standalone ESX host answering the HostAgent API the
+// way a host not managed by any vCenter does (datacenter "ha-datacenter").
+func buildModel(cfg config) (*simulator.Model, []host, string, string, error) {
+	if cfg.esx != "" {
+		m := simulator.ESX()
+		m.Datastore = 0
+		m.Machine = 0
+		m.Autostart = false
+		if err := m.Create(); err != nil {
+			return nil, nil, "", "", fmt.Errorf("creating model: %w", err)
+		}
+		obj := simulator.Map.Any("HostSystem").(*simulator.HostSystem)
+		obj.Name = cfg.esx
+		obj.Summary.Config.Name = cfg.esx
+		return m, []host{{obj: obj, standalone: true}}, "ha-datacenter", "", nil
+	}
+	// A bare vCenter model: one datacenter, nothing else. Hosts and
+	// datastores are added below with our own names.
+	m := simulator.VPX()
+	m.Datacenter = 1
+	m.Portgroup = 0
+	m.Host = 0
+	m.Cluster = 0
+	m.ClusterHost = 0
+	m.Datastore = 0
+	m.Machine = 0
+	m.Autostart = false
+	if err := m.Create(); err != nil {
+		return nil, nil, "", "", fmt.Errorf("creating model: %w", err)
+	}
+	hosts, err := addHosts(m.Service, cfg.clusterHosts, cfg.standaloneHosts)
+	if err != nil {
+		return nil, nil, "", "", err
+	}
+	return m, hosts, datacenterName, clusterName, nil
 }
 
 // startServer starts the simulator's HTTP(S) server. The simulator panics

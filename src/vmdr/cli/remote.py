@@ -153,6 +153,7 @@ def add_commands(app: typer.Typer) -> None:
     app.command("login")(login)
     for name, path, columns in (
         ("sites", "/v1/sites", ["name", "role", "id"]),
+        ("vcenters", "/v1/vcenters", ["name", "kind", "url", "discovered_at", "id"]),
         ("hosts", "/v1/hosts", ["name", "cluster", "id"]),
         ("datastores", "/v1/datastores", ["name", "type", "hosts", "id"]),
         ("machines", "/v1/machines",

@@ -243,7 +243,14 @@ def process_server(
     def build(tokens: Any) -> Any:
         app_ = build_app(settings, tokens)
         ps = app_.state.process_server
-        _heartbeat(s, lambda: {"replications": ps.all(), "bandwidth": settings.bandwidth})
+        _heartbeat(
+            s,
+            lambda: {
+                "replications": ps.all(),
+                "bandwidth": settings.bandwidth,
+                "master_target": ps.master_target_status(),
+            },
+        )
         return app_
 
     _run("process-server", s, log_level, build)

@@ -9,9 +9,10 @@ Served by ``vmdr serve configuration-server`` over HTTPS with token auth
     GET  /v1/sites
     POST /v1/vcenters                   {site, name, url, user, password, ca_pem, kind}
     GET  /v1/vcenters[/{id}]            never with the password
-    PATCH /v1/vcenters/{id}             {url, user, password, ca_pem}, any of them
+    PATCH /v1/vcenters/{id}             {url, user, password, ca_pem, kind}, any of them
     POST /v1/vcenters/{id}/discover     202 + the job's URL
     GET  /v1/hosts | /v1/datastores | /v1/machines[/{id}]
+    POST /v1/prechecks/reprotect        every reprotect precheck, nothing changed
     GET  /v1/jobs[/{id}]                a job with its events
     POST /v1/jobs/{id}/cancel
     GET  /v1/server/backup[?with_key=true]   a consistent archive (control.backup)
@@ -44,6 +45,7 @@ from vmdr.control.db.engine import open_database, session_factory
 from vmdr.control.db.models import Datastore, Host, Job, JobEvent, Machine, Site, VCenter
 from vmdr.control.inventory import store_discovery
 from vmdr.control.jobs import JobKind, JobRunner, JobUnknown, StepContext
+from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.secrets import SecretBox
 from vmdr.model.errors import VmdrError
 from vmdr.transport.auth import TokenStore
@@ -103,12 +105,13 @@ class VCenterChange(BaseModel):
     user: str | None = Field(default=None, min_length=1, max_length=255)
     password: str | None = Field(default=None, min_length=1, max_length=1024, repr=False)
     ca_pem: str | None = Field(default=None, max_length=65536)
+    kind: Literal["vcenter", "esx"] | None = None
 
 
 def _vcenter(v: VCenter) -> dict[str, Any]:
     return {
         "id": v.id, "site": v.site_id, "name": v.name, "kind": v.kind, "url": v.url,
-        "user": v.user, "discovered_at": v.discovered_at,
+        "user": v.user, "discovered_at": v.discovered_at, "topology": v.topology,
     }  # fmt: skip
 
 
@@ -116,9 +119,12 @@ def _machine(m: Machine) -> dict[str, Any]:
     return {
         "id": m.id, "name": m.name, "kind": m.kind, "vcenter": m.vcenter_id, "moref": m.moref,
         "host": m.host_id, "guest_os": m.guest_os, "enable_uuid": m.enable_uuid,
-        "snapshots": m.snapshots, "vanished_at": m.vanished_at,
+        "snapshots": m.snapshots, "vanished_at": m.vanished_at, "power_state": m.power_state,
+        "guest_full_name": m.guest_full_name, "annotation": m.annotation,
+        "datastores": m.datastores,
         "disks": [{"unit": d.unit, "uuid": d.uuid, "capacity": d.capacity, "path": d.path,
-                   "datastore": d.datastore_id} for d in m.disks],
+                   "datastore": d.datastore_id, "address": d.address,
+                   "controller": d.controller, "backing": d.backing} for d in m.disks],
     }  # fmt: skip
 
 
@@ -147,12 +153,14 @@ class ConfigServer:
 
     def _discover_step(self, ctx: StepContext) -> None:
         from vmdr.providers.vsphere.discovery import discover
+        from vmdr.providers.vsphere.errors import WrongEndpointKind
         from vmdr.providers.vsphere.session import Endpoint, session
 
         with self.sessions() as s:
             vc = s.get(VCenter, ctx.params["vcenter"])
             if vc is None:
                 raise NotFound(what="vcenter", id=ctx.params["vcenter"])
+            kind = vc.kind
             ca = self.ca_dir / f"{vc.id}.pem" if vc.ca_pem else None
             endpoint = Endpoint(
                 url=vc.url.rstrip("/") + ("" if vc.url.endswith("/sdk") else "/sdk"),
@@ -165,6 +173,9 @@ class ConfigServer:
                 write_atomically(ca, vc.ca_pem.encode(), mode=0o644)
         with session(endpoint) as si:
             inventory = discover(si)
+        actual = "esx" if inventory.api_type == "HostAgent" else "vcenter"
+        if actual != kind:
+            raise WrongEndpointKind(address=endpoint.url, actual=actual, expected=kind)
         with self.sessions.begin() as s:
             vc = s.get(VCenter, ctx.params["vcenter"])
             assert vc is not None
@@ -242,7 +253,7 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
 
     @app.patch("/v1/vcenters/{ident}")
     def patch_vcenter(ident: str, body: VCenterChange) -> dict[str, Any]:
-        """New address, user, password or CA of a known vCenter."""
+        """New address, user, password, CA or kind of a known vCenter or ESX host."""
         with cs.sessions.begin() as s:
             vc = s.get(VCenter, ident)
             if vc is None:
@@ -255,6 +266,8 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
                 vc.secret_enc = cs.secrets.seal(body.password)
             if body.ca_pem is not None:
                 vc.ca_pem = body.ca_pem
+            if body.kind is not None:
+                vc.kind = body.kind
             return _vcenter(vc)
 
     @app.post("/v1/vcenters/{ident}/discover", status_code=202)
@@ -273,7 +286,8 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
     @app.get("/v1/datastores")
     def get_datastores() -> list[dict[str, Any]]:
         return [{"id": d.id, "name": d.name, "vcenter": d.vcenter_id, "type": d.type,
-                 "hosts": d.host_ids} for d in cs.list(Datastore)]  # fmt: skip
+                 "hosts": d.host_ids, "rdm_supported": d.rdm_supported}
+                for d in cs.list(Datastore)]  # fmt: skip
 
     @app.get("/v1/machines")
     def get_machines() -> list[dict[str, Any]]:
@@ -287,6 +301,20 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
             if m is None:
                 raise NotFound(what="machine", id=ident)
             return _machine(m)
+
+    @app.post("/v1/prechecks/reprotect")
+    def post_reprotect_check(body: ReprotectCheck) -> dict[str, Any]:
+        """Every reprotect precheck for one machine, nothing changed."""
+        with cs.sessions() as s:
+            report = run_reprotect_check(s, body, server_id="this")
+        out = report.to_dict()
+        if report.matching is not None:
+            out["disks"] = [
+                {"cloud": m.cloud.name, "original": m.original.file if m.original else None,
+                 "method": m.method, "confidence": m.confidence, "note": m.note}
+                for m in report.matching.matches
+            ]  # fmt: skip
+        return out
 
     @app.get("/v1/jobs")
     def get_jobs() -> list[dict[str, Any]]:

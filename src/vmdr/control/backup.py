@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import gzip
 import hashlib
 import io
 import json
 import tarfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +138,11 @@ def current_revision_in(conn: Any) -> str | None:
 
 def _read(path: Path) -> dict[str, bytes]:
     try:
-        with tarfile.open(path, mode="r:gz") as tar:
+        # Decompress the whole stream first: that checks gzip's CRC and
+        # length, so a truncated archive is refused even where the cut only
+        # took the tar's zero padding (tarfile alone stops before it).
+        raw = gzip.decompress(path.read_bytes())
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
             out = {}
             for member in tar.getmembers():
                 if not member.isfile() or member.size > 1 << 31:
@@ -145,7 +151,7 @@ def _read(path: Path) -> dict[str, bytes]:
                 assert f is not None
                 out[member.name] = f.read()
             return out
-    except (OSError, tarfile.TarError, EOFError) as exc:
+    except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
         raise BackupCorrupt(path=str(path), detail=str(exc)) from exc
 
 

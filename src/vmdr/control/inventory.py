@@ -16,10 +16,31 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vmdr.control.db.models import Datastore, Disk, Host, Machine, VCenter
+from vmdr.control.db.models import Datastore, Disk, Host, Machine, MasterTarget, VCenter
 from vmdr.providers.vsphere.discovery import Inventory
 
 __all__ = ["store_discovery"]
+
+
+def _link_master_targets(s: Session, vcenter: VCenter, inv: Inventory) -> None:
+    """Tie each master target to the VM it runs in, once that VM is found.
+
+    The datastores of that VM at the first sighting are kept: the source
+    documents forbid storage vMotion of the master target after registration,
+    and a later discovery that finds it elsewhere lets reprotect refuse."""
+    vms = {vm.name: vm for vm in inv.vms}
+    for mt in s.scalars(select(MasterTarget).where(MasterTarget.vm_name.is_not(None))):
+        vm = vms.get(mt.vm_name or "")
+        if vm is None:
+            continue
+        machine = s.scalars(
+            select(Machine).where(Machine.vcenter_id == vcenter.id, Machine.moref == vm.moref)
+        ).first()
+        if machine is None:
+            continue
+        mt.machine_id, mt.host_id = machine.id, machine.host_id
+        if mt.vm_datastores_at_registration is None:
+            mt.vm_datastores_at_registration = list(vm.datastores)
 
 
 def store_discovery(s: Session, vcenter: VCenter, inv: Inventory) -> dict[str, Any]:
@@ -44,6 +65,7 @@ def store_discovery(s: Session, vcenter: VCenter, inv: Inventory) -> dict[str, A
         )
         ds.name, ds.type = found["name"], found["type"] or ""
         ds.host_ids = sorted(host_ids[h] for h in found["hosts"] if h in host_ids)
+        ds.rdm_supported = bool(found.get("rdm_supported", False))
         s.add(ds)
         s.flush()
         store_ids[ds.name] = ds.id
@@ -60,6 +82,8 @@ def store_discovery(s: Session, vcenter: VCenter, inv: Inventory) -> dict[str, A
         row.name, row.kind, row.guest_os = vm.name, "vm", vm.guest_id
         row.host_id = host_ids.get(vm.host or "")
         row.enable_uuid, row.snapshots = vm.enable_uuid, vm.snapshots
+        row.power_state, row.guest_full_name = vm.power_state, vm.guest_full_name
+        row.annotation, row.datastores = vm.annotation, list(vm.datastores)
         row.vanished_at = None
         # Disks are updated in place by unit: replacing the list would insert
         # the new rows before deleting the old and trip (machine, unit) unique.
@@ -68,6 +92,7 @@ def store_discovery(s: Session, vcenter: VCenter, inv: Inventory) -> dict[str, A
             disk = by_unit.pop(d.unit, None) or Disk(unit=d.unit)
             disk.uuid, disk.capacity, disk.path = d.uuid, d.capacity, d.file
             disk.datastore_id = store_ids.get(d.datastore or "")
+            disk.address, disk.controller, disk.backing = d.address, d.controller, d.backing
             if disk not in row.disks:
                 row.disks.append(disk)
         for extra in by_unit.values():
@@ -77,5 +102,11 @@ def store_discovery(s: Session, vcenter: VCenter, inv: Inventory) -> dict[str, A
         if gone.vanished_at is None:
             gone.vanished_at = dt.datetime.now(dt.UTC)
     vcenter.discovered_at = dt.datetime.now(dt.UTC)
+    vcenter.topology = {
+        "api_type": inv.api_type,
+        "datacenters": list(inv.datacenters),
+        "clusters": [{"name": c["name"], "hosts": c["hosts"]} for c in inv.clusters],
+    }
     s.flush()
+    _link_master_targets(s, vcenter, inv)
     return {"hosts": len(inv.hosts), "datastores": len(inv.datastores), "machines": len(inv.vms)}

@@ -1,11 +1,16 @@
 """Process servers and master targets registered with the configuration server.
 
-    POST /v1/roles/register   {kind, name, url, passphrase}: the configuration
-                              server's one-time passphrase buys the role a token
-                              (shown once; only its digest is kept)
+    POST /v1/roles/register   {kind, name, url, passphrase[, vm]}: the
+                              configuration server's one-time passphrase buys
+                              the role a token (shown once; only its digest is
+                              kept); a master target names the on-premises VM
+                              it runs in (``vm``), whose settings discovery reads
     POST /v1/roles/heartbeat  {health}: with the role's own token
     GET  /v1/process-servers | /v1/master-targets   with "healthy": a heartbeat
-                              in the last ``STALE_SECONDS``
+                              in the last ``STALE_SECONDS``; a master target
+                              with its VM's settings (``vm``): host,
+                              enable_uuid, snapshots, disks, datastores now and
+                              at registration, ``storage_vmotioned``
 
 A role's token names it (``process-server.NAME`` / ``master-target.NAME``), so
 a heartbeat can only speak for the role that sent it.
@@ -21,11 +26,11 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from vmdr.control.db.models import MasterTarget, ProcessServer
+from vmdr.control.db.models import Machine, MasterTarget, ProcessServer
 from vmdr.model.errors import VmdrError
 from vmdr.transport.auth import TokenStore
 
-__all__ = ["OPEN", "STALE_SECONDS", "add_role_routes"]
+__all__ = ["OPEN", "STALE_SECONDS", "add_role_routes", "is_healthy"]
 
 OPEN = frozenset({"/v1/roles/register"})
 STALE_SECONDS = 90.0
@@ -45,6 +50,7 @@ class RoleRegistration(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,40}$")
     url: str = Field(pattern=r"^https://[^\s/]+$", max_length=1024)
     passphrase: str = Field(min_length=1, max_length=256)
+    vm: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$")
 
 
 class Heartbeat(BaseModel):
@@ -52,11 +58,22 @@ class Heartbeat(BaseModel):
     health: dict[str, Any] = Field(default_factory=dict)
 
 
-def _role(row: Any, now: dt.datetime) -> dict[str, Any]:
-    beat = row.heartbeat_at
+def last_beat(row: Any) -> dt.datetime | None:
+    beat: dt.datetime | None = row.heartbeat_at
     if beat is not None and beat.tzinfo is None:  # SQLite returns naive UTC
         beat = beat.replace(tzinfo=dt.UTC)
-    healthy = beat is not None and (now - beat).total_seconds() < STALE_SECONDS
+    return beat
+
+
+def is_healthy(row: Any, now: dt.datetime | None = None) -> bool:
+    """A heartbeat came in the last ``STALE_SECONDS``."""
+    beat = last_beat(row)
+    now = now or dt.datetime.now(dt.UTC)
+    return beat is not None and (now - beat).total_seconds() < STALE_SECONDS
+
+
+def _role(row: Any, now: dt.datetime) -> dict[str, Any]:
+    beat, healthy = last_beat(row), is_healthy(row, now)
     return {
         "id": row.id, "name": row.name, "url": row.url, "registered_at": row.registered_at,
         "heartbeat_at": beat, "healthy": healthy, "health": row.health,
@@ -76,6 +93,9 @@ def add_role_routes(app: FastAPI, sessions: Any, tokens: TokenStore) -> None:
                 row = model(name=body.name, url=body.url, token_digest=digest)
                 s.add(row)
             row.url, row.token_digest = body.url, digest
+            if body.kind == "master-target" and body.vm != getattr(row, "vm_name", None):
+                row.vm_name, row.machine_id = body.vm, None
+                row.vm_datastores_at_registration = None  # set by the next discovery
             s.flush()
             ident = row.id
         return {"id": ident, "kind": body.kind, "name": body.name, "token": token}
@@ -99,10 +119,31 @@ def add_role_routes(app: FastAPI, sessions: Any, tokens: TokenStore) -> None:
         app.add_api_route(f"/v1/{kind}s", _lister(sessions, model), methods=["GET"])
 
 
+def _vm_settings(s: Any, mt: MasterTarget) -> dict[str, Any] | None:
+    """The master target's own VM as discovery last saw it (the seeds' rules
+    on it are checked by reprotect's prechecks)."""
+    if mt.vm_name is None:
+        return None
+    machine = s.get(Machine, mt.machine_id) if mt.machine_id else None
+    if machine is None:
+        return {"name": mt.vm_name, "discovered": False}
+    then = mt.vm_datastores_at_registration
+    return {
+        "name": mt.vm_name, "discovered": True, "machine": machine.id, "host": machine.host_id,
+        "enable_uuid": machine.enable_uuid, "snapshots": machine.snapshots,
+        "disks": len(machine.disks), "datastores": machine.datastores,
+        "datastores_at_registration": then,
+        "storage_vmotioned": then is not None and sorted(then) != sorted(machine.datastores),
+    }  # fmt: skip
+
+
 def _lister(sessions: Any, model: Any) -> Any:
     def handler() -> list[dict[str, Any]]:
         now = dt.datetime.now(dt.UTC)
         with sessions() as s:
-            return [_role(r, now) for r in s.scalars(select(model).order_by(model.name))]
+            rows = s.scalars(select(model).order_by(model.name))
+            if model is not MasterTarget:
+                return [_role(r, now) for r in rows]
+            return [{**_role(r, now), "vm": _vm_settings(s, r)} for r in rows]
 
     return handler

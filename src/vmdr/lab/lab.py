@@ -154,11 +154,19 @@ class Lab:
         from vmdr.lab.populate import populate
         from vmdr.providers.vsphere.session import session
 
-        vcenter = state.service("vcenter")
-        dirs = {d["name"]: Path(d["path"]) for d in vcenter.details["topology"]["datastores"]}
-        with session(vcenter_endpoint(self.directory, state)) as si:
-            inventory = populate(si, self.directory, dirs)
+        vcenter, esx = state.service("vcenter"), state.service("esx")
+        dirs = {
+            d["name"]: Path(d["path"])
+            for record in (vcenter, esx)
+            for d in record.details["topology"]["datastores"]
+        }
+        with (
+            session(vcenter_endpoint(self.directory, state)) as vc_si,
+            session(vcenter_endpoint(self.directory, state, "esx")) as esx_si,
+        ):
+            inventory = populate({"vcenter": vc_si, "esx": esx_si}, self.directory, dirs)
         inventory["topology"] = vcenter.details["topology"]
+        inventory["esx_topology"] = esx.details["topology"]
         save_inventory(self.directory, inventory)
 
     # -- down -----------------------------------------------------------------------
@@ -182,15 +190,16 @@ class Lab:
         return stopped
 
 
-def vcenter_endpoint(directory: Path, state: LabState | None = None) -> Any:
-    """The lab vCenter's address and credentials, for pyVmomi."""
+def vcenter_endpoint(directory: Path, state: LabState | None = None, name: str = "vcenter") -> Any:
+    """The lab vCenter's (or, with ``name="esx"``, the standalone ESX host's)
+    address and credentials, for pyVmomi."""
     from vmdr.providers.vsphere.session import Endpoint
 
     state = state or LabState.load(directory)
     if state is None:
         raise LabNotRunning(directory=str(directory))
-    record = state.service("vcenter")
-    creds = load_credentials(directory)["vcenter"]
+    record = state.service(name)
+    creds = load_credentials(directory)[name]
     return Endpoint(
         url=record.url,
         user=creds["user"],

@@ -14,6 +14,7 @@ web-01                disk.enableUUID=TRUE, two disks, powered on (OLR case)
 db-01                 no disk.enableUUID at all, on the vSAN datastore
 app-01                one snapshot ("before-patch"): reprotect must refuse it
 legacy-01             Windows Server 2008 R2 SP1 on the standalone host
+branch-01             on an ESX host no vCenter manages (the ``esx`` service)
 mt-01                 the master target: disk.enableUUID=TRUE, a retention disk
 phys-01               a physical server (no VM; fails back only through ALR)
 ====================  ==========================================================
@@ -47,6 +48,7 @@ class LabVm:
     snapshot: str | None = None
     power_on: bool = True
     role: str = "workload"
+    endpoint: str = "vcenter"  # the lab service that holds it: vcenter or esx
     tags: tuple[str, ...] = field(default=())
 
 
@@ -63,6 +65,7 @@ LAB_VMS: tuple[LabVm, ...] = (
         annotation="Windows Server 2008 R2 SP1",
         power_on=False,
     ),
+    LabVm("branch-01", "branch-local", standalone=True, disks_mib=(128,), endpoint="esx"),
     LabVm("mt-01", "vmfs-01", disks_mib=(64, 256), role="master-target"),
 )
 
@@ -235,8 +238,14 @@ def create_physical(directory: Path, spec: dict[str, Any], seed: int) -> dict[st
     return {"name": spec["name"], "kind": "physical", "os": spec["os"], "disks": disks}
 
 
-def populate(si: Any, directory: Path, datastore_dirs: dict[str, Path]) -> dict[str, Any]:
-    vms = [create_vm(si, vm, datastore_dirs, seed) for seed, vm in enumerate(LAB_VMS, 1)]
+def populate(
+    sis: dict[str, Any], directory: Path, datastore_dirs: dict[str, Path]
+) -> dict[str, Any]:
+    """Create the lab machines; ``sis`` holds a session per lab endpoint."""
+    vms = [
+        {**create_vm(sis[vm.endpoint], vm, datastore_dirs, seed), "endpoint": vm.endpoint}
+        for seed, vm in enumerate(LAB_VMS, 1)
+    ]
     physical = [
         create_physical(directory, spec, seed)
         for seed, spec in enumerate(PHYSICAL_SERVERS, len(LAB_VMS) + 1)

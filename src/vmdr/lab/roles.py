@@ -20,12 +20,21 @@ from pathlib import Path
 
 from vmdr.blocks.durable import write_atomically
 from vmdr.lab import process
-from vmdr.lab.services import HOST, STORAGE_ACCOUNTS_FILE, LabContext, service_failed
+from vmdr.lab.services import (
+    ESX_HOST_NAME,
+    HOST,
+    STORAGE_ACCOUNTS_FILE,
+    LabContext,
+    service_failed,
+)
 from vmdr.lab.state import ServiceRecord
 from vmdr.model.errors import VmdrError
 from vmdr.transport.client import ServiceClient
 
 __all__ = ["ConfigurationServerService", "MasterTargetService", "ProcessServerService"]
+
+
+LAB_MASTER_TARGET_VM = "mt-01"
 
 
 def _vmdr(*args: str) -> list[str]:
@@ -37,10 +46,11 @@ def _register_with_cs(ctx: LabContext, kind: str, port: int, state: Path) -> lis
     passphrase, read from its state folder); the flags for its heartbeats."""
     cs = ctx.started["configuration-server"]
     passphrase = (Path(cs.details["state"]) / "registration-passphrase").read_text().strip()
+    body = {"kind": kind, "name": "lab", "url": f"https://{HOST}:{port}", "passphrase": passphrase}
+    if kind == "master-target":
+        body["vm"] = LAB_MASTER_TARGET_VM  # the VM it "runs in" (lab/populate.py)
     with ServiceClient(cs.name, cs.url, ctx.ca.cert) as client:
-        answer = client.post("/v1/roles/register", {
-            "kind": kind, "name": "lab", "url": f"https://{HOST}:{port}", "passphrase": passphrase,
-        })  # fmt: skip
+        answer = client.post("/v1/roles/register", body)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     token_file = state / "configuration-server.token"
     write_atomically(token_file, answer["token"].encode())
@@ -163,32 +173,46 @@ class ConfigurationServerService:
 
 
 def register_lab(ctx: LabContext, timeout: float = 120.0) -> dict[str, str]:
-    """Sites, the lab's vCenter (password sealed by the server), discovery."""
-    cs, vcenter = ctx.started["configuration-server"], ctx.started["vcenter"]
+    """Sites, the lab's vCenter and standalone ESX host (passwords sealed by
+    the server), a discovery of each."""
+    cs = ctx.started["configuration-server"]
     creds = ctx.credentials
-    access = {
-        "url": vcenter.url, "user": creds["vcenter"]["user"],
-        "password": creds["vcenter"]["password"], "ca_pem": ctx.ca.cert.read_text(),
-    }  # fmt: skip
     with ServiceClient(cs.name, cs.url, ctx.ca.cert, creds[cs.name]["token"]) as client:
         # Idempotent: a lab brought up again in the same folder keeps its
-        # configuration server's database; the vCenter's address is new.
+        # configuration server's database; the endpoints' addresses are new.
         sites = {s["name"]: s for s in client.get("/v1/sites")}
         for name, role in (("on-premises", "primary"), ("cloud", "recovery")):
             if name not in sites:
                 sites[name] = client.post("/v1/sites", {"name": name, "role": role})
         site = sites["on-premises"]
         known = {v["name"]: v for v in client.get("/v1/vcenters")}
-        if "vcenter-lab" in known:
-            vc = client.request("PATCH", f"/v1/vcenters/{known['vcenter-lab']['id']}", json=access)
-        else:
-            vc = client.post("/v1/vcenters", {"site": site["id"], "name": "vcenter-lab", **access})
-        job = client.post(f"/v1/vcenters/{vc['id']}/discover")
-        deadline = time.monotonic() + timeout
-        while (status := client.get(job["url"]))["state"] in ("queued", "running"):
-            if time.monotonic() > deadline:
-                raise service_failed(cs.name, Path(cs.log), "discovery did not finish")
-            time.sleep(0.1)
-        if status["state"] != "succeeded":
-            raise service_failed(cs.name, Path(cs.log), f"discovery failed: {status['error']}")
-    return {"site": site["id"], "vcenter": vc["id"]}
+        ids = {"site": site["id"]}
+        for service, name, kind in (
+            ("vcenter", "vcenter-lab", "vcenter"),
+            ("esx", ESX_HOST_NAME, "esx"),
+        ):
+            record = ctx.started[service]
+            access = {
+                "url": record.url, "user": creds[service]["user"],
+                "password": creds[service]["password"], "ca_pem": ctx.ca.cert.read_text(),
+            }  # fmt: skip
+            if name in known:
+                vc = client.request("PATCH", f"/v1/vcenters/{known[name]['id']}", json=access)
+            else:
+                vc = client.post(
+                    "/v1/vcenters", {"site": site["id"], "name": name, "kind": kind, **access}
+                )
+            _discover(client, cs, vc["id"], timeout)
+            ids[service] = vc["id"]
+    return ids
+
+
+def _discover(client: ServiceClient, cs: ServiceRecord, vcenter: str, timeout: float) -> None:
+    job = client.post(f"/v1/vcenters/{vcenter}/discover")
+    deadline = time.monotonic() + timeout
+    while (status := client.get(job["url"]))["state"] in ("queued", "running"):
+        if time.monotonic() > deadline:
+            raise service_failed(cs.name, Path(cs.log), "discovery did not finish")
+        time.sleep(0.1)
+    if status["state"] != "succeeded":
+        raise service_failed(cs.name, Path(cs.log), f"discovery failed: {status['error']}")

@@ -5,6 +5,10 @@
 - ``azurite``: Azure Blob storage emulator over HTTPS, disk persistence under the
   lab folder, a storage account with a key made for this lab (not the public
   well-known development key), ``--disableTelemetry``.
+- ``esx``: a second simulator answering as a standalone ESX host (HostAgent
+  API, not managed by the vCenter), with its own local datastore and login: the
+  seeds' "ESX host without vCenter", added to the configuration server by
+  address and credentials.
 - ``dns``: BIND 9 serving the application zone; updates only with the lab's TSIG key.
 """
 
@@ -66,26 +70,35 @@ def service_failed(name: str, proc_log: Path, detail: str) -> ServiceFailed:
     )
 
 
+ESX_HOST_NAME = "esx-branch-01"
+ESX_DATASTORE = "branch-local"
+
+
 class VCenterService:
-    name = "vcenter"
+    """The vCenter simulator; with ``esx`` set, a standalone ESX host instead."""
+
+    def __init__(self, name: str = "vcenter", esx: str | None = None, datastores: str = "") -> None:
+        self.name, self.esx, self.datastores = name, esx, datastores
 
     def check_dependencies(self) -> None:
         tools.vcsim_binary()
 
     def start(self, ctx: LabContext, port: int) -> ServiceRecord:
+        user = "root" if self.esx else VCENTER_USER
         creds = ctx.credentials.setdefault(
-            "vcenter", {"user": VCENTER_USER, "password": secrets.token_urlsafe(18)}
+            self.name, {"user": user, "password": secrets.token_urlsafe(18)}
         )
-        cert = ctx.cert_for("vcenter")
-        root = ctx.directory / "datastores"
+        cert = ctx.cert_for(self.name)
+        suffix = "" if self.name == "vcenter" else f"-{self.name}"
+        root = ctx.directory / f"datastores{suffix}"
         # The simulator keeps no inventory across restarts; neither may the disks.
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
-        work = ctx.directory / "vcsim"
+        work = ctx.directory / ("vcsim" if self.name == "vcenter" else f"vcsim-{self.name}")
         work.mkdir(exist_ok=True)
         out = work / "vcsim.out"
         out.unlink(missing_ok=True)
-        log = ctx.logs / "vcenter.log"
+        log = ctx.logs / f"{self.name}.log"
         argv = [
             str(tools.vcsim_binary()),
             "-l", f"{HOST}:{port}",
@@ -94,6 +107,10 @@ class VCenterService:
             "-cluster-hosts", "2", "-standalone-hosts", "1",
             "-ds-root", str(root),
         ]  # fmt: skip
+        if self.esx:
+            argv += ["-esx", self.esx]
+        if self.datastores:
+            argv += ["-datastores", self.datastores]
         env = dict(os.environ, TMPDIR=str(work))
         record = process.spawn(argv, log, env=env, stdout_path=out)
         why = process.wait_until(lambda: out.exists() and out.stat().st_size > 0, record, 30)
@@ -258,4 +275,9 @@ class DnsService:
         )
 
 
-SITE_SERVICES: tuple[Service, ...] = (VCenterService(), AzuriteService(), DnsService())
+SITE_SERVICES: tuple[Service, ...] = (
+    VCenterService(),
+    VCenterService("esx", esx=ESX_HOST_NAME, datastores=f"{ESX_DATASTORE}:VMFS:all"),
+    AzuriteService(),
+    DnsService(),
+)

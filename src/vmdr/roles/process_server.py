@@ -136,6 +136,18 @@ class ProcessServer:
             timeout=120.0,
         )
 
+    def master_target_status(self) -> dict[str, Any]:
+        """Whether the master target answers now (a short, authenticated probe):
+        reprotect refuses while the process server cannot reach it."""
+        s = self.settings
+        try:
+            with ServiceClient("master target", s.master_target_url, s.master_target_ca,
+                               s.master_target_token, timeout=5.0) as client:  # fmt: skip
+                client.get("/v1/capabilities")
+        except VmdrError as exc:
+            return {"url": s.master_target_url, "reachable": False, "detail": exc.code}
+        return {"url": s.master_target_url, "reachable": True}
+
     def compress(self) -> bool:
         """Compression is used when both sides support it (asked once)."""
         if self._compress is None:

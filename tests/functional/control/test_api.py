@@ -52,7 +52,7 @@ def test_discover_the_lab_vcenter_through_a_job(
         ("discover", "start"), ("discover", "end"),
     ]  # fmt: skip
     machines = {m["name"]: m for m in c.get("/v1/machines")}
-    for built in lab_inventory["vms"]:
+    for built in (vm for vm in lab_inventory["vms"] if vm["endpoint"] == "vcenter"):
         got = machines[built["name"]]
         assert [d["uuid"] for d in got["disks"]] == [d["uuid"] for d in built["disks"]]
     assert machines["db-01"]["enable_uuid"] is None
@@ -145,3 +145,33 @@ def test_a_vanished_vm_is_marked_not_deleted(
     after = discover()
     assert after["short-lived"]["vanished_at"] is not None  # still there, marked
     assert after["web-01"]["vanished_at"] is None
+
+
+def test_an_endpoint_of_the_wrong_kind_is_refused_by_discovery(
+    server: tuple[Service, ServiceClient], lab: Lab
+) -> None:
+    """The lab's standalone ESX host added as a vCenter: discovery fails with
+    the code that says so, and stores nothing."""
+    _, c = server
+    state = lab.state()
+    assert state is not None
+    esx, creds = state.service("esx"), lab.credentials()["esx"]
+    site = c.post("/v1/sites", {"name": "branch", "role": "primary"})
+    access = {"url": esx.url, "user": creds["user"], "password": creds["password"],
+              "ca_pem": Path(esx.details["ca"]).read_text()}  # fmt: skip
+    wrong = c.post("/v1/vcenters", {"site": site["id"], "name": "esx-as-vc", **access})
+    job = c.post(f"/v1/vcenters/{wrong['id']}/discover")
+    while (status := c.get(job["url"]))["state"] in ("queued", "running"):
+        time.sleep(0.1)
+    assert status["state"] == "failed" and status["error"]["code"] == "VMDR-E0605", status
+    assert '"kind": "esx"' in status["error"]["fix"]
+    assert c.get("/v1/machines") == [] and c.get("/v1/hosts") == []
+    # The fix the error gives works.
+    c.request("PATCH", f"/v1/vcenters/{wrong['id']}", json={"kind": "esx"})
+    job = c.post(f"/v1/vcenters/{wrong['id']}/discover")
+    while (status := c.get(job["url"]))["state"] in ("queued", "running"):
+        time.sleep(0.1)
+    assert status["state"] == "succeeded", status
+    assert [m["name"] for m in c.get("/v1/machines")] == ["branch-01"]
+    (disk,) = c.get("/v1/machines")[0]["disks"]
+    assert (disk["address"], disk["controller"], disk["backing"]) == ("scsi0:0", "pvscsi", "flat")

@@ -109,6 +109,12 @@ def test_damaged_or_newer_backups_are_refused_and_nothing_is_written(tmp_path: P
     truncated.write_bytes(archive.read_bytes()[:200])
     with pytest.raises(BackupCorrupt):
         restore(target, truncated)
+    # Cut at the very end, where only gzip's trailer and the tar's zero
+    # padding live: every member still reads, but the file is not whole.
+    for cut in (1, 8, 40):
+        truncated.write_bytes(archive.read_bytes()[:-cut])
+        with pytest.raises(BackupCorrupt):
+            restore(target, truncated)
 
     for change in ({"format": 99}, {"schema_revision": "9999"}):
         newer = tmp_path / "newer.backup"

@@ -69,6 +69,28 @@ def test_lab_roles_are_registered_and_beat(lab: Lab) -> None:
     (mt,) = json.loads(_vmdr(lab, "master-targets", "list", "--json").stdout)
     assert mt["health"]["retention"]["ready"] is True
     assert "vmfs-01" in mt["health"]["datastores"]
+    # Its own VM, as discovery found it (the seeds' rules on the master target).
+    vm = mt["vm"]
+    assert (vm["name"], vm["discovered"], vm["enable_uuid"], vm["snapshots"]) == (
+        "mt-01", True, True, 0,
+    )  # fmt: skip
+    assert vm["disks"] == 2 and vm["datastores"] == ["vmfs-01"]
+    assert vm["datastores_at_registration"] == ["vmfs-01"] and vm["storage_vmotioned"] is False
+
+
+def test_the_standalone_esx_host_is_discovered_by_address(lab: Lab) -> None:
+    endpoints = {v["name"]: v for v in json.loads(_vmdr(lab, "vcenters", "list", "--json").stdout)}
+    esx = endpoints["esx-branch-01"]
+    assert esx["kind"] == "esx" and esx["topology"]["api_type"] == "HostAgent"
+    assert esx["topology"]["datacenters"] == ["ha-datacenter"]
+    assert endpoints["vcenter-lab"]["topology"]["clusters"] == [
+        {"name": "cluster-01", "hosts": ["esx-01", "esx-02"]}
+    ]
+    machines = {m["name"]: m for m in json.loads(_vmdr(lab, "machines", "list", "--json").stdout)}
+    assert machines["branch-01"]["vcenter"] == esx["id"]
+    assert machines["web-01"]["vcenter"] == endpoints["vcenter-lab"]["id"]
+    hosts = {h["name"]: h for h in json.loads(_vmdr(lab, "hosts", "list", "--json").stdout)}
+    assert hosts["esx-branch-01"]["vcenter"] == esx["id"]
 
 
 def test_a_heartbeat_speaks_only_for_its_role(lab: Lab) -> None:

@@ -43,6 +43,7 @@ def test_status_json_names_every_service_with_its_address(lab: Lab) -> None:
     services = {s["name"]: s for s in json.loads(result.stdout)["services"]}
     assert set(services) == {
         "vcenter",
+        "esx",
         "azurite",
         "dns",
         "master-target",
@@ -98,6 +99,7 @@ def test_crashed_service_is_reported_and_down_stops_the_rest(tmp_path: Path) -> 
         states = {s["name"]: s["state"] for s in json.loads(result.stdout)["services"]}
         assert states == {
             "vcenter": "up",
+            "esx": "up",
             "azurite": "up",
             "dns": "down",
             "master-target": "up",
@@ -111,6 +113,7 @@ def test_crashed_service_is_reported_and_down_stops_the_rest(tmp_path: Path) -> 
     assert stopped == [
         "azurite",
         "configuration-server",
+        "esx",
         "master-target",
         "process-server",
         "vcenter",

@@ -30,6 +30,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -90,6 +91,8 @@ class VCenter(Base):
     secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
     ca_pem: Mapped[str | None] = mapped_column(Text, default=None)
     discovered_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # {"api_type", "datacenters": [...], "clusters": [{"name", "hosts"}]}
+    topology: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
 
 
 class Host(Base):
@@ -111,6 +114,7 @@ class Datastore(Base):
     moref: Mapped[str] = mapped_column(String(64))
     type: Mapped[str] = mapped_column(String(32))  # VMFS | vsan | NFS | ...
     host_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    rdm_supported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Machine(Base):
@@ -128,6 +132,10 @@ class Machine(Base):
     guest_os: Mapped[str | None] = mapped_column(String(255), default=None)
     enable_uuid: Mapped[bool | None] = mapped_column(Boolean, default=None)
     snapshots: Mapped[int] = mapped_column(Integer, default=0)
+    power_state: Mapped[str | None] = mapped_column(String(16), default=None)
+    guest_full_name: Mapped[str | None] = mapped_column(String(255), default=None)
+    annotation: Mapped[str | None] = mapped_column(Text, default=None)
+    datastores: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     # Set when discovery no longer finds the VM: kept, marked, never dropped
     # silently (failback to a deleted VM becomes alternate location recovery).
     vanished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
@@ -146,6 +154,9 @@ class Disk(Base):
     capacity: Mapped[int] = mapped_column(BigInteger)
     datastore_id: Mapped[str | None] = mapped_column(String(36), default=None)
     path: Mapped[str] = mapped_column(String(1024))  # "[ds] folder/disk.vmdk"
+    address: Mapped[str | None] = mapped_column(String(16), default=None)  # "scsi0:1"
+    controller: Mapped[str | None] = mapped_column(String(32), default=None)
+    backing: Mapped[str] = mapped_column(String(16), default="flat", server_default="flat")
     machine: Mapped[Machine] = relationship(back_populates="disks")
 
 
@@ -173,6 +184,11 @@ class MasterTarget(Base):
     registered_at: Mapped[dt.datetime] = mapped_column(default=now)
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     health: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The on-premises VM it runs in, and where that VM lived when discovery
+    # first found it: a later difference is a storage vMotion, which the
+    # source documents forbid (reprotect refuses it).
+    vm_name: Mapped[str | None] = mapped_column(String(255), default=None)
+    vm_datastores_at_registration: Mapped[list[str] | None] = mapped_column(JSON, default=None)
 
 
 class ProtectedItem(Base):

@@ -4,7 +4,8 @@ location path), attach an existing disk, delete, where a VM lives.
 Tasks are waited on through the PropertyCollector (``session.wait_for_task``)
 and unset properties read through it (``session.retrieve``): both are needed
 against the simulator and harmless against a real vCenter. Faults from the SDK
-become ``VSphereTaskFailed`` with the fault's message.
+become vmdr errors (``errors.translate``) in ``wait_for_task`` and at the edge
+of ``session``/``Connection``.
 """
 
 from __future__ import annotations

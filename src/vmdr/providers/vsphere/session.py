@@ -21,26 +21,29 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from vmdr.model.errors import VmdrError
+from vmdr.providers.vsphere.errors import (
+    VSphereError,
+    VSphereLoginFailed,
+    VSphereSessionLost,
+    VSphereTaskFailed,
+    translate,
+    vsphere_errors,
+)
 from vmdr.transport.tls import client_context
 
-
-class VSphereError(VmdrError):
-    code = "VMDR-E0600"
-    msg = "vSphere call failed: {detail}"
-    fix = "Check the vCenter address, credentials and the task's error above."
-
-
-class VSphereLoginFailed(VSphereError):
-    code = "VMDR-E0601"
-    msg = "vCenter {address} refused the login of {user}"
-    fix = "Check the user and password stored for this vCenter."
-
-
-class VSphereTaskFailed(VSphereError):
-    code = "VMDR-E0602"
-    msg = "vSphere task {task} failed: {detail}"
-    fix = "Read the fault above; fix its cause in vCenter and retry."
+__all__ = [
+    "Connection",
+    "Endpoint",
+    "VSphereError",
+    "VSphereLoginFailed",
+    "VSphereTaskFailed",
+    "connect",
+    "disconnect",
+    "objects_of_type",
+    "retrieve",
+    "session",
+    "wait_for_task",
+]
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,15 @@ def connect(endpoint: Endpoint) -> Any:
     The stub is built first and logged in second (rather than ``SmartConnect``)
     so that a refused login can still close the stub's sockets.
     """
+    ctx = client_context(endpoint.ca_file) if endpoint.ca_file else None
+    with vsphere_errors(endpoint.url):
+        return _login(endpoint, ctx)
+
+
+def _login(endpoint: Endpoint, ctx: Any) -> Any:
     from pyVim.connect import SmartStubAdapter
     from pyVmomi import vim
 
-    ctx = client_context(endpoint.ca_file) if endpoint.ca_file else None
     stub = SmartStubAdapter(
         host=endpoint.host,
         port=endpoint.port,
@@ -101,11 +109,14 @@ def disconnect(si: Any) -> None:
 
 @contextmanager
 def session(endpoint: Endpoint) -> Iterator[Any]:
+    """A logged-in ServiceInstance; SDK errors inside become vmdr errors."""
     si = connect(endpoint)
     try:
-        yield si
+        with vsphere_errors(endpoint.url):
+            yield si
     finally:
-        disconnect(si)
+        with vsphere_errors(endpoint.url):
+            disconnect(si)
 
 
 def retrieve(si: Any, obj: Any, paths: list[str]) -> dict[str, Any]:
@@ -153,9 +164,7 @@ def wait_for_task(si: Any, task: Any, timeout: float = 300.0) -> Any:
         if state == "success":
             return info.get("info.result")
         if state == "error":
-            fault = info.get("info.error")
-            detail = getattr(fault, "msg", None) or type(fault).__name__
-            raise VSphereTaskFailed(task=task._moId, detail=detail)
+            raise translate(info.get("info.error"), task=task._moId)
         if time.monotonic() > deadline:
             raise VSphereTaskFailed(task=task._moId, detail=f"not done after {timeout:.0f} s")
         time.sleep(delay)
@@ -178,13 +187,17 @@ class Connection:
     def call(self, fn: Any) -> Any:
         from pyVmomi import vim
 
-        try:
-            return fn(self.si)
-        except vim.fault.NotAuthenticated:
-            self.si._stub.DropConnections()
-            self.si = connect(self.endpoint)
-            self.renewals += 1
-            return fn(self.si)
+        with vsphere_errors(self.endpoint.url):
+            try:
+                return fn(self.si)
+            except vim.fault.NotAuthenticated:
+                self.si._stub.DropConnections()
+                self.si = connect(self.endpoint)
+                self.renewals += 1
+            try:
+                return fn(self.si)
+            except vim.fault.NotAuthenticated as exc:
+                raise VSphereSessionLost(address=self.endpoint.url) from exc
 
     def close(self) -> None:
         from pyVmomi import vim
