@@ -167,6 +167,13 @@ def add_commands(app: typer.Typer) -> None:
     jobs = typer.Typer(help="Jobs of the configuration server.")
     jobs.command("list")(_lister("/v1/jobs", ["id", "kind", "state", "step", "item"], "jobs"))
 
+    @jobs.command("watch")
+    def watch_job(job: str, as_json: bool = JsonOption) -> None:
+        """Follow a job to its end, with a live bar per step."""
+        from vmdr.cli.workflows import watch
+
+        watch(job, as_json)
+
     @jobs.command("show")
     def show_job(job: str, as_json: bool = JsonOption) -> None:
         """One job with its events."""

@@ -6,21 +6,25 @@ with its code and fix, the recovery type it decided (OLR or ALR) and how each
 cloud disk maps to an original disk. Exit status 0 when reprotect could
 start, 1 otherwise (the first refusing rule's code is printed last).
 
-Reprotect itself (and failover, commit, failback) come with the workflows
-(issue 8); until then ``--check`` is required and the command says so.
+The operations (``protect``, ``failover``, ``failback``, ``commit``,
+``reprotect``) start a job on the configuration server and, by default, watch
+it to its end with a live progress bar per step (``--no-wait`` returns at
+once with the job's id; ``vmdr jobs watch JOB`` picks it up again). Exit
+status 0 when the job succeeded, else 1 with the job's error code.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import typer
 from rich.table import Table
 
 from vmdr.cli.output import console, emit_json, err_console, fail
-from vmdr.cli.remote import JsonOption, call
-from vmdr.model.errors import UsageError
+from vmdr.cli.remote import JsonOption, call, show
+from vmdr.model.errors import UsageError, VmdrError
 
 __all__ = ["add_commands"]
 
@@ -53,8 +57,141 @@ def _print_report(report: dict[str, Any]) -> None:
         console.print(disks)
 
 
-def reprotect(
+WaitOption = typer.Option(True, "--wait/--no-wait", help="Watch the job to its end.")
+
+
+class JobFailed(VmdrError):
+    code = "VMDR-E0515"
+    msg = "job {job} ({kind}) {state}: {detail}"
+    fix = "{fix}"
+
+
+def watch(job_id: str, as_json: bool) -> None:
+    """Follow a job until it ends: a bar per step in a terminal, the final
+    job as JSON with --json; exit 1 with its error code when it failed."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    live = sys.stdout.isatty() and not as_json
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not live,
+    )
+    tasks: dict[str, Any] = {}
+    seen = 0
+    with progress:
+        while True:
+            job = call("GET", f"/v1/jobs/{job_id}", as_json)
+            for event in job["events"][seen:]:
+                step = event["step"]
+                if step not in tasks:
+                    tasks[step] = progress.add_task(step, total=1, info="")
+                if event["kind"] == "end":
+                    progress.update(tasks[step], completed=1)
+                elif event["message"]:
+                    progress.update(tasks[step], info=event["message"][:70])
+                if not live and event["kind"] in ("end", "error", "cancelled") and not as_json:
+                    sys.stdout.write(f"{step}\t{event['kind']}\t{event['message'] or ''}\n")
+            seen = len(job["events"])
+            if job["state"] not in ("queued", "running"):
+                break
+            time.sleep(0.3)
+    if as_json:
+        emit_json(job)
+    elif live:
+        console.print(f"job {job['id']} ({job['kind']}): [bold]{job['state']}[/]")
+    if job["state"] != "succeeded":
+        error = job.get("error") or {}
+        failure = JobFailed(
+            job=job_id,
+            kind=job["kind"],
+            state=job["state"],
+            detail=error.get("message", job["state"]),
+            fix=error.get("fix", ""),
+        )
+        if error.get("code"):
+            failure.code = error["code"]  # type: ignore[misc]
+        if as_json:
+            raise typer.Exit(1)
+        fail(failure)
+
+
+def _operate(item: str, operation: str, body: dict[str, Any], wait: bool, as_json: bool) -> None:
+    started = call("POST", f"/v1/protected-items/{item}/{operation}", as_json, body)
+    _follow(started, wait, as_json)
+
+
+def _follow(started: dict[str, Any], wait: bool, as_json: bool) -> None:
+    if not wait:
+        if as_json:
+            emit_json(started)
+        else:
+            console.print(
+                f"{started['kind']} started: job {started['job']} "
+                f"(`vmdr jobs watch {started['job']}`)"
+            )
+        return
+    if not as_json:
+        console.print(f"{started['kind']} of item {started['item']}: job {started['job']}")
+    watch(started["job"], as_json)
+
+
+def protect(
     machine: str = typer.Argument(..., help="Machine name (or id) as discovered."),
+    wait: bool = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Protect a VM to the cloud: initial replication to page blobs, verified."""
+    _follow(call("POST", "/v1/protected-items", as_json, {"machine": machine}), wait, as_json)
+
+
+def failover(
+    item: str = typer.Argument(..., help="Protected item id or its machine's name."),
+    unplanned: bool = typer.Option(False, "--unplanned", help="The source site is down."),
+    recovery_point: int | None = typer.Option(None, help="Recovery point (default: latest)."),
+    wait: bool = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Fail over in the item's current direction (to the cloud, or back)."""
+    body = {"recovery_point": recovery_point} if recovery_point else {}
+    op = "unplannedFailover" if unplanned else "plannedFailover"
+    _operate(item, op, body, wait, as_json)
+
+
+def failback(
+    item: str = typer.Argument(..., help="Protected item id or its machine's name."),
+    wait: bool = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Fail back to on-premises: a planned failover in the recovery → primary
+    direction (after reprotect), proved byte for byte."""
+    current = call("GET", f"/v1/protected-items/{item}", as_json)
+    if current["direction"] != "recoveryToPrimary":
+        fail(
+            UsageError(
+                detail=f"{current['vm']} is not replicating back to on-premises "
+                f"(direction {current['direction']}); run `vmdr reprotect` first"
+            ),
+            as_json,
+        )
+    _operate(item, "plannedFailover", {}, wait, as_json)
+
+
+def commit(
+    item: str = typer.Argument(..., help="Protected item id or its machine's name."),
+    force: bool = typer.Option(False, "--force", help="Commit a failback without its proof."),
+    wait: bool = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Commit the failover (after a failback: delete the cloud VM)."""
+    _operate(item, "commit", {"force": True} if force else {}, wait, as_json)
+
+
+def reprotect(
+    machine: str = typer.Argument(..., help="Machine name (or protected item id)."),
     check: bool = typer.Option(False, "--check", help="Run the prechecks only; change nothing."),
     alr: bool = typer.Option(False, "--alr", help="Alternate location recovery (a new VM)."),
     olr: bool = typer.Option(False, "--olr", help="Original location recovery only."),
@@ -62,28 +199,25 @@ def reprotect(
     remove_snapshots: bool = typer.Option(
         False, "--remove-snapshots", help="Remove the VM's snapshots before the resync."
     ),
-    master_target: str | None = typer.Option(
-        None, help="Master target name (default: the only one)."
-    ),
+    master_target: str | None = typer.Option(None, help="Master target (default: the only one)."),
     process_server: str | None = typer.Option(
         None, help="Cloud process server name (default: the only one)."
     ),
+    wait: bool = WaitOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Reprotect a failed-over machine from the cloud back to on-premises."""
+    """Reprotect a failed-over machine (cloud → on-premises, or back to the
+    cloud after a failback); --check runs the prechecks alone."""
     if alr and olr:
         fail(UsageError(detail="--alr and --olr exclude each other"), as_json)
+    mode = "alr" if alr else "olr" if olr else "auto"
     if not check:
-        fail(
-            UsageError(
-                detail="only `vmdr reprotect MACHINE --check` is available in this version; "
-                "the reprotect workflow itself is not built yet"
-            ),
-            as_json,
-        )
+        body = {"mode": mode, "datastore": datastore, "remove_snapshots": remove_snapshots}
+        _operate(machine, "reprotect", {k: v for k, v in body.items() if v}, wait, as_json)
+        return
     body = {
         "machine": machine,
-        "mode": "alr" if alr else "olr" if olr else "auto",
+        "mode": mode,
         "datastore": datastore,
         "remove_snapshots": remove_snapshots,
         "master_target": master_target,
@@ -102,4 +236,25 @@ def reprotect(
 
 
 def add_commands(app: typer.Typer) -> None:
-    app.command("reprotect")(reprotect)
+    for command in (protect, failover, failback, commit, reprotect):
+        app.command(command.__name__)(command)
+    items = typer.Typer(help="Protected items.")
+
+    @items.command("list")
+    def list_items(as_json: bool = JsonOption) -> None:
+        """List protected items."""
+        rows = call("GET", "/v1/protected-items", as_json)
+        show(rows, ["vm", "state", "active_site", "direction", "running", "id"], "items", as_json)
+
+    @items.command("show")
+    def show_item(item: str, as_json: bool = JsonOption) -> None:
+        """One protected item, with its disks, proofs and allowed operations."""
+        emit_json(call("GET", f"/v1/protected-items/{item}", as_json))
+
+    @items.command("points")
+    def item_points(item: str, as_json: bool = JsonOption) -> None:
+        """The item's recovery points (each disk's state, e.g. a blob snapshot)."""
+        rows = call("GET", f"/v1/protected-items/{item}/recovery-points", as_json)
+        show(rows, ["seq", "tag", "kind", "time", "disks"], "recovery points", as_json)
+
+    app.add_typer(items, name="items")

@@ -47,6 +47,10 @@ from vmdr.control.inventory import store_discovery
 from vmdr.control.jobs import JobKind, JobRunner, JobUnknown, StepContext
 from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.secrets import SecretBox
+from vmdr.control.workflows.context import Workflows
+from vmdr.control.workflows.items import add_item_routes
+from vmdr.control.workflows.to_cloud import cloud_kinds
+from vmdr.control.workflows.to_onprem import onprem_kinds
 from vmdr.model.errors import VmdrError
 from vmdr.transport.auth import TokenStore
 from vmdr.transport.service import create_app
@@ -149,33 +153,26 @@ class ConfigServer:
         self.secrets = SecretBox.in_folder(settings.state_dir)
         self.runner = JobRunner(self.sessions)
         self.runner.register(JobKind("discover", [("discover", self._discover_step)]))
-        self.ca_dir = settings.state_dir / "vcenter-ca"
+        self.workflows = Workflows(
+            self.sessions, self.runner, lambda: self.secrets, settings.state_dir
+        )
+        for kind in (*cloud_kinds(self.workflows), *onprem_kinds(self.workflows)):
+            self.runner.register(kind)
 
     def _discover_step(self, ctx: StepContext) -> None:
         from vmdr.providers.vsphere.discovery import discover
         from vmdr.providers.vsphere.errors import WrongEndpointKind
-        from vmdr.providers.vsphere.session import Endpoint, session
 
         with self.sessions() as s:
             vc = s.get(VCenter, ctx.params["vcenter"])
             if vc is None:
                 raise NotFound(what="vcenter", id=ctx.params["vcenter"])
-            kind = vc.kind
-            ca = self.ca_dir / f"{vc.id}.pem" if vc.ca_pem else None
-            endpoint = Endpoint(
-                url=vc.url.rstrip("/") + ("" if vc.url.endswith("/sdk") else "/sdk"),
-                user=vc.user,
-                password=self.secrets.open(vc.secret_enc),
-                ca_file=ca,
-            )
-            if ca is not None and vc.ca_pem:
-                self.ca_dir.mkdir(parents=True, exist_ok=True)
-                write_atomically(ca, vc.ca_pem.encode(), mode=0o644)
-        with session(endpoint) as si:
+            kind, url = vc.kind, vc.url
+        with self.workflows.vsphere(ctx.params["vcenter"]) as si:
             inventory = discover(si)
         actual = "esx" if inventory.api_type == "HostAgent" else "vcenter"
         if actual != kind:
-            raise WrongEndpointKind(address=endpoint.url, actual=actual, expected=kind)
+            raise WrongEndpointKind(address=url, actual=actual, expected=kind)
         with self.sessions.begin() as s:
             vc = s.get(VCenter, ctx.params["vcenter"])
             assert vc is not None
@@ -219,6 +216,7 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
     app = create_app("configuration-server", tokens, registry, open_paths=roles_api.OPEN)
     cs = ConfigServer(settings)
     roles_api.add_role_routes(app, cs.sessions, tokens)
+    add_item_routes(app, cs.workflows)
     app.state.config_server = cs
     admin = settings.state_dir / "admin.token"
     if not admin.exists():

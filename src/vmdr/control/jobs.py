@@ -82,6 +82,9 @@ class JobKind:
     steps: list[tuple[str, Step]]
     # Steps before this index may be cancelled (None: any time).
     cancellable_before: int | None = None
+    # Called once when the job fails or is cancelled (e.g. to put its
+    # protected item back where the operation started).
+    on_fail: Callable[[StepContext, dict[str, Any]], None] | None = None
 
     def may_cancel(self, step: int) -> bool:
         return self.cancellable_before is None or step < self.cancellable_before
@@ -155,6 +158,7 @@ class JobRunner:
             name, fn = kind.steps[index]
             if cancel and kind.may_cancel(index):
                 self.event(job_id, name, "cancelled")
+                self._undo(kind, ctx, {"code": JobCancelled.code, "message": "cancelled"})
                 return self._finish(job_id, "cancelled", None)
             self.event(job_id, name, "start")
             try:
@@ -166,12 +170,21 @@ class JobRunner:
                 log.warning("job %s step %s failed: %s", job_id, name, error["message"])
                 log.debug("%s", traceback.format_exc())
                 self.event(job_id, name, "error", message=error["message"])
+                self._undo(kind, ctx, error)
                 return self._finish(job_id, "failed", error)
             with self.sessions.begin() as s:
                 job = s.get(Job, job_id)
                 assert job is not None
                 s.add(JobEvent(job_id=job_id, step=name, kind="end"))
                 job.step = index + 1
+
+    def _undo(self, kind: JobKind, ctx: StepContext, error: dict[str, Any]) -> None:
+        if kind.on_fail is None:
+            return
+        try:
+            kind.on_fail(ctx, error)
+        except Exception:  # the job's own error is the one to report
+            log.exception("job %s: on_fail of %s failed", ctx.job_id, kind.name)
 
     def _finish(self, job_id: str, state: str, error: dict[str, Any] | None) -> str:
         with self.sessions.begin() as s:

@@ -137,7 +137,11 @@ def _ps_facts(s: Session, ps: ProcessServer | None, mt: MasterTarget | None) -> 
     )
 
 
-def run_reprotect_check(s: Session, req: ReprotectCheck, server_id: str) -> PrecheckReport:
+def run_reprotect_check(
+    s: Session, req: ReprotectCheck, server_id: str, cloud_disks: list[CloudDisk] | None = None
+) -> PrecheckReport:
+    """The report for one machine; ``cloud_disks`` are its protected item's
+    (else the discovered disks stand for them)."""
     machine = s.scalars(
         select(Machine).where(or_(Machine.name == req.machine, Machine.id == req.machine))
     ).first()
@@ -158,8 +162,12 @@ def run_reprotect_check(s: Session, req: ReprotectCheck, server_id: str) -> Prec
         configuration_server=server_id,
         protected_by=server_id,
         cloud_disks=tuple(
-            CloudDisk(f"disk{d.unit}", d.capacity, d.address or f"disk{d.unit}", d.uuid)
-            for d in machine.disks
+            cloud_disks
+            if cloud_disks is not None
+            else [
+                CloudDisk(f"disk{d.unit}", d.capacity, d.address or f"disk{d.unit}", d.uuid)
+                for d in machine.disks
+            ]
         ),
         mode=req.mode,
         datastore=req.datastore,

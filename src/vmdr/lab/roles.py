@@ -13,6 +13,7 @@ The lab itself registers as client ``lab`` with both; the tokens are kept in
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -168,8 +169,10 @@ class ConfigurationServerService:
             self.name, "--state-dir", str(state), "--port", str(port),
             "--ca-dir", str(ctx.directory / "pki"),
         )  # fmt: skip
-        # The admin token is written before the port opens (app start-up).
-        return _start(self.name, argv, ctx, port, state, register=False)
+        # The admin token is written before the port opens (app start-up). Its
+        # workflows write the cloud site's disks: page blobs of the lab's account.
+        env = dict(os.environ, VMDR_STORAGE_ACCOUNTS=str(ctx.directory / STORAGE_ACCOUNTS_FILE))
+        return _start(self.name, argv, ctx, port, state, env, register=False)
 
 
 def register_lab(ctx: LabContext, timeout: float = 120.0) -> dict[str, str]:
@@ -204,7 +207,38 @@ def register_lab(ctx: LabContext, timeout: float = 120.0) -> dict[str, str]:
                 )
             _discover(client, cs, vc["id"], timeout)
             ids[service] = vc["id"]
+    write_dataplane(ctx)
     return ids
+
+
+def write_dataplane(ctx: LabContext) -> Path:
+    """Tell the configuration server's workflows where the lab's data plane is
+    (control/dataplane.py): the datastore folders, the storage account, the
+    cloud compute folder, and the roles with a token each (the lab's own,
+    written 0600 into the server's state folder)."""
+    cs = ctx.started["configuration-server"]
+    state = Path(cs.details["state"])
+    datastores = {
+        d["name"]: d["path"]
+        for service in ("vcenter", "esx")
+        for d in ctx.started[service].details["topology"]["datastores"]
+    }
+    roles = {}
+    for key, service in (("process_server", "process-server"), ("master_target", "master-target")):
+        token_file = state / f"{service}.token"
+        write_atomically(token_file, ctx.credentials[service]["token"].encode())
+        roles[key] = {"url": ctx.started[service].url, "ca": str(ctx.ca.cert),
+                      "token_file": str(token_file)}  # fmt: skip
+    plane = {
+        "datastores": datastores,
+        "storage_account": ctx.credentials["azurite"]["account"],
+        "container": "vmdr-replicas",
+        "cloud_compute": str(ctx.directory / "cloud-vms"),
+        **roles,
+    }
+    path = state / "dataplane.json"
+    write_atomically(path, json.dumps(plane, indent=2).encode())
+    return path
 
 
 def _discover(client: ServiceClient, cs: ServiceRecord, vcenter: str, timeout: float) -> None:

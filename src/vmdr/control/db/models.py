@@ -224,6 +224,7 @@ class RecoveryPoint(Base):
     time: Mapped[float] = mapped_column(Float)
     tag: Mapped[str | None] = mapped_column(String(128), default=None)
     kind: Mapped[str] = mapped_column(String(16), default="crash")
+    location: Mapped[str | None] = mapped_column(String(2048), default=None)
 
 
 class RecoveryPlan(Base):

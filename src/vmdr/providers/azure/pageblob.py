@@ -67,6 +67,7 @@ __all__ = [
     "open_url",
     "parse_url",
     "service_client",
+    "snapshot",
 ]
 
 PAGE = 512
@@ -398,3 +399,17 @@ def exists(url: str) -> bool:
             return bool(blob.exists())
         except AzureError as exc:
             raise BackendIOError(what="exists", url=parsed.plain, detail=error_text(exc)) from exc
+
+
+def snapshot(url: str) -> str:
+    """Take a snapshot of the page blob; return its read-only URL.
+
+    A recovery point of a cloud disk: its bytes at this moment, kept by the
+    storage service until the blob is deleted."""
+    service, blob, parsed = blob_client(url)
+    with service:
+        try:
+            taken = blob.create_snapshot(lease=parsed.lease)
+        except AzureError as exc:
+            raise BackendIOError(what="snapshot", url=parsed.plain, detail=error_text(exc)) from exc
+    return parsed.with_params(lease=None, snapshot=str(taken["snapshot"])).url

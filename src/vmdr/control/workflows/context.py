@@ -1,0 +1,187 @@
+"""What every workflow step needs: the database, the data plane, a vSphere
+session to the machine's vCenter, and the protected item's life cycle kept in
+step with ``model.lifecycle`` (the one place its rules live).
+
+A step is idempotent (the job runner may run it twice after a crash): it
+checks what is already done, then does the rest. Item settings are JSON; a
+step replaces the dict rather than mutating it, so SQLAlchemy sees the
+change.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from vmdr.blocks.durable import write_atomically
+from vmdr.control.dataplane import DataPlane
+from vmdr.control.db.models import Machine, ProtectedItem, RecoveryPoint, VCenter
+from vmdr.control.jobs import JobRunner, StepContext
+from vmdr.control.secrets import SecretBox
+from vmdr.model import lifecycle
+from vmdr.model.errors import VmdrError
+from vmdr.model.lifecycle import Direction, ItemState, Operation, Site, State
+
+__all__ = ["ItemGone", "Workflows"]
+
+
+class ItemGone(VmdrError):
+    code = "VMDR-E0543"
+    http_status = 404
+    msg = "no protected item {item}"
+    fix = "List protected items with `vmdr items list`."
+
+
+def to_state(row: ProtectedItem, name: str) -> ItemState:
+    return ItemState(
+        name=name,
+        state=State(row.state),
+        active_site=Site(row.active_site),
+        direction=Direction(row.direction),
+        running=Operation(row.running) if row.running else None,
+        previous=State(row.previous) if row.previous else None,
+        planned=row.planned,
+        last_error=row.last_error,
+    )
+
+
+def store_state(row: ProtectedItem, state: ItemState) -> None:
+    row.state, row.active_site, row.direction = state.state, state.active_site, state.direction
+    row.running = state.running.value if state.running else None
+    row.previous = state.previous.value if state.previous else None
+    row.planned, row.last_error = state.planned, state.last_error
+
+
+@dataclass
+class Workflows:
+    sessions: sessionmaker[Session]
+    runner: JobRunner
+    secrets: Callable[[], SecretBox]
+    state_dir: Path
+
+    @property
+    def dataplane(self) -> DataPlane:
+        return DataPlane.load(self.state_dir)  # read per use: the lab may write it late
+
+    # -- the item --------------------------------------------------------------------
+    def item(self, s: Session, item_id: str) -> tuple[ProtectedItem, Machine]:
+        row = s.get(ProtectedItem, item_id)
+        if row is None:
+            raise ItemGone(item=item_id)
+        machine = s.get(Machine, row.machine_id)
+        assert machine is not None
+        return row, machine
+
+    def settings(self, item_id: str) -> dict[str, Any]:
+        with self.sessions() as s:
+            return dict(self.item(s, item_id)[0].settings or {})
+
+    def update_settings(self, item_id: str, **changes: Any) -> dict[str, Any]:
+        with self.sessions.begin() as s:
+            row, _ = self.item(s, item_id)
+            row.settings = {**(row.settings or {}), **changes}
+            return dict(row.settings)
+
+    def transition(self, item_id: str, change: Callable[[ItemState], ItemState]) -> ItemState:
+        with self.sessions.begin() as s:
+            row, machine = self.item(s, item_id)
+            new = change(to_state(row, machine.name))
+            store_state(row, new)
+            return new
+
+    def complete(self, ctx: StepContext) -> None:
+        """The last step of an operation: the item reaches its end state
+        (idempotent: a second run finds nothing running and does nothing)."""
+
+        def done(item: ItemState) -> ItemState:
+            if item.running is None:
+                return item
+            after = lifecycle.complete(item)
+            if after.state is State.INITIAL_REPLICATION:
+                # Every job that ends in InitialReplication (enableProtection,
+                # reprotect) ran the initial sync as its own steps.
+                after = lifecycle.initial_replication_done(after)
+            return after
+
+        self.transition(ctx.params["item"], done)
+
+    def failed(self, ctx: StepContext, error: dict[str, Any]) -> None:
+        def back(item: ItemState) -> ItemState:
+            if item.running is None:
+                return item
+            return lifecycle.fail(item, f"{error.get('code')}: {error.get('message')}")
+
+        self.transition(ctx.params["item"], back)
+
+    # -- recovery points ---------------------------------------------------------------
+    def add_point(self, item_id: str, tag: str, kind: str, locations: dict[int, str]) -> int:
+        with self.sessions.begin() as s:
+            seq = 1 + (
+                s.scalar(
+                    select(func.max(RecoveryPoint.seq)).where(RecoveryPoint.item_id == item_id)
+                )
+                or 0
+            )
+            now = time.time()
+            for unit, location in sorted(locations.items()):
+                s.add(
+                    RecoveryPoint(
+                        item_id=item_id,
+                        disk_unit=unit,
+                        seq=seq,
+                        time=now,
+                        tag=tag,
+                        kind=kind,
+                        location=location,
+                    )
+                )
+            return seq
+
+    def point(self, item_id: str, seq: int | None = None) -> tuple[int, dict[int, str]]:
+        """A recovery point's disk locations (the latest when ``seq`` is None)."""
+        with self.sessions() as s:
+            query = select(RecoveryPoint).where(RecoveryPoint.item_id == item_id)
+            rows = list(s.scalars(query))
+        if not rows:
+            from vmdr.model.prechecks import PrecheckFailed
+
+            raise PrecheckFailed(
+                summary="failover needs at least one recovery point, and this item has none",
+                remedies="Wait for initial replication to finish (`vmdr jobs list`).",
+                code="VMDR-E0822",
+            )
+        chosen = seq if seq is not None else max(r.seq for r in rows)
+        locations = {r.disk_unit: r.location or "" for r in rows if r.seq == chosen}
+        if not locations:
+            raise VmdrError(detail=f"no recovery point {chosen} for item {item_id}")
+        return chosen, locations
+
+    # -- vSphere -----------------------------------------------------------------------
+    @contextmanager
+    def vsphere(self, vcenter_id: str) -> Iterator[Any]:
+        from vmdr.providers.vsphere.session import Endpoint, session
+
+        with self.sessions() as s:
+            vc = s.get(VCenter, vcenter_id)
+            if vc is None:
+                raise VmdrError(detail=f"vCenter {vcenter_id} is gone from the database")
+            ca = None
+            if vc.ca_pem:
+                ca = self.state_dir / "vcenter-ca" / f"{vc.id}.pem"
+                ca.parent.mkdir(parents=True, exist_ok=True)
+                write_atomically(ca, vc.ca_pem.encode(), mode=0o644)
+            endpoint = Endpoint(
+                url=vc.url.rstrip("/") + ("" if vc.url.endswith("/sdk") else "/sdk"),
+                user=vc.user,
+                password=self.secrets().open(vc.secret_enc),
+                ca_file=ca,
+            )
+        with session(endpoint) as si:
+            yield si

@@ -1,0 +1,223 @@
+"""Protected items and their operations, named as in the ASR API.
+
+    POST /v1/protected-items                      {machine}: enableProtection, 202 + job
+    GET  /v1/protected-items[/{id}]               state, active site, direction, allowed
+                                                  operations, disks, proofs, points
+    GET  /v1/protected-items/{id}/recovery-points
+    POST /v1/protected-items/{id}/{operation}     202 + the job's URL; 409 with
+                                                  VMDR-E0501 when the state forbids it
+
+The life cycle's rules live in ``model.lifecycle``; this module only asks it
+(``start`` before the job is queued, ``complete``/``fail`` from the job). Which
+job runs depends on the operation *and the direction*: a planned failover
+while the direction is recovery → primary is a failback.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+
+from vmdr.control.db.models import Machine, ProtectedItem, RecoveryPoint
+from vmdr.control.workflows.context import ItemGone, Workflows, to_state
+from vmdr.model import lifecycle
+from vmdr.model.errors import VmdrError
+from vmdr.model.lifecycle import Direction, ItemState, Operation, Site, State
+
+__all__ = ["add_item_routes", "job_kind_for"]
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$"
+
+
+class NotInThisVersion(VmdrError):
+    code = "VMDR-E0827"
+    http_status = 409
+    msg = "{operation} while the direction is {direction} is not available in this version"
+    fix = "Use the operations listed as allowed for the item (`vmdr items show ITEM`)."
+
+
+class MachineUnknown(VmdrError):
+    code = "VMDR-E0801"
+    http_status = 404
+    msg = "{machine} is not in this configuration server's database"
+    fix = "Discover its vCenter first (`vmdr vcenters list`, then discover)."
+
+
+class NewItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    machine: str = Field(pattern=NAME, description="machine name or id")
+
+
+class OperationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    recovery_point: int | None = Field(default=None, ge=1)
+    mode: Literal["auto", "olr", "alr"] = "auto"
+    datastore: str | None = Field(default=None, pattern=NAME)
+    remove_snapshots: bool = False
+    force: bool = False
+
+
+_TO_CLOUD = Direction.PRIMARY_TO_RECOVERY
+_KINDS: dict[tuple[Operation, Direction], str] = {
+    (Operation.ENABLE_PROTECTION, _TO_CLOUD): "enableProtection",
+    (Operation.PLANNED_FAILOVER, _TO_CLOUD): "plannedFailover",
+    (Operation.PLANNED_FAILOVER, _TO_CLOUD.reversed()): "failback",
+    (Operation.UNPLANNED_FAILOVER, _TO_CLOUD): "unplannedFailover",
+    (Operation.CANCEL_FAILOVER, _TO_CLOUD): "cancelFailover",
+    (Operation.COMMIT, _TO_CLOUD): "commit",
+    (Operation.COMMIT, _TO_CLOUD.reversed()): "commitFailback",
+    (Operation.REPROTECT, _TO_CLOUD): "reprotectToOnPremises",
+    (Operation.REPROTECT, _TO_CLOUD.reversed()): "reprotectToCloud",
+}
+
+
+def job_kind_for(item: ItemState, op: Operation) -> str:
+    kind = _KINDS.get((op, item.direction))
+    if kind is None:
+        raise NotInThisVersion(operation=str(op), direction=str(item.direction))
+    return kind
+
+
+def _item(row: ProtectedItem, machine: Machine, points: int | None = None) -> dict[str, Any]:
+    state = to_state(row, machine.name)
+    settings = row.settings or {}
+    out: dict[str, Any] = {
+        "id": row.id,
+        "machine": machine.id,
+        "vm": machine.name,
+        "state": row.state,
+        "active_site": row.active_site,
+        "direction": row.direction,
+        "running": row.running,
+        "last_error": row.last_error,
+        "planned": row.planned,
+        "allowed": [str(op) for op in lifecycle.allowed(state)],
+        "disks": [
+            {k: d.get(k) for k in ("unit", "file", "capacity", "blob")}
+            for d in settings.get("disks", [])
+        ],
+        "recovery_type": (settings.get("reprotect") or {}).get("mode"),
+        "failback_proof": settings.get("failback_proof"),
+        "reprotect_sent": settings.get("reprotect_sent"),
+        "last_sync": settings.get("last_sync"),
+    }
+    if points is not None:
+        out["recovery_points"] = points
+    return out
+
+
+def add_item_routes(app: FastAPI, wf: Workflows) -> None:
+    def operate(item_id: str, op: Operation, params: dict[str, Any]) -> JSONResponse:
+        with wf.sessions() as s:
+            row, machine = wf.item(s, item_id)
+            kind = job_kind_for(to_state(row, machine.name), op)
+        wf.transition(item_id, lambda item: lifecycle.start(item, op))
+        try:
+            job_id = wf.runner.submit(kind, {"item": item_id, **params}, item_id=item_id)
+        except BaseException as exc:
+            message = exc.message if isinstance(exc, VmdrError) else repr(exc)
+            wf.transition(item_id, lambda item: lifecycle.fail(item, message))
+            raise
+        wf.runner.start_in_thread(job_id)
+        body = {
+            "item": item_id,
+            "operation": str(op),
+            "kind": kind,
+            "job": job_id,
+            "url": f"/v1/jobs/{job_id}",
+        }
+        return JSONResponse(body, status_code=202, headers={"location": body["url"]})
+
+    @app.post("/v1/protected-items", status_code=202)
+    def post_item(body: NewItem) -> JSONResponse:
+        """Protect a discovered machine (enableProtection)."""
+        with wf.sessions() as s:
+            machine = s.scalars(
+                select(Machine).where(or_(Machine.name == body.machine, Machine.id == body.machine))
+            ).first()
+            if machine is None:
+                raise MachineUnknown(machine=body.machine)
+            existing = s.scalars(
+                select(ProtectedItem).where(ProtectedItem.machine_id == machine.id)
+            ).first()
+            item_id = existing.id if existing else None
+        if item_id is None:
+            try:
+                with wf.sessions.begin() as s:
+                    row = ProtectedItem(
+                        machine_id=machine.id,
+                        state=State.UNPROTECTED,
+                        active_site=Site.PRIMARY,
+                        direction=_TO_CLOUD,
+                        settings={},
+                    )
+                    s.add(row)
+                    s.flush()
+                    item_id = row.id
+            except IntegrityError:  # created meanwhile by another request
+                with wf.sessions() as s:
+                    item_id = s.scalars(
+                        select(ProtectedItem.id).where(ProtectedItem.machine_id == machine.id)
+                    ).one()
+        return operate(item_id, Operation.ENABLE_PROTECTION, {})
+
+    @app.get("/v1/protected-items")
+    def get_items() -> list[dict[str, Any]]:
+        with wf.sessions() as s:
+            rows = s.execute(
+                select(ProtectedItem, Machine).join(Machine).order_by(Machine.name)
+            ).all()
+            return [_item(r, m) for r, m in rows]
+
+    @app.get("/v1/protected-items/{ident}")
+    def get_item(ident: str) -> dict[str, Any]:
+        with wf.sessions() as s:
+            row, machine = _find(wf, s, ident)
+            points = s.scalars(
+                select(RecoveryPoint.seq).where(RecoveryPoint.item_id == row.id).distinct()
+            ).all()
+            return _item(row, machine, points=len(points))
+
+    @app.get("/v1/protected-items/{ident}/recovery-points")
+    def get_points(ident: str) -> list[dict[str, Any]]:
+        with wf.sessions() as s:
+            row, _ = _find(wf, s, ident)
+            rows = s.scalars(
+                select(RecoveryPoint)
+                .where(RecoveryPoint.item_id == row.id)
+                .order_by(RecoveryPoint.seq, RecoveryPoint.disk_unit)
+            ).all()
+        points: dict[int, dict[str, Any]] = {}
+        for p in rows:
+            entry = points.setdefault(
+                p.seq, {"seq": p.seq, "time": p.time, "tag": p.tag, "kind": p.kind, "disks": {}}
+            )
+            entry["disks"][str(p.disk_unit)] = p.location
+        return list(points.values())
+
+    @app.post("/v1/protected-items/{ident}/{operation}", status_code=202)
+    def post_operation(ident: str, operation: Operation, body: OperationRequest) -> JSONResponse:
+        """Run an operation on the item (ASR names); 202 with the job's URL."""
+        with wf.sessions() as s:
+            row, _ = _find(wf, s, ident)
+            item_id = row.id
+        return operate(item_id, operation, body.model_dump(exclude_defaults=True))
+
+
+def _find(wf: Workflows, s: Any, ident: str) -> tuple[ProtectedItem, Machine]:
+    """An item by its id or its machine's name."""
+    row = s.get(ProtectedItem, ident)
+    if row is None:
+        row = s.scalars(
+            select(ProtectedItem)
+            .join(Machine)
+            .where(or_(Machine.name == ident, Machine.id == ident))
+        ).first()
+    if row is None:
+        raise ItemGone(item=ident)
+    return wf.item(s, row.id)

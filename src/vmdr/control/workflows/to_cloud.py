@@ -1,0 +1,208 @@
+"""The cloud-bound half of the cycle: protect a VM, fail it over to the cloud
+(planned or unplanned), cancel a planned failover, commit, and reprotect to
+the cloud after a failback.
+
+Data path: the VM's flat VMDK extents (read through the data plane's
+datastore mounts) → page blobs, by the block engine's ``DiffResync``: the
+first run copies every data block, later runs only blocks that differ, so
+reprotect after failback sends only the delta. Recovery points are page blob
+snapshots. Every step is idempotent (a resync of equal disks moves nothing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vmdr.blocks.backend import open_backend
+from vmdr.blocks.resync import DiffResync
+from vmdr.blocks.verify import Verify
+from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.workflows.context import Workflows
+from vmdr.model.errors import VmdrError
+
+__all__ = ["ReplicaDiffers", "cloud_kinds"]
+
+CLOUD_VM_SIZE = "Standard_D2s_v3"
+CLOUD_NETWORK = "vmdr-recovery"
+
+
+class ReplicaDiffers(VmdrError):
+    code = "VMDR-E0823"
+    msg = "after the sync, cloud disk {blob} differs from {source} ({bytes} bytes)"
+    fix = "Nothing was switched over. Retry the operation; if it repeats, check the source disk."
+
+
+def _plan_disks(wf: Workflows, ctx: StepContext) -> None:
+    item = ctx.params["item"]
+    if wf.settings(item).get("disks"):
+        return
+    plane = wf.dataplane
+    with wf.sessions() as s:
+        _, machine = wf.item(s, item)
+        disks = [
+            {
+                "unit": d.unit,
+                "file": d.path,
+                "capacity": d.capacity,
+                "uuid": d.uuid,
+                "address": d.address or f"scsi0:{d.unit}",
+                "blob": plane.blob_url(item, d.unit),
+            }
+            for d in machine.disks
+        ]
+    plane.source_disk(str(disks[0]["file"]))  # the datastore is readable, before anything else
+    wf.update_settings(item, disks=disks, vm=machine.name, vcenter=machine.vcenter_id)
+
+
+def _sync(wf: Workflows, ctx: StepContext, step: str) -> None:
+    """On-premises disks → page blobs, only the blocks that differ."""
+    item = ctx.params["item"]
+    plane, settings = wf.dataplane, wf.settings(item)
+    sent: dict[str, int] = {}
+    for disk in settings["disks"]:
+        source = plane.source_disk(disk["file"])
+        with open_backend(source.url) as src, open_backend(disk["blob"], "rw", create=True) as dst:
+            if dst.size() < src.size():
+                dst.resize(src.size())
+            result = DiffResync(src, dst).run()
+            dst.flush()
+        sent[str(disk["unit"])] = result.written + result.zeroed
+        ctx.progress(
+            step,
+            result.written,
+            f"disk {disk['unit']}: {result.written} bytes written, "
+            f"{result.zeroed} zeroed, of {disk['capacity']}",
+        )
+    wf.update_settings(item, last_sync={"step": step, "bytes": sent})
+
+
+def _verify(wf: Workflows, ctx: StepContext) -> None:
+    item = ctx.params["item"]
+    plane, settings = wf.dataplane, wf.settings(item)
+    proof = {}
+    for disk in settings["disks"]:
+        source = plane.source_disk(disk["file"])
+        with open_backend(source.url) as a, open_backend(disk["blob"]) as b:
+            result = Verify(a, b).run()
+        if not result.equal:
+            raise ReplicaDiffers(
+                blob=disk["blob"], source=disk["file"], bytes=result.differing_bytes
+            )
+        proof[str(disk["unit"])] = {"root": result.root_a.hex(), "equal": True}
+    wf.update_settings(item, cloud_proof=proof)
+
+
+def _point(wf: Workflows, ctx: StepContext, tag: str) -> None:
+    from vmdr.providers.azure.pageblob import snapshot
+
+    item = ctx.params["item"]
+    key = f"point:{ctx.job_id}"
+    settings = wf.settings(item)
+    if settings.get(key):
+        return  # taken by an earlier run of this step
+    locations = {d["unit"]: snapshot(d["blob"]) for d in settings["disks"]}
+    seq = wf.add_point(item, tag, "app", locations)
+    wf.update_settings(item, **{key: seq})
+    ctx.progress("recovery-point", 0, f"recovery point {seq} ({tag})")
+
+
+def _shut_down_source(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.providers.vsphere.control import find_vm, power_off
+
+    settings = wf.settings(ctx.params["item"])
+    with wf.vsphere(settings["vcenter"]) as si:
+        how = power_off(si, find_vm(si, settings["vm"]), guest_timeout=60)
+    ctx.progress("shut-down-source", 0, f"{settings['vm']} powered off ({how})")
+
+
+def _start_in_cloud(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.providers.azure.errors import CloudVmNotFound
+
+    settings = wf.settings(ctx.params["item"])
+    compute, name = wf.dataplane.compute(), settings["vm"]
+    try:
+        compute.status(name)
+    except CloudVmNotFound:
+        compute.create_from_disks(
+            name, [d["blob"] for d in settings["disks"]], CLOUD_VM_SIZE, CLOUD_NETWORK
+        )
+    vm = compute.start(name)
+    ctx.progress("start-in-cloud", 0, f"cloud VM {name} is {vm.state}")
+
+
+def _restore_point(wf: Workflows, ctx: StepContext) -> None:
+    """Unplanned failover: the cloud disks go back to the chosen point."""
+    item = ctx.params["item"]
+    seq, locations = wf.point(item, ctx.params.get("recovery_point"))
+    for disk in wf.settings(item)["disks"]:
+        with open_backend(locations[disk["unit"]]) as src, open_backend(disk["blob"], "rw") as dst:
+            result = DiffResync(src, dst).run()
+            dst.flush()
+        ctx.progress("restore-point", result.written, f"disk {disk['unit']} at point {seq}")
+    wf.update_settings(item, failed_over_at_point=seq)
+
+
+def _cancel_in_cloud(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.providers.vsphere.control import find_vm, power_on
+
+    settings = wf.settings(ctx.params["item"])
+    wf.dataplane.compute().delete(settings["vm"])
+    with wf.vsphere(settings["vcenter"]) as si:
+        power_on(si, find_vm(si, settings["vm"]))
+
+
+def cloud_kinds(wf: Workflows) -> list[JobKind]:
+    def step(fn: Any, *args: Any) -> Any:
+        return lambda ctx: fn(wf, ctx, *args)
+
+    def kind(name: str, steps: list[tuple[str, Any]], cancel_before: int | None = 0) -> JobKind:
+        return JobKind(name, [*steps, ("complete", wf.complete)], cancel_before, wf.failed)
+
+    return [
+        kind(
+            "enableProtection",
+            [
+                ("plan", step(_plan_disks)),
+                ("initial-replication", step(_sync, "initial-replication")),
+                ("verify", step(_verify)),
+                ("recovery-point", step(_point, "initial")),
+            ],
+            cancel_before=2,
+        ),
+        kind(
+            "plannedFailover",
+            [
+                ("shut-down-source", step(_shut_down_source)),
+                ("final-sync", step(_sync, "final-sync")),
+                ("verify", step(_verify)),
+                ("recovery-point", step(_point, "planned-failover")),
+                ("start-in-cloud", step(_start_in_cloud)),
+            ],
+            cancel_before=1,
+        ),
+        kind(
+            "unplannedFailover",
+            [
+                ("restore-point", step(_restore_point)),
+                ("start-in-cloud", step(_start_in_cloud)),
+            ],
+        ),
+        kind("cancelFailover", [("cancel-in-cloud", step(_cancel_in_cloud))]),
+        kind("commit", []),
+        kind(
+            "reprotectToCloud",
+            [
+                ("stop-failback-replication", step(_forget_failback_replication)),
+                ("delta-sync", step(_sync, "delta-sync")),
+                ("verify", step(_verify)),
+                ("recovery-point", step(_point, "reprotect")),
+            ],
+            cancel_before=1,
+        ),
+    ]
+
+
+def _forget_failback_replication(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.control.workflows.to_onprem import stop_replications
+
+    stop_replications(wf, ctx.params["item"])

@@ -1,0 +1,334 @@
+"""The failback half of the cycle: reprotect a failed-over VM from the cloud to
+on-premises, fail back (a planned failover in the recovery → primary
+direction) with a proof that every on-premises disk equals its cloud disk,
+and commit (delete the cloud VM; refused while the proof does not hold).
+
+Data path: page blob → the cloud **process server** → TLS, zstd frames → the
+on-premises **master target** → its retention journal → the VMDK. Original
+location recovery starts with a differential resync (both sides hash, only
+differing blocks travel); alternate location recovery creates the VM on the
+master target's ESX host and datastore, then copies in full. Before anything
+changes, ``model.prechecks`` judges every rule of the source documents.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from vmdr.blocks.backend import open_backend
+from vmdr.blocks.verify import Verify
+from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
+from vmdr.control.workflows.context import Workflows
+from vmdr.model.diskmatch import CloudDisk
+from vmdr.model.errors import VmdrError
+from vmdr.transport.client import RemoteError
+
+__all__ = ["FailbackProofMissing", "onprem_kinds", "stop_replications"]
+
+INITIAL_SYNC_TIMEOUT = 3600.0
+
+
+class FailbackProofFailed(VmdrError):
+    code = "VMDR-E0824"
+    msg = "on-premises disk {disk} differs from the cloud disk after the final sync ({bytes} bytes)"
+    fix = (
+        "The on-premises VM was not powered on. Retry the failback; the cloud VM is stopped "
+        "and its disks are unchanged."
+    )
+
+
+class FailbackProofMissing(VmdrError):
+    code = "VMDR-E0825"
+    msg = "commit refused: failback of {vm} has no proof that every disk arrived intact"
+    fix = (
+        "Fail back again (`vmdr failback {vm}`), or commit with --force if you verified the "
+        "disks another way: commit deletes the cloud VM and its disks' last copy."
+    )
+
+
+class ReplicationFailed(VmdrError):
+    code = "VMDR-E0826"
+    msg = "replication of disk {disk} to on-premises failed: {detail}"
+    fix = "Read the process server's log; fix the cause and run reprotect again."
+
+
+def _repl_id(item: str, unit: int) -> str:
+    return f"fb-{item}-d{unit}"
+
+
+def _prechecks(wf: Workflows, ctx: StepContext) -> None:
+    item, p = ctx.params["item"], ctx.params
+    settings = wf.settings(item)
+    cloud = [
+        CloudDisk(f"disk{d['unit']}", d["capacity"], d["address"], d.get("uuid"))
+        for d in settings["disks"]
+    ]
+    check = ReprotectCheck(
+        machine=settings["vm"],
+        mode=p.get("mode", "auto"),
+        datastore=p.get("datastore"),
+        remove_snapshots=bool(p.get("remove_snapshots")),
+    )
+    with wf.sessions() as s:
+        report = run_reprotect_check(s, check, server_id="this", cloud_disks=cloud)
+    plan = report.to_dict()
+    if report.matching is not None:
+        plan["targets"] = {
+            m.cloud.name: m.original.file if m.original else None for m in report.matching.matches
+        }
+    wf.update_settings(item, reprotect=plan)
+    for finding in report.findings:
+        ctx.progress("prechecks", 0, f"{finding.code}: {finding.message}")
+    report.raise_if_failed()
+
+
+def _prepare_target(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.providers.vsphere.control import (
+        NewDisk,
+        create_vm,
+        find_vm,
+        power_off,
+        remove_snapshots,
+    )
+
+    item = ctx.params["item"]
+    settings = wf.settings(item)
+    plan, vm = settings["reprotect"], settings["vm"]
+    if settings.get("failback_targets"):
+        return
+    targets = []
+    with wf.vsphere(settings["vcenter"]) as si:
+        if plan["mode"] == "OLR":
+            original = find_vm(si, vm)
+            power_off(si, original, guest_timeout=60)
+            if ctx.params.get("remove_snapshots"):
+                remove_snapshots(si, original)
+            for disk in settings["disks"]:
+                file = plan["targets"][f"disk{disk['unit']}"]
+                if file is None:
+                    raise ReplicationFailed(
+                        disk=disk["unit"],
+                        detail="no original disk matched; "
+                        "extra disks are not created by this version",
+                    )
+                targets.append({"unit": disk["unit"], "file": file})
+            name = vm
+        else:
+            datastore = ctx.params["datastore"]
+            name = vm if not _exists(si, vm) else f"{vm}-failback"
+            host = _master_target_host(wf)
+            new = [NewDisk(d["capacity"], d["uuid"] or "") for d in settings["disks"]]
+            if not _exists(si, name):
+                create_vm(si, name, host, datastore, new)
+            for i, disk in enumerate(settings["disks"]):
+                suffix = "" if i == 0 else f"_{i}"
+                targets.append(
+                    {"unit": disk["unit"], "file": f"[{datastore}] {name}/{name}{suffix}.vmdk"}
+                )
+    wf.update_settings(item, failback_targets=targets, failback_vm=name)
+
+
+def _exists(si: Any, name: str) -> bool:
+    from vmdr.providers.vsphere.control import VmNotFound, find_vm
+
+    try:
+        find_vm(si, name)
+    except VmNotFound:
+        return False
+    return True
+
+
+def _master_target_host(wf: Workflows) -> str:
+    from sqlalchemy import select
+
+    from vmdr.control.db.models import Host, MasterTarget
+
+    with wf.sessions() as s:
+        mt = s.scalars(select(MasterTarget)).first()
+        host = s.get(Host, mt.host_id) if mt and mt.host_id else None
+        if host is None:
+            raise ReplicationFailed(disk="-", detail="the master target's ESX host is unknown")
+        return host.name
+
+
+def _start_replication(wf: Workflows, ctx: StepContext) -> None:
+    item = ctx.params["item"]
+    settings = wf.settings(item)
+    initial = "diff" if settings["reprotect"]["mode"] == "OLR" else "full"
+    with wf.dataplane.ps() as ps:
+        known = {r["id"] for r in ps.get("/v1/replications")}
+        for disk, target in zip(settings["disks"], settings["failback_targets"], strict=True):
+            rid = _repl_id(item, disk["unit"])
+            if rid in known:
+                continue
+            ds, _, rel = target["file"].partition("] ")
+            ps.post(
+                "/v1/replications",
+                {
+                    "id": rid,
+                    "source": disk["blob"],
+                    "datastore": ds.lstrip("["),
+                    "path": rel.removesuffix(".vmdk") + "-flat.vmdk",
+                    "initial": initial,
+                    "interval": 3600,
+                },
+            )
+
+
+def _wait_initial_sync(wf: Workflows, ctx: StepContext) -> None:
+    item = ctx.params["item"]
+    settings = wf.settings(item)
+    sent: dict[str, int] = {}
+    with wf.dataplane.ps() as ps:
+        for disk in settings["disks"]:
+            rid = _repl_id(item, disk["unit"])
+            deadline = time.monotonic() + INITIAL_SYNC_TIMEOUT
+            while not (status := ps.get(f"/v1/replications/{rid}"))["initial_done"]:
+                if status.get("error") and "retry" not in str(status["error"]).lower():
+                    raise ReplicationFailed(disk=disk["unit"], detail=str(status["error"]))
+                if time.monotonic() > deadline:
+                    raise ReplicationFailed(disk=disk["unit"], detail="initial sync timed out")
+                ctx.progress("initial-sync", status["sent_bytes"], f"disk {disk['unit']}")
+                time.sleep(0.2)
+            sent[str(disk["unit"])] = status["sent_bytes"]
+            ctx.progress(
+                "initial-sync",
+                status["sent_bytes"],
+                f"disk {disk['unit']}: {status['sent_bytes']} bytes sent of {disk['capacity']}",
+            )
+    wf.update_settings(item, reprotect_sent=sent)
+
+
+def _stop_cloud_vm(wf: Workflows, ctx: StepContext) -> None:
+    settings = wf.settings(ctx.params["item"])
+    vm = wf.dataplane.compute().stop(settings["vm"])
+    ctx.progress("shut-down-cloud-vm", 0, f"cloud VM {vm.name} is {vm.state}")
+
+
+def _final_sync(wf: Workflows, ctx: StepContext) -> None:
+    """The writes the cloud VM made (its dirty maps), then a tagged point
+    that the master target has applied."""
+    from vmdr.providers.azure.tracking import DirtyMap
+
+    item = ctx.params["item"]
+    settings = wf.settings(item)
+    compute = wf.dataplane.compute()
+    with wf.dataplane.ps() as ps:
+        for index, disk in enumerate(settings["disks"]):
+            rid = _repl_id(item, disk["unit"])
+            path = compute.dirty_map_path(settings["vm"], index)
+            extents: list[list[int]] = []
+            if path.exists():
+                with DirtyMap(path, url=disk["blob"], size=disk["capacity"]) as dirty:
+                    extents = [[e.start, e.length] for e in dirty.dirty()]
+            if extents:
+                ps.post(f"/v1/replications/{rid}/dirty", {"extents": extents})
+            point = ps.post(
+                f"/v1/replications/{rid}/points", {"tag": f"failback-{ctx.job_id[:8]}", "wait": 600}
+            )
+            if not point.get("delivered"):
+                raise ReplicationFailed(disk=disk["unit"], detail="the final point was not applied")
+            ctx.progress(
+                "final-sync",
+                sum(e[1] for e in extents),
+                f"disk {disk['unit']}: {len(extents)} changed extents",
+            )
+
+
+def _prove(wf: Workflows, ctx: StepContext) -> None:
+    """Whole-disk digests of both sides compared, kept as the failback's proof."""
+    item = ctx.params["item"]
+    settings, plane = wf.settings(item), wf.dataplane
+    proof = {}
+    for disk, target in zip(settings["disks"], settings["failback_targets"], strict=True):
+        onprem = plane.source_disk(target["file"])
+        with open_backend(disk["blob"]) as cloud, open_backend(onprem.url) as local:
+            result = Verify(cloud, local).run()
+        proof[str(disk["unit"])] = {
+            "cloud": disk["blob"],
+            "onprem": target["file"],
+            "cloud_root": result.root_a.hex(),
+            "onprem_root": result.root_b.hex(),
+            "equal": result.equal,
+        }
+        if not result.equal:
+            wf.update_settings(item, failback_proof=proof)
+            raise FailbackProofFailed(disk=target["file"], bytes=result.differing_bytes)
+    wf.update_settings(item, failback_proof=proof)
+    ctx.progress("prove", 0, f"{len(proof)} disk(s) equal, byte for byte")
+
+
+def _power_on_onprem(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.providers.vsphere.control import find_vm, power_on
+
+    settings = wf.settings(ctx.params["item"])
+    with wf.vsphere(settings["vcenter"]) as si:
+        power_on(si, find_vm(si, settings["failback_vm"]))
+
+
+def _check_proof(wf: Workflows, ctx: StepContext) -> None:
+    settings = wf.settings(ctx.params["item"])
+    proof = settings.get("failback_proof") or {}
+    holds = len(proof) == len(settings["disks"]) and all(p["equal"] for p in proof.values())
+    if not holds and not ctx.params.get("force"):
+        raise FailbackProofMissing(vm=settings["vm"])
+
+
+def _delete_cloud_vm(wf: Workflows, ctx: StepContext) -> None:
+    settings = wf.settings(ctx.params["item"])
+    wf.dataplane.compute().delete(settings["vm"])
+
+
+def stop_replications(wf: Workflows, item: str) -> None:
+    """Stop the failback replications (the master target forgets their journals)."""
+    settings = wf.settings(item)
+    with wf.dataplane.ps() as ps:
+        for disk in settings.get("disks", []):
+            try:
+                ps.delete(
+                    f"/v1/replications/{_repl_id(item, disk['unit'])}",
+                    params={"forget_target": "true"},
+                )
+            except RemoteError as exc:
+                if exc.status != 404:
+                    raise
+
+
+def onprem_kinds(wf: Workflows) -> list[JobKind]:
+    def step(fn: Any) -> Any:
+        return lambda ctx: fn(wf, ctx)
+
+    def kind(name: str, steps: list[tuple[str, Any]], cancel_before: int | None = 0) -> JobKind:
+        return JobKind(name, [*steps, ("complete", wf.complete)], cancel_before, wf.failed)
+
+    return [
+        kind(
+            "reprotectToOnPremises",
+            [
+                ("prechecks", step(_prechecks)),
+                ("prepare-target", step(_prepare_target)),
+                ("start-replication", step(_start_replication)),
+                ("initial-sync", step(_wait_initial_sync)),
+            ],
+            cancel_before=1,
+        ),
+        kind(
+            "failback",
+            [
+                ("shut-down-cloud-vm", step(_stop_cloud_vm)),
+                ("final-sync", step(_final_sync)),
+                ("prove", step(_prove)),
+                ("power-on-onprem", step(_power_on_onprem)),
+            ],
+            cancel_before=1,
+        ),
+        kind(
+            "commitFailback",
+            [
+                ("check-proof", step(_check_proof)),
+                ("delete-cloud-vm", step(_delete_cloud_vm)),
+            ],
+        ),
+    ]
