@@ -99,8 +99,8 @@ def power_state(lab: Lab) -> str:
         return state_of(si, find_vm(si, VM))
 
 
-def item(lab: Lab) -> dict[str, Any]:
-    code, data = vmdr(lab, "items", "show", VM)
+def item(lab: Lab, vm: str = VM) -> dict[str, Any]:
+    code, data = vmdr(lab, "items", "show", vm)
     assert code == 0, data
     return data
 
@@ -176,3 +176,79 @@ def test_protect_fail_over_reprotect_fail_back_and_protect_again(cycle_lab: Lab)
     assert 0 < moved <= 2 * (64 << 10), moved  # the one write, in 64 KiB blocks
     for unit, flat in flats.items():
         assert blob_sha(lab, blobs[unit]) == file_sha(flat)
+
+
+def _fail_over_and_commit(lab: Lab, vm: str) -> dict[str, Any]:
+    succeeded(lab, "protect", vm)
+    succeeded(lab, "failover", vm)
+    succeeded(lab, "commit", vm)
+    return item(lab, vm)
+
+
+def test_deleting_the_original_vm_turns_failback_into_alr(cycle_lab: Lab) -> None:
+    """db-01 is deleted on-premises after failover: reprotect creates a new VM
+    on the master target's ESX host, on the chosen datastore, and copies in
+    full; failback powers that VM on, its disks equal to the cloud's."""
+    from vmdr.providers.vsphere.control import delete_vm, find_vm, vm_datastores
+    from vmdr.providers.vsphere.session import session
+
+    lab, vm = cycle_lab, "db-01"
+    committed = _fail_over_and_commit(lab, vm)
+    with session(vcenter_endpoint(lab.directory)) as si:
+        delete_vm(si, find_vm(si, vm))
+    # Without a datastore for the new VM, the precheck refuses and says how.
+    code, job = vmdr(lab, "reprotect", vm)
+    assert code == 1 and job["error"]["code"] == "VMDR-E0819", job
+    assert item(lab, vm)["state"] == "Committed"
+    succeeded(lab, "reprotect", vm, "--datastore", "vmfs-01")
+    reprotected = item(lab, vm)
+    assert reprotected["recovery_type"] == "ALR"
+    succeeded(lab, "failback", vm)
+    back = item(lab, vm)
+    assert all(p["equal"] for p in back["failback_proof"].values())
+    mt_host = _master_target_host(lab)
+    with session(vcenter_endpoint(lab.directory)) as si:
+        new = find_vm(si, vm)  # the same name, a new VM
+        assert vm_datastores(si, new) == ["vmfs-01"]
+        from vmdr.providers.vsphere.session import retrieve
+
+        host = retrieve(si, retrieve(si, new, ["runtime.host"])["runtime.host"], ["name"])["name"]
+    assert host == mt_host
+    datastores = {d["name"]: Path(d["path"])
+                  for d in load_inventory(lab.directory)["topology"]["datastores"]}  # fmt: skip
+    for disk in committed["disks"]:
+        suffix = "" if disk["unit"] == 0 else f"_{disk['unit']}"
+        flat = datastores["vmfs-01"] / vm / f"{vm}{suffix}-flat.vmdk"
+        assert blob_sha(lab, disk["blob"]) == file_sha(flat)
+        # A full copy: the whole disk's data crossed, not a delta.
+        assert int(reprotected["reprotect_sent"][str(disk["unit"])]) > 0
+    succeeded(lab, "commit", vm)
+
+
+def _master_target_host(lab: Lab) -> str:
+    code, mts = vmdr(lab, "master-targets", "list")
+    assert code == 0, mts
+    code, hosts = vmdr(lab, "hosts", "list")
+    assert code == 0, hosts
+    host_id = next(m for m in mts if m["name"] == "lab")["vm"]["host"]
+    return str(next(h["name"] for h in hosts if h["id"] == host_id))
+
+
+def test_a_snapshot_refuses_reprotect_until_it_is_removed(cycle_lab: Lab) -> None:
+    lab, vm = cycle_lab, "app-01"
+    _fail_over_and_commit(lab, vm)
+    code, job = vmdr(lab, "reprotect", vm)
+    assert code == 1 and job["state"] == "failed"
+    assert job["error"]["code"] == "VMDR-E0803"
+    assert "app-01 has 1 snapshot" in job["error"]["message"]
+    assert "--remove-snapshots" in job["error"]["fix"]
+    refused = item(lab, vm)
+    assert refused["state"] == "Committed" and "VMDR-E0803" in refused["last_error"]
+    succeeded(lab, "reprotect", vm, "--remove-snapshots")
+    from vmdr.providers.vsphere.control import find_vm, snapshot_names
+    from vmdr.providers.vsphere.session import session
+
+    with session(vcenter_endpoint(lab.directory)) as si:
+        assert snapshot_names(si, find_vm(si, vm)) == []
+    succeeded(lab, "failback", vm)
+    succeeded(lab, "commit", vm)

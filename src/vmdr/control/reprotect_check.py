@@ -143,7 +143,9 @@ def run_reprotect_check(
     """The report for one machine; ``cloud_disks`` are its protected item's
     (else the discovered disks stand for them)."""
     machine = s.scalars(
-        select(Machine).where(or_(Machine.name == req.machine, Machine.id == req.machine))
+        select(Machine)
+        .where(or_(Machine.name == req.machine, Machine.id == req.machine))
+        .order_by(Machine.vanished_at.is_not(None))  # a live VM of that name first
     ).first()
     if machine is None:
         return check_reprotect(

@@ -111,8 +111,9 @@ def _shut_down_source(wf: Workflows, ctx: StepContext) -> None:
 
     settings = wf.settings(ctx.params["item"])
     with wf.vsphere(settings["vcenter"]) as si:
-        how = power_off(si, find_vm(si, settings["vm"]), guest_timeout=60)
-    ctx.progress("shut-down-source", 0, f"{settings['vm']} powered off ({how})")
+        name = settings.get("onprem_vm", settings["vm"])
+        how = power_off(si, find_vm(si, name), guest_timeout=60)
+    ctx.progress("shut-down-source", 0, f"{name} powered off ({how})")
 
 
 def _start_in_cloud(wf: Workflows, ctx: StepContext) -> None:
@@ -148,7 +149,7 @@ def _cancel_in_cloud(wf: Workflows, ctx: StepContext) -> None:
     settings = wf.settings(ctx.params["item"])
     wf.dataplane.compute().delete(settings["vm"])
     with wf.vsphere(settings["vcenter"]) as si:
-        power_on(si, find_vm(si, settings["vm"]))
+        power_on(si, find_vm(si, settings.get("onprem_vm", settings["vm"])))
 
 
 def cloud_kinds(wf: Workflows) -> list[JobKind]:

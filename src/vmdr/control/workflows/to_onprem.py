@@ -58,15 +58,33 @@ def _repl_id(item: str, unit: int) -> str:
     return f"fb-{item}-d{unit}"
 
 
+def _refresh_discovery(wf: Workflows, vcenter_id: str) -> None:
+    """Judge today's vCenter, not yesterday's: a VM deleted since (ALR), a
+    snapshot removed or taken, the master target moved."""
+    from vmdr.control.db.models import VCenter
+    from vmdr.control.inventory import store_discovery
+    from vmdr.providers.vsphere.discovery import discover
+
+    with wf.vsphere(vcenter_id) as si:
+        inventory = discover(si)
+    with wf.sessions.begin() as s:
+        vc = s.get(VCenter, vcenter_id)
+        if vc is not None:
+            store_discovery(s, vc, inventory)
+
+
 def _prechecks(wf: Workflows, ctx: StepContext) -> None:
     item, p = ctx.params["item"], ctx.params
     settings = wf.settings(item)
+    _refresh_discovery(wf, settings["vcenter"])
     cloud = [
         CloudDisk(f"disk{d['unit']}", d["capacity"], d["address"], d.get("uuid"))
         for d in settings["disks"]
     ]
+    with wf.sessions() as s:
+        machine_id = wf.item(s, item)[1].id
     check = ReprotectCheck(
-        machine=settings["vm"],
+        machine=machine_id,
         mode=p.get("mode", "auto"),
         datastore=p.get("datastore"),
         remove_snapshots=bool(p.get("remove_snapshots")),
@@ -263,9 +281,15 @@ def _prove(wf: Workflows, ctx: StepContext) -> None:
 def _power_on_onprem(wf: Workflows, ctx: StepContext) -> None:
     from vmdr.providers.vsphere.control import find_vm, power_on
 
-    settings = wf.settings(ctx.params["item"])
+    item = ctx.params["item"]
+    settings = wf.settings(item)
     with wf.vsphere(settings["vcenter"]) as si:
         power_on(si, find_vm(si, settings["failback_vm"]))
+    # From now on the on-premises side of the item is the failed-back VM and
+    # its disks (after ALR: a new VM, new files); protecting it again reads them.
+    files = {t["unit"]: t["file"] for t in settings["failback_targets"]}
+    disks = [{**d, "file": files[d["unit"]]} for d in settings["disks"]]
+    wf.update_settings(item, disks=disks, onprem_vm=settings["failback_vm"])
 
 
 def _check_proof(wf: Workflows, ctx: StepContext) -> None:
