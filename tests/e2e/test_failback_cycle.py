@@ -252,3 +252,46 @@ def test_a_snapshot_refuses_reprotect_until_it_is_removed(cycle_lab: Lab) -> Non
         assert snapshot_names(si, find_vm(si, vm)) == []
     succeeded(lab, "failback", vm)
     succeeded(lab, "commit", vm)
+
+
+def test_a_configuration_server_killed_during_reprotect_resumes_it(cycle_lab: Lab) -> None:
+    """The process server is paused so the reprotect job is certainly inside
+    its start-replication step; the configuration server is killed with
+    SIGKILL there, started again, and the job finishes; failback then proves
+    the disks identical (and they are, read independently)."""
+    import signal
+
+    from vmdr.lab import process
+
+    lab, vm = cycle_lab, "web-01"
+    succeeded(lab, "failover", vm)  # web-01 is protected again after the first test
+    succeeded(lab, "commit", vm)
+    state = lab.state()
+    assert state is not None
+    ps = state.service("process-server").process
+    process.signal_process(ps, signal.SIGSTOP)
+    try:
+        code, started = vmdr(lab, "reprotect", vm, "--no-wait")
+        assert code == 0, started
+        deadline = time.monotonic() + 60
+        while True:
+            _, job = vmdr(lab, "jobs", "show", started["job"])
+            if ("start-replication", "start") in [(e["step"], e["kind"]) for e in job["events"]]:
+                break
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+        time.sleep(0.5)
+        lab.restart("configuration-server", kill=True)
+    finally:
+        process.signal_process(ps, signal.SIGCONT)
+    code, job = vmdr(lab, "jobs", "watch", started["job"])
+    assert code == 0 and job["state"] == "succeeded", job
+    steps = [(e["step"], e["kind"]) for e in job["events"]]
+    assert steps.count(("start-replication", "start")) == 2  # ran again after the restart
+    assert item(lab, vm)["state"] == "Protected"
+    succeeded(lab, "failback", vm)
+    built = next(v for v in load_inventory(lab.directory)["vms"] if v["name"] == vm)
+    flats = {d["unit"]: Path(d["flat_path"]) for d in built["disks"]}
+    for disk in item(lab, vm)["disks"]:
+        assert blob_sha(lab, disk["blob"]) == file_sha(flats[disk["unit"]])
+    succeeded(lab, "commit", vm)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,34 @@ class Lab:
             self._stop_all(state)
             raise
         return state
+
+    def restart(self, name: str, kill: bool = False) -> ServiceRecord:
+        """Stop one service (``kill``: SIGKILL, as a crash would) and start it
+        again on the same port with the same state folder."""
+        state = self.state()
+        if state is None:
+            raise LabNotRunning(directory=str(self.directory))
+        service = next(s for s in ALL_SERVICES if s.name == name)
+        old = state.service(name)
+        if kill:
+            process.kill(old.process)
+        else:
+            process.stop(old.process)
+        # A killed process's listening socket can outlive it by a moment; the
+        # new one must find the port free, not mistake the old socket for itself.
+        deadline = time.monotonic() + 10
+        while not process.port_free(HOST, old.port):
+            if time.monotonic() > deadline:
+                raise PortInUse(port=old.port, service=name)
+            time.sleep(0.05)
+        ctx = LabContext(self.directory, ensure_ca(self.directory / "pki"), self.credentials())
+        ctx.started = {s.name: s for s in state.services}
+        record = self._start(service, ctx, old.port)
+        record.details = {**old.details, **record.details}
+        state.services = [record if s.name == name else s for s in state.services]
+        save_credentials(self.directory, ctx.credentials)
+        state.save()
+        return record
 
     def _start(self, service: Service, ctx: LabContext, port: int) -> ServiceRecord:
         log.info("starting service=%s port=%d", service.name, port)

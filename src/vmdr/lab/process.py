@@ -84,6 +84,17 @@ def spawn(
     return ProcessRecord(pid, started if started is not None else -1)
 
 
+def kill(record: ProcessRecord) -> bool:
+    """SIGKILL the recorded process group at once (a crash, for tests)."""
+    return stop(record, timeout=0.0)
+
+
+def signal_process(record: ProcessRecord, sig: signal.Signals) -> None:
+    """Send ``sig`` to the recorded process group if it is still the one recorded."""
+    if is_alive(record):
+        _signal_group(record.pid, sig)
+
+
 def stop(record: ProcessRecord, timeout: float = 10.0) -> bool:
     """Stop a recorded process: SIGTERM, then SIGKILL after ``timeout``.
 

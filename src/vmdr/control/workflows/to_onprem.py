@@ -182,17 +182,20 @@ def _start_replication(wf: Workflows, ctx: StepContext) -> None:
             if rid in known:
                 continue
             ds, _, rel = target["file"].partition("] ")
-            ps.post(
-                "/v1/replications",
-                {
-                    "id": rid,
-                    "source": disk["blob"],
-                    "datastore": ds.lstrip("["),
-                    "path": rel.removesuffix(".vmdk") + "-flat.vmdk",
-                    "initial": initial,
-                    "interval": 3600,
-                },
-            )
+            body = {
+                "id": rid,
+                "source": disk["blob"],
+                "datastore": ds.lstrip("["),
+                "path": rel.removesuffix(".vmdk") + "-flat.vmdk",
+                "initial": initial,
+                "interval": 3600,
+            }
+            try:
+                ps.post("/v1/replications", body)
+            except RemoteError as exc:
+                # A run of this step killed mid-request may have created it.
+                if exc.remote_code != "VMDR-E0432":
+                    raise
 
 
 def _wait_initial_sync(wf: Workflows, ctx: StepContext) -> None:
