@@ -295,3 +295,48 @@ def test_a_configuration_server_killed_during_reprotect_resumes_it(cycle_lab: La
     for disk in item(lab, vm)["disks"]:
         assert blob_sha(lab, disk["blob"]) == file_sha(flats[disk["unit"]])
     succeeded(lab, "commit", vm)
+
+
+def test_cancel_a_planned_failover_then_fail_over_unplanned_to_an_older_point(
+    cycle_lab: Lab,
+) -> None:
+    """branch-01 lives on an ESX host that no vCenter manages: protect it,
+    write, fail over (planned), cancel (the source runs again, the cloud VM is
+    gone), then an unplanned failover to the first recovery point, from
+    before the write. A point that does not exist is refused with its code."""
+    lab, vm = cycle_lab, "branch-01"
+    built = next(v for v in load_inventory(lab.directory)["vms"] if v["name"] == vm)
+    flat = Path(built["disks"][0]["flat_path"])
+    succeeded(lab, "protect", vm)
+    before_write = file_sha(flat)
+    with open(flat, "r+b") as f:
+        f.seek(1 << 20)
+        f.write(b"written after the first recovery point" * 500)
+    succeeded(lab, "failover", vm)
+    code, points = vmdr(lab, "items", "points", vm)
+    assert [p["tag"] for p in points] == ["initial", "planned-failover"]
+    first = points[0]["disks"]["0"]
+    assert snapshot_sha(lab, first) == before_write  # the point holds the old bytes
+    assert snapshot_sha(lab, points[1]["disks"]["0"]) == file_sha(flat)
+
+    code, cancelled = vmdr(lab, "failover", vm)  # not allowed: already failed over
+    assert code == 1 and cancelled["error"]["code"] == "VMDR-E0501"
+    succeeded(lab, "cancel-failover", vm)
+    cloud_vms = json.loads((lab.directory / "cloud-vms" / "cloud-vms.json").read_text())
+    assert vm not in cloud_vms
+    assert item(lab, vm)["state"] == "Protected"
+
+    code, job = vmdr(lab, "failover", vm, "--unplanned", "--recovery-point", "9")
+    assert code == 1 and job["error"]["code"] == "VMDR-E0822", job
+    assert item(lab, vm)["state"] == "Protected"
+    succeeded(lab, "failover", vm, "--unplanned", "--recovery-point", "1")
+    over = item(lab, vm)
+    assert (over["state"], over["active_site"], over["planned"]) == (
+        "FailedOver",
+        "recovery",
+        False,
+    )
+    assert over["failed_over_at_point"] == 1
+    # An unplanned failover cannot be cancelled: the way back is commit, reprotect, failback.
+    assert "cancelFailover" not in over["allowed"] and "commit" in over["allowed"]
+    succeeded(lab, "commit", vm)

@@ -180,6 +180,15 @@ def failback(
     _operate(item, "plannedFailover", {}, wait, as_json)
 
 
+def cancel_failover(
+    item: str = typer.Argument(..., help="Protected item id or its machine's name."),
+    wait: bool = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Undo a planned failover: delete the cloud VM, power the source on."""
+    _operate(item, "cancelFailover", {}, wait, as_json)
+
+
 def commit(
     item: str = typer.Argument(..., help="Protected item id or its machine's name."),
     force: bool = typer.Option(False, "--force", help="Commit a failback without its proof."),
@@ -236,8 +245,8 @@ def reprotect(
 
 
 def add_commands(app: typer.Typer) -> None:
-    for command in (protect, failover, failback, commit, reprotect):
-        app.command(command.__name__)(command)
+    for command in (protect, failover, failback, cancel_failover, commit, reprotect):
+        app.command(command.__name__.replace("_", "-"))(command)
     items = typer.Typer(help="Protected items.")
 
     @items.command("list")

@@ -160,7 +160,15 @@ class Workflows:
         chosen = seq if seq is not None else max(r.seq for r in rows)
         locations = {r.disk_unit: r.location or "" for r in rows if r.seq == chosen}
         if not locations:
-            raise VmdrError(detail=f"no recovery point {chosen} for item {item_id}")
+            from vmdr.model.prechecks import PrecheckFailed
+
+            known = ", ".join(str(n) for n in sorted({r.seq for r in rows}))
+            raise PrecheckFailed(
+                summary=f"this item has no recovery point {chosen}",
+                remedies=f"Choose one of {known} (`vmdr items points ITEM`), or omit it for "
+                "the latest.",
+                code="VMDR-E0822",
+            )
         return chosen, locations
 
     # -- vSphere -----------------------------------------------------------------------

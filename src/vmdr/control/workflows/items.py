@@ -105,6 +105,7 @@ def _item(row: ProtectedItem, machine: Machine, points: int | None = None) -> di
         "failback_proof": settings.get("failback_proof"),
         "reprotect_sent": settings.get("reprotect_sent"),
         "last_sync": settings.get("last_sync"),
+        "failed_over_at_point": settings.get("failed_over_at_point"),
     }
     if points is not None:
         out["recovery_points"] = points

@@ -135,12 +135,19 @@ def _restore_point(wf: Workflows, ctx: StepContext) -> None:
     """Unplanned failover: the cloud disks go back to the chosen point."""
     item = ctx.params["item"]
     seq, locations = wf.point(item, ctx.params.get("recovery_point"))
+    proof = {}
     for disk in wf.settings(item)["disks"]:
         with open_backend(locations[disk["unit"]]) as src, open_backend(disk["blob"], "rw") as dst:
             result = DiffResync(src, dst).run()
             dst.flush()
+            check = Verify(src, dst).run()
+        if not check.equal:
+            raise ReplicaDiffers(
+                blob=disk["blob"], source=locations[disk["unit"]], bytes=check.differing_bytes
+            )
+        proof[str(disk["unit"])] = {"point": locations[disk["unit"]], "root": check.root_a.hex()}
         ctx.progress("restore-point", result.written, f"disk {disk['unit']} at point {seq}")
-    wf.update_settings(item, failed_over_at_point=seq)
+    wf.update_settings(item, failed_over_at_point=seq, restore_proof=proof)
 
 
 def _cancel_in_cloud(wf: Workflows, ctx: StepContext) -> None:
