@@ -141,6 +141,15 @@ def test_protect_fail_over_reprotect_fail_back_and_protect_again(cycle_lab: Lab)
     succeeded(lab, "commit", VM)
 
     # 4. Reprotect to on-premises: the original VM exists -> OLR, differential.
+    #    First the transfer plan: what would cross, per disk, computed from hashes.
+    code, plan = vmdr(lab, "reprotect", VM, "--plan")
+    assert code == 0, plan
+    assert plan["mode"] == "OLR" and plan["findings"] == []
+    assert [d["target"] for d in plan["disks"]] == [
+        f"[vmfs-01] {VM}/{VM}.vmdk", f"[vmfs-01] {VM}/{VM}_1.vmdk",
+    ]  # fmt: skip
+    assert 0 < plan["bytes"] < plan["capacity"] // 4
+    assert item(lab)["state"] == "Committed"  # the plan changed nothing
     succeeded(lab, "reprotect", VM)
     reprotected = item(lab)
     assert reprotected["recovery_type"] == "OLR"
@@ -169,11 +178,14 @@ def test_protect_fail_over_reprotect_fail_back_and_protect_again(cycle_lab: Lab)
     with open(flats[1], "r+b") as f:
         f.seek(5 << 20)
         f.write(b"back home" * 1000)
+    code, plan = vmdr(lab, "reprotect", VM, "--plan")
+    assert code == 0 and plan["mode"] == "delta", plan
     succeeded(lab, "reprotect", VM)
     again = item(lab)
     assert (again["state"], again["direction"]) == ("Protected", "primaryToRecovery")
     moved = sum(again["last_sync"]["bytes"].values())
     assert 0 < moved <= 2 * (64 << 10), moved  # the one write, in 64 KiB blocks
+    assert plan["bytes"] == moved  # the plan said exactly what then crossed
     for unit, flat in flats.items():
         assert blob_sha(lab, blobs[unit]) == file_sha(flat)
 

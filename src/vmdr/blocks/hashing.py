@@ -38,6 +38,7 @@ __all__ = [
     "hash_segments",
     "no_check",
     "read_buffer",
+    "resync_bytes",
     "segment_blocks",
     "zero_blocks",
     "zero_digest",
@@ -249,3 +250,37 @@ def differing_blocks(
         both_data = ~(zmine | ztheirs)
         differ |= both_data & (rmine != rtheirs).any(axis=1)
     return differ
+
+
+def resync_bytes(source: Backend, target: Backend, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
+    """Exactly how many bytes a differential resync of ``source`` onto
+    ``target`` would write or zero: per block, by digests (zero equals zero
+    without reading). Blocks the target does not wholly hold yet (it grows
+    first, with zeros) are compared by reading them. Reads both disks, writes
+    nothing: the transfer plan before reprotect."""
+    size, tsize = source.size(), target.size()
+    nblocks = -(-size // block_size)
+    whole = min(nblocks, tsize // block_size)  # blocks the target holds in full
+    theirs = DigestCursor(hash_segments(target, block_size, end_block=whole), block_size)
+    total = 0
+    for seg in hash_segments(source, block_size, end_block=whole):
+        mask = seg.zero_mask()
+        mine = (mask, None if seg.all_zero() else seg.rows(mask))
+        total += int(differing_blocks(mine, theirs.take(seg.start_block, seg.count)).sum())
+    theirs.finish(whole)
+    total *= block_size
+    partial = min(nblocks, -(-tsize // block_size))  # first block wholly beyond the target
+    for block in range(whole, partial):  # the target's short last block: read both
+        start = block * block_size
+        length = min(block_size, size - start)
+        ours, old = bytearray(length), bytearray(length)
+        source.readinto(start, memoryview(ours))
+        target.readinto(start, memoryview(old)[: tsize - start])
+        total += length if ours != old else 0
+    if partial < nblocks:  # beyond the target, which reads as zeros there: the data blocks
+        for seg in hash_segments(source, block_size, start_block=partial):
+            data = ~seg.zero_mask()
+            total += int(data.sum()) * block_size
+            if seg.end_block == nblocks and data[-1]:
+                total -= nblocks * block_size - size  # the source's short last block
+    return total

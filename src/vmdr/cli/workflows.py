@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vmdr.cli.output import console, emit_json, err_console, fail
@@ -202,6 +203,9 @@ def commit(
 def reprotect(
     machine: str = typer.Argument(..., help="Machine name (or protected item id)."),
     check: bool = typer.Option(False, "--check", help="Run the prechecks only; change nothing."),
+    plan: bool = typer.Option(
+        False, "--plan", help="Show what would cross the wire and how long it takes."
+    ),
     alr: bool = typer.Option(False, "--alr", help="Alternate location recovery (a new VM)."),
     olr: bool = typer.Option(False, "--olr", help="Original location recovery only."),
     datastore: str | None = typer.Option(None, help="Datastore for the new VM (ALR)."),
@@ -220,6 +224,10 @@ def reprotect(
     if alr and olr:
         fail(UsageError(detail="--alr and --olr exclude each other"), as_json)
     mode = "alr" if alr else "olr" if olr else "auto"
+    if plan:
+        body = {"mode": mode, "datastore": datastore, "remove_snapshots": remove_snapshots}
+        _show_plan(machine, {k: v for k, v in body.items() if v}, as_json)
+        return
     if not check:
         body = {"mode": mode, "datastore": datastore, "remove_snapshots": remove_snapshots}
         _operate(machine, "reprotect", {k: v for k, v in body.items() if v}, wait, as_json)
@@ -242,6 +250,47 @@ def reprotect(
             first = next(f for f in report["findings"] if f["severity"] == "error")
             err_console.print(f"[bold red]{first['code']}[/]: reprotect refused", highlight=False)
         raise typer.Exit(1)
+
+
+def _show_plan(item: str, body: dict[str, Any], as_json: bool) -> None:
+    started = call("POST", f"/v1/protected-items/{item}/reprotect-plan", as_json, body)
+    while (job := call("GET", started["url"], as_json))["state"] in ("queued", "running"):
+        time.sleep(0.2)
+    if job["state"] != "succeeded":
+        error = job.get("error") or {}
+        failure = JobFailed(
+            job=job["id"],
+            kind=job["kind"],
+            state=job["state"],
+            detail=error.get("message", ""),
+            fix=error.get("fix", ""),
+        )
+        fail(failure, as_json)
+    plan = call("GET", f"/v1/protected-items/{item}", as_json)["reprotect_plan"]
+    if as_json:
+        emit_json(plan)
+        return
+    mib = 1 << 20
+    table = Table(title=f"transfer plan of the next reprotect of {item}: {plan['mode']}")
+    for column in ("disk", "target", "size MiB", "to send MiB"):
+        table.add_column(column)
+    for d in plan["disks"]:
+        table.add_row(
+            str(d["unit"]), d["target"], f"{d['capacity'] / mib:.0f}", f"{d['bytes'] / mib:.1f}"
+        )
+    console.print(table)
+    when = (
+        f"about {plan['seconds']} s at the process server's limit of "
+        f"{plan['bandwidth'] / 1e6:.0f} MB/s"
+        if plan["seconds"] is not None
+        else "no bandwidth limit is set"
+    )
+    console.print(
+        f"{plan['bytes'] / mib:.1f} MiB of {plan['capacity'] / mib:.0f} MiB will "
+        f"cross; {when}; {plan['seconds_at_1gbit']} s at 1 Gbit/s."
+    )
+    for f in plan["findings"]:
+        console.print(f"[{_STYLE.get(f['severity'], '')}]{f['code']}[/]: {escape(f['message'])}")
 
 
 def add_commands(app: typer.Typer) -> None:

@@ -49,6 +49,7 @@ from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.secrets import SecretBox
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.items import add_item_routes
+from vmdr.control.workflows.plan import plan_kind
 from vmdr.control.workflows.to_cloud import cloud_kinds
 from vmdr.control.workflows.to_onprem import onprem_kinds
 from vmdr.model.errors import VmdrError
@@ -156,7 +157,8 @@ class ConfigServer:
         self.workflows = Workflows(
             self.sessions, self.runner, lambda: self.secrets, settings.state_dir
         )
-        for kind in (*cloud_kinds(self.workflows), *onprem_kinds(self.workflows)):
+        kinds = [*cloud_kinds(self.workflows), *onprem_kinds(self.workflows)]
+        for kind in (*kinds, plan_kind(self.workflows)):
             self.runner.register(kind)
 
     def _discover_step(self, ctx: StepContext) -> None:

@@ -146,3 +146,26 @@ def test_verify_finds_a_single_changed_byte(size: int, ops: list[Write], flip: i
         result = Verify(a, b, block_size=BS).run()
         assert not result.equal
         assert result.differences == [Extent(flip // BS * BS, min(BS, size - flip // BS * BS))]
+
+
+@SETTINGS
+@given(
+    kind=st.sampled_from(["memory", "file"]),
+    size=sizes,
+    shrink=st.integers(0, 10 * BS),
+    src_ops=writes,
+    dst_ops=writes,
+)
+def test_the_transfer_plan_predicts_what_the_resync_moves(
+    kind: str, size: int, shrink: int, src_ops: list[Write], dst_ops: list[Write]
+) -> None:
+    """``resync_bytes`` (the plan shown before reprotect) equals the bytes
+    the resync then writes or zeroes, to the byte."""
+    from vmdr.blocks.hashing import resync_bytes
+
+    with pair(kind, size, max(0, size - shrink)) as (src, dst):
+        apply(src, src_ops)
+        apply(dst, dst_ops)
+        planned = resync_bytes(src, dst, block_size=BS)
+        c = DiffResync(src, dst, block_size=BS).run()
+        assert planned == c.written + c.zeroed

@@ -4,6 +4,8 @@
     GET  /v1/protected-items[/{id}]               state, active site, direction, allowed
                                                   operations, disks, proofs, points
     GET  /v1/protected-items/{id}/recovery-points
+    POST /v1/protected-items/{id}/reprotect-plan  202: a read-only job computing the
+                                                  transfer plan (``plan.py``)
     POST /v1/protected-items/{id}/{operation}     202 + the job's URL; 409 with
                                                   VMDR-E0501 when the state forbids it
 
@@ -106,6 +108,7 @@ def _item(row: ProtectedItem, machine: Machine, points: int | None = None) -> di
         "reprotect_sent": settings.get("reprotect_sent"),
         "last_sync": settings.get("last_sync"),
         "failed_over_at_point": settings.get("failed_over_at_point"),
+        "reprotect_plan": settings.get("reprotect_plan"),
     }
     if points is not None:
         out["recovery_points"] = points
@@ -200,6 +203,23 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
             )
             entry["disks"][str(p.disk_unit)] = p.location
         return list(points.values())
+
+    @app.post("/v1/protected-items/{ident}/reprotect-plan", status_code=202)
+    def post_plan(ident: str, body: OperationRequest) -> JSONResponse:
+        """The transfer plan of the next reprotect (a read-only job)."""
+        with wf.sessions() as s:
+            row, _ = _find(wf, s, ident)
+            item_id = row.id
+        params = {"item": item_id, **body.model_dump(exclude_defaults=True)}
+        job_id = wf.runner.submit("reprotectPlan", params)
+        wf.runner.start_in_thread(job_id)
+        answer = {
+            "item": item_id,
+            "kind": "reprotectPlan",
+            "job": job_id,
+            "url": f"/v1/jobs/{job_id}",
+        }
+        return JSONResponse(answer, status_code=202, headers={"location": answer["url"]})
 
     @app.post("/v1/protected-items/{ident}/{operation}", status_code=202)
     def post_operation(ident: str, operation: Operation, body: OperationRequest) -> JSONResponse:

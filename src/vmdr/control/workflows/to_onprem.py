@@ -23,6 +23,7 @@ from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.diskmatch import CloudDisk
 from vmdr.model.errors import VmdrError
+from vmdr.model.prechecks import PrecheckFailed
 from vmdr.transport.client import RemoteError
 
 __all__ = ["FailbackProofMissing", "onprem_kinds", "stop_replications"]
@@ -74,6 +75,18 @@ def _refresh_discovery(wf: Workflows, vcenter_id: str) -> None:
 
 
 def _prechecks(wf: Workflows, ctx: StepContext) -> None:
+    plan = prechecks_report(wf, ctx)
+    error = plan.pop("error", None)
+    wf.update_settings(ctx.params["item"], reprotect=plan)
+    for finding in plan["findings"]:
+        ctx.progress("prechecks", 0, f"{finding['code']}: {finding['message']}")
+    if error is not None:
+        raise error
+
+
+def prechecks_report(wf: Workflows, ctx: StepContext) -> dict[str, Any]:
+    """Refresh discovery, then judge every rule; the report as a dict (with
+    the matched target of each cloud disk, and the error to raise if refused)."""
     item, p = ctx.params["item"], ctx.params
     settings = wf.settings(item)
     _refresh_discovery(wf, settings["vcenter"])
@@ -96,10 +109,11 @@ def _prechecks(wf: Workflows, ctx: StepContext) -> None:
         plan["targets"] = {
             m.cloud.name: m.original.file if m.original else None for m in report.matching.matches
         }
-    wf.update_settings(item, reprotect=plan)
-    for finding in report.findings:
-        ctx.progress("prechecks", 0, f"{finding.code}: {finding.message}")
-    report.raise_if_failed()
+    try:
+        report.raise_if_failed()
+    except PrecheckFailed as exc:
+        return {**plan, "error": exc}
+    return plan
 
 
 def _prepare_target(wf: Workflows, ctx: StepContext) -> None:
