@@ -352,3 +352,94 @@ def test_cancel_a_planned_failover_then_fail_over_unplanned_to_an_older_point(
     # An unplanned failover cannot be cancelled: the way back is commit, reprotect, failback.
     assert "cancelFailover" not in over["allowed"] and "commit" in over["allowed"]
     succeeded(lab, "commit", vm)
+
+
+def test_continuous_replication_takes_points_and_reports_rpo_and_health(cycle_lab: Lab) -> None:
+    """With a short interval, a protected VM's on-premises writes reach the
+    cloud as new recovery points without any operation; the item shows its
+    RPO and a Normal health."""
+    lab, vm = cycle_lab, "legacy-01"
+    plane_file = lab.directory / "configuration-server" / "dataplane.json"
+    plane = json.loads(plane_file.read_text())
+    flat = Path(next(v for v in load_inventory(lab.directory)["vms"]
+                     if v["name"] == vm)["disks"][0]["flat_path"])  # fmt: skip
+    succeeded(lab, "protect", vm)
+    try:
+        plane_file.write_text(json.dumps({**plane, "replication_interval": 1}))
+        with open(flat, "r+b") as f:
+            f.seek(7 << 20)
+            f.write(b"replicated continuously" * 300)
+        want = file_sha(flat)
+        deadline = time.monotonic() + 60
+        while True:
+            _, points = vmdr(lab, "items", "points", vm)
+            continuous = [p for p in points if p["tag"] == "continuous"]
+            if continuous and snapshot_sha(lab, continuous[-1]["disks"]["0"]) == want:
+                break
+            assert time.monotonic() < deadline, points
+            time.sleep(0.5)
+    finally:
+        plane_file.write_text(json.dumps(plane))
+    shown = item(lab, vm)
+    assert shown["state"] == "Protected" and shown["health"] == "Normal", shown
+    assert shown["rpo_seconds"] is not None and shown["rpo_seconds"] < 60
+    assert shown["replication_error"] is None
+
+
+def test_a_restored_configuration_server_lets_failback_proceed(
+    cycle_lab: Lab, tmp_path: Path
+) -> None:
+    """The source documents: back the configuration server up; after a loss,
+    restore it with the same address, and failback works. Here it is replaced
+    by a fresh one (empty state folder) mid-cycle, restored from the backup,
+    and the failback proceeds and proves its disks. Then commit is refused
+    while the proof does not hold, unless forced."""
+    import sqlalchemy
+
+    lab, vm = cycle_lab, "web-01"
+    succeeded(lab, "reprotect", vm)  # back to the cloud after the kill test's failback
+    succeeded(lab, "failover", vm)
+    succeeded(lab, "commit", vm)
+    succeeded(lab, "reprotect", vm)  # to on-premises again: Protected, recovery -> primary
+    archive = tmp_path / "cs.backup"
+    code, out = vmdr(lab, "server", "backup", str(archive), "--with-key")
+    assert code == 0, out
+
+    lab.restart("configuration-server", kill=True, fresh=True)
+    code, out = vmdr(lab, "items", "show", vm)
+    assert code == 1 and out["error"]["code"] == "VMDR-E0543"  # a fresh server knows nothing
+    code, out = vmdr(lab, "server", "restore", str(archive))
+    assert code == 0, out
+    lab.write_dataplane()
+    restored = item(lab, vm)
+    assert (restored["state"], restored["direction"]) == ("Protected", "recoveryToPrimary")
+
+    succeeded(lab, "failback", vm)
+    back = item(lab, vm)
+    assert back["active_site"] == "primary" and all(
+        p["equal"] for p in back["failback_proof"].values()
+    )
+
+    # Commit refuses while the proof does not hold (here: made false in the database).
+    state = lab.state()
+    assert state is not None
+    db = Path(state.service("configuration-server").details["state"]) / "vmdr.db"
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        row = conn.execute(
+            sqlalchemy.text("SELECT id, settings FROM protected_items WHERE id = :id"),
+            {"id": back["id"]},
+        ).one()
+        settings = json.loads(row.settings)
+        for proof in settings["failback_proof"].values():
+            proof["equal"] = False
+        conn.execute(
+            sqlalchemy.text("UPDATE protected_items SET settings = :s WHERE id = :id"),
+            {"s": json.dumps(settings), "id": back["id"]},
+        )
+    engine.dispose()
+    code, job = vmdr(lab, "commit", vm)
+    assert code == 1 and job["error"]["code"] == "VMDR-E0825", job
+    assert item(lab, vm)["state"] == "FailedOver"  # nothing deleted
+    succeeded(lab, "commit", vm, "--force")
+    assert item(lab, vm)["state"] == "Committed"

@@ -12,7 +12,9 @@ from rich.console import Console
 from vmdr.model.errors import VmdrError
 
 console = Console()
-err_console = Console(stderr=True)
+# Errors are never hard-wrapped: a message or a command in its fix must stay
+# on one line for grep and for copy and paste, in a pipe as in a terminal.
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def emit_json(data: Any) -> None:

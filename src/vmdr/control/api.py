@@ -50,6 +50,7 @@ from vmdr.control.secrets import SecretBox
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.items import add_item_routes
 from vmdr.control.workflows.plan import plan_kind
+from vmdr.control.workflows.replicator import Replicator, replicate_kind
 from vmdr.control.workflows.to_cloud import cloud_kinds
 from vmdr.control.workflows.to_onprem import onprem_kinds
 from vmdr.model.errors import VmdrError
@@ -158,7 +159,7 @@ class ConfigServer:
             self.sessions, self.runner, lambda: self.secrets, settings.state_dir
         )
         kinds = [*cloud_kinds(self.workflows), *onprem_kinds(self.workflows)]
-        for kind in (*kinds, plan_kind(self.workflows)):
+        for kind in (*kinds, plan_kind(self.workflows), replicate_kind(self.workflows)):
             self.runner.register(kind)
 
     def _discover_step(self, ctx: StepContext) -> None:
@@ -224,6 +225,7 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
     if not admin.exists():
         write_atomically(admin, tokens.issue("admin").encode())
     threading.Thread(target=cs.runner.resume_all, name="resume-jobs", daemon=True).start()
+    Replicator(cs.workflows).start()
 
     @app.post("/v1/sites", status_code=201)
     def post_site(body: NewSite) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from vmdr.lab.roles import (
     MasterTargetService,
     ProcessServerService,
     register_lab,
+    write_dataplane,
 )
 from vmdr.lab.services import (
     HOST,
@@ -147,9 +148,10 @@ class Lab:
             raise
         return state
 
-    def restart(self, name: str, kill: bool = False) -> ServiceRecord:
+    def restart(self, name: str, kill: bool = False, fresh: bool = False) -> ServiceRecord:
         """Stop one service (``kill``: SIGKILL, as a crash would) and start it
-        again on the same port with the same state folder."""
+        again on the same port with the same state folder (``fresh``: an empty
+        one, the old folder kept beside it — a replaced server)."""
         state = self.state()
         if state is None:
             raise LabNotRunning(directory=str(self.directory))
@@ -168,12 +170,25 @@ class Lab:
             time.sleep(0.05)
         ctx = LabContext(self.directory, ensure_ca(self.directory / "pki"), self.credentials())
         ctx.started = {s.name: s for s in state.services}
+        if fresh and old.details.get("state"):
+            folder = Path(old.details["state"])
+            folder.rename(folder.with_name(f"{folder.name}.replaced-{time.time_ns()}"))
         record = self._start(service, ctx, old.port)
         record.details = {**old.details, **record.details}
         state.services = [record if s.name == name else s for s in state.services]
         save_credentials(self.directory, ctx.credentials)
         state.save()
         return record
+
+    def write_dataplane(self) -> Path:
+        """(Re)write the configuration server's data-plane file (after a restore
+        onto a fresh server, whose folder does not have it)."""
+        state = self.state()
+        if state is None:
+            raise LabNotRunning(directory=str(self.directory))
+        ctx = LabContext(self.directory, ensure_ca(self.directory / "pki"), self.credentials())
+        ctx.started = {s.name: s for s in state.services}
+        return write_dataplane(ctx)
 
     def _start(self, service: Service, ctx: LabContext, port: int) -> ServiceRecord:
         log.info("starting service=%s port=%d", service.name, port)

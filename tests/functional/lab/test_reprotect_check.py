@@ -93,5 +93,7 @@ def test_the_check_in_a_terminal_less_pipe_prints_the_code(lab: Lab) -> None:
     assert result.returncode == 1
     assert result.stdout.splitlines()[0] == "reprotect app-01: OLR\trefused"
     assert result.stdout.splitlines()[1].startswith("VMDR-E0803\terror\t")
+    # Without --check it is the operation itself, on a protected item only.
     without = _vmdr(lab, "reprotect", "app-01")
-    assert without.returncode == 2 and "VMDR-E0001" in without.stderr
+    assert without.returncode == 1 and "VMDR-E0543" in without.stderr
+    assert "vmdr protect VM" in without.stderr

@@ -36,7 +36,7 @@ class ItemGone(VmdrError):
     code = "VMDR-E0543"
     http_status = 404
     msg = "no protected item {item}"
-    fix = "List protected items with `vmdr items list`."
+    fix = "List protected items with `vmdr items list`; protect a machine with `vmdr protect VM`."
 
 
 def to_state(row: ProtectedItem, name: str) -> ItemState:
@@ -69,6 +69,14 @@ class Workflows:
     @property
     def dataplane(self) -> DataPlane:
         return DataPlane.load(self.state_dir)  # read per use: the lab may write it late
+
+    def dataplane_option(self, key: str, default: float) -> float:
+        """A number from the data-plane file (e.g. ``rpo_threshold``)."""
+        import json
+
+        path = self.dataplane.path
+        raw = json.loads(path.read_text()) if path.exists() else {}
+        return float(raw.get(key) or default)
 
     # -- the item --------------------------------------------------------------------
     def item(self, s: Session, item_id: str) -> tuple[ProtectedItem, Machine]:

@@ -17,18 +17,20 @@ while the direction is recovery → primary is a failback.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from vmdr.control.db.models import Machine, ProtectedItem, RecoveryPoint
+from vmdr.control.db.models import Machine, ProcessServer, ProtectedItem, RecoveryPoint
 from vmdr.control.workflows.context import ItemGone, Workflows, to_state
 from vmdr.model import lifecycle
 from vmdr.model.errors import VmdrError
+from vmdr.model.health import DEFAULT_RPO_THRESHOLD, replication_health
 from vmdr.model.lifecycle import Direction, ItemState, Operation, Site, State
 
 __all__ = ["add_item_routes", "job_kind_for"]
@@ -83,6 +85,37 @@ def job_kind_for(item: ItemState, op: Operation) -> str:
     if kind is None:
         raise NotInThisVersion(operation=str(op), direction=str(item.direction))
     return kind
+
+
+def _rpo(s: Any, row: ProtectedItem, ps_health: dict[str, Any]) -> float | None:
+    """Seconds since the newest recovery point of the current direction."""
+    if row.state != State.PROTECTED:
+        return None
+    if row.direction == _TO_CLOUD:
+        newest = s.scalar(
+            select(func.max(RecoveryPoint.time)).where(RecoveryPoint.item_id == row.id)
+        )
+        return round(time.time() - newest, 1) if newest else None
+    lags = [
+        r.get("lag_seconds")
+        for r in ps_health.get("replications") or []
+        if str(r.get("id", "")).startswith(f"fb-{row.id}-")
+    ]
+    return max(lags) if lags and None not in lags else None
+
+
+def _health(s: Any, wf: Workflows, row: ProtectedItem) -> dict[str, Any]:
+    ps = s.scalars(select(ProcessServer)).first()
+    rpo = _rpo(s, row, (ps.health or {}) if ps else {})
+    error = (row.settings or {}).get("replication_error")
+    if row.state != State.PROTECTED:
+        return {"rpo_seconds": None, "health": None, "replication_error": error}
+    threshold = wf.dataplane_option("rpo_threshold", DEFAULT_RPO_THRESHOLD)
+    return {
+        "rpo_seconds": rpo,
+        "health": replication_health(rpo, threshold, error is not None),
+        "replication_error": error,
+    }
 
 
 def _item(row: ProtectedItem, machine: Machine, points: int | None = None) -> dict[str, Any]:
@@ -176,7 +209,7 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
             rows = s.execute(
                 select(ProtectedItem, Machine).join(Machine).order_by(Machine.name)
             ).all()
-            return [_item(r, m) for r, m in rows]
+            return [{**_item(r, m), **_health(s, wf, r)} for r, m in rows]
 
     @app.get("/v1/protected-items/{ident}")
     def get_item(ident: str) -> dict[str, Any]:
@@ -185,7 +218,7 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
             points = s.scalars(
                 select(RecoveryPoint.seq).where(RecoveryPoint.item_id == row.id).distinct()
             ).all()
-            return _item(row, machine, points=len(points))
+            return {**_item(row, machine, points=len(points)), **_health(s, wf, row)}
 
     @app.get("/v1/protected-items/{ident}/recovery-points")
     def get_points(ident: str) -> list[dict[str, Any]]:

@@ -96,13 +96,13 @@ def _point(wf: Workflows, ctx: StepContext, tag: str) -> None:
     from vmdr.providers.azure.pageblob import snapshot
 
     item = ctx.params["item"]
-    key = f"point:{ctx.job_id}"
     settings = wf.settings(item)
-    if settings.get(key):
+    if settings.get("point_job") == ctx.job_id:
         return  # taken by an earlier run of this step
     locations = {d["unit"]: snapshot(d["blob"]) for d in settings["disks"]}
-    seq = wf.add_point(item, tag, "app", locations)
-    wf.update_settings(item, **{key: seq})
+    kind = "crash" if tag == "continuous" else "app"
+    seq = wf.add_point(item, tag, kind, locations)
+    wf.update_settings(item, point_job=ctx.job_id)
     ctx.progress("recovery-point", 0, f"recovery point {seq} ({tag})")
 
 

@@ -1,0 +1,140 @@
+"""Continuous replication to the cloud between operations.
+
+Every protected item replicating to the cloud gets a ``replicate`` job each
+``replication_interval`` seconds (the data-plane file; default 300): the
+changed blocks of each disk to its page blob, then a recovery point (blob
+snapshots). It is a job like the others, so it holds the item's job lock: a
+failover waits for the cycle in progress (or is refused with VMDR-E0511 and
+retried), and a cycle never overlaps an operation. The oldest continuous
+points beyond ``point_retention`` (default 24) are deleted with their
+snapshots. A failed cycle is kept on the item (``replication_error``) and
+shows in its health until the next cycle succeeds.
+
+Failback replication (to on-premises) is continuous in the process server
+itself; its RPO comes from the process server's heartbeat.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from vmdr.control.db.models import ProtectedItem, RecoveryPoint
+from vmdr.control.jobs import JobConflict, JobKind, StepContext
+from vmdr.control.workflows.context import Workflows
+from vmdr.model.lifecycle import Direction, State
+
+__all__ = ["Replicator", "replicate_kind"]
+
+log = logging.getLogger(__name__)
+DEFAULT_INTERVAL = 300.0
+DEFAULT_RETENTION = 24
+
+
+def _options(wf: Workflows) -> tuple[float, int]:
+    path = wf.dataplane.path
+    raw: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    interval = float(raw.get("replication_interval") or DEFAULT_INTERVAL)
+    return max(interval, 1.0), int(raw.get("point_retention") or DEFAULT_RETENTION)
+
+
+def _prune(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.providers.azure.pageblob import delete
+
+    item = ctx.params["item"]
+    _, keep = _options(wf)
+    with wf.sessions() as s:
+        rows = list(
+            s.scalars(
+                select(RecoveryPoint).where(
+                    RecoveryPoint.item_id == item, RecoveryPoint.tag == "continuous"
+                )
+            )
+        )
+    seqs = sorted({r.seq for r in rows})
+    old = set(seqs[:-keep]) if len(seqs) > keep else set()
+    for row in rows:
+        if row.seq in old and row.location:
+            delete(row.location)
+    if old:
+        with wf.sessions.begin() as s:
+            for row in s.scalars(
+                select(RecoveryPoint).where(
+                    RecoveryPoint.item_id == item, RecoveryPoint.seq.in_(old)
+                )
+            ):
+                s.delete(row)
+    wf.update_settings(item, replication_error=None, replicated_at=time.time())
+
+
+def replicate_kind(wf: Workflows) -> JobKind:
+    from vmdr.control.workflows.to_cloud import _point, _sync
+
+    def failed(ctx: StepContext, error: dict[str, Any]) -> None:
+        wf.update_settings(ctx.params["item"], replication_error=error)
+
+    return JobKind(
+        "replicate",
+        [
+            ("sync", lambda ctx: _sync(wf, ctx, "sync")),
+            ("recovery-point", lambda ctx: _point(wf, ctx, "continuous")),
+            ("prune", lambda ctx: _prune(wf, ctx)),
+        ],
+        None,
+        failed,
+    )
+
+
+class Replicator:
+    """The thread that starts each item's next cycle when it is due."""
+
+    def __init__(self, wf: Workflows, tick: float = 1.0) -> None:
+        self.wf, self.tick = wf, tick
+        self.stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="replicator", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.tick):
+            try:
+                self.once()
+            except Exception:  # a bad cycle must not end the thread
+                log.exception("replicator")
+
+    def once(self) -> list[str]:
+        interval, _ = _options(self.wf)
+        now = time.time()
+        started = []
+        with self.wf.sessions() as s:
+            due = [
+                row.id
+                for row in s.scalars(
+                    select(ProtectedItem).where(
+                        ProtectedItem.state == State.PROTECTED,
+                        ProtectedItem.direction == Direction.PRIMARY_TO_RECOVERY,
+                        ProtectedItem.running.is_(None),
+                    )
+                )
+                if now - _last_point(s, row.id) >= interval
+            ]
+        for item in due:
+            try:
+                job = self.wf.runner.submit("replicate", {"item": item}, item_id=item)
+            except JobConflict:
+                continue  # an operation or a cycle holds the item: next tick
+            self.wf.runner.start_in_thread(job)
+            started.append(job)
+        return started
+
+
+def _last_point(s: Any, item: str) -> float:
+    from sqlalchemy import func
+
+    newest = s.scalar(select(func.max(RecoveryPoint.time)).where(RecoveryPoint.item_id == item))
+    return float(newest or 0.0)
