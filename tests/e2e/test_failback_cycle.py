@@ -443,3 +443,43 @@ def test_a_restored_configuration_server_lets_failback_proceed(
     assert item(lab, vm)["state"] == "FailedOver"  # nothing deleted
     succeeded(lab, "commit", vm, "--force")
     assert item(lab, vm)["state"] == "Committed"
+
+
+def test_test_failover_resync_and_disable_protection(cycle_lab: Lab) -> None:
+    """A test failover runs a test VM from copies on an isolated network and
+    leaves the replica untouched; cleanup removes every test resource; resync
+    and disable protection do what they say; protecting again sends only what
+    differs."""
+    lab, vm = cycle_lab, "web-01"
+    succeeded(lab, "reprotect", vm)  # to the cloud, after the restore test's commit
+    blobs = {d["unit"]: d["blob"] for d in item(lab, vm)["disks"]}
+    before = {u: blob_sha(lab, b) for u, b in blobs.items()}
+
+    succeeded(lab, "test-failover", vm)
+    tested = item(lab, vm)
+    assert tested["state"] == "TestFailoverCompleted"
+    cloud = json.loads((lab.directory / "cloud-vms" / "cloud-vms.json").read_text())
+    test_vm = cloud[f"{vm}-test"]
+    assert test_vm["network"] == "vmdr-test-isolated"
+    assert test_vm["disks"] == [f"{b}-test" for b in blobs.values()]
+    assert vm not in cloud  # no production VM in the cloud
+    time.sleep(2)  # the test VM writes to its own disks only
+    assert {u: blob_sha(lab, b) for u, b in blobs.items()} == before
+
+    succeeded(lab, "test-failover-cleanup", vm)
+    cloud = json.loads((lab.directory / "cloud-vms" / "cloud-vms.json").read_text())
+    assert f"{vm}-test" not in cloud
+    for blob in blobs.values():
+        assert not _blob(lab, f"{blob}-test", lambda b: b.exists())
+    assert item(lab, vm)["state"] == "Protected"
+
+    succeeded(lab, "resync", vm)
+    _, points = vmdr(lab, "items", "points", vm)
+    assert points[-1]["tag"] == "resync"
+
+    succeeded(lab, "disable-protection", vm)
+    assert item(lab, vm)["state"] == "Unprotected"
+    succeeded(lab, "protect", vm)
+    again = item(lab, vm)
+    assert again["state"] == "Protected"
+    assert sum(again["last_sync"]["bytes"].values()) == 0  # the cloud disks were kept

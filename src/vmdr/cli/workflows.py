@@ -190,6 +190,50 @@ def cancel_failover(
     _operate(item, "cancelFailover", {}, wait, as_json)
 
 
+def test_failover(
+    item: str = typer.Argument(..., help="Protected item id or its machine's name."),
+    recovery_point: int | None = typer.Option(None, help="Recovery point (default: latest)."),
+    wait: bool = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Start a test VM in the cloud from copies of a recovery point, on an
+    isolated network; production and replication are untouched."""
+    _operate(
+        item,
+        "testFailover",
+        {"recovery_point": recovery_point} if recovery_point else {},
+        wait,
+        as_json,
+    )
+
+
+def test_failover_cleanup(
+    item: str = typer.Argument(..., help="Protected item id or its machine's name."),
+    wait: bool = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Delete the test VM and its disks."""
+    _operate(item, "testFailoverCleanup", {}, wait, as_json)
+
+
+def resync(
+    item: str = typer.Argument(..., help="Protected item id or its machine's name."),
+    wait: bool = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Start replication over (differential: only what differs is sent)."""
+    _operate(item, "resync", {}, wait, as_json)
+
+
+def disable_protection(
+    item: str = typer.Argument(..., help="Protected item id or its machine's name."),
+    wait: bool = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Stop protecting the machine (cloud disks and points are kept)."""
+    _operate(item, "disableProtection", {}, wait, as_json)
+
+
 def commit(
     item: str = typer.Argument(..., help="Protected item id or its machine's name."),
     force: bool = typer.Option(False, "--force", help="Commit a failback without its proof."),
@@ -294,7 +338,19 @@ def _show_plan(item: str, body: dict[str, Any], as_json: bool) -> None:
 
 
 def add_commands(app: typer.Typer) -> None:
-    for command in (protect, failover, failback, cancel_failover, commit, reprotect):
+    commands = (
+        protect,
+        failover,
+        failback,
+        cancel_failover,
+        commit,
+        reprotect,
+        test_failover,
+        test_failover_cleanup,
+        resync,
+        disable_protection,
+    )
+    for command in commands:
         app.command(command.__name__.replace("_", "-"))(command)
     items = typer.Typer(help="Protected items.")
 

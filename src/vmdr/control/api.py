@@ -53,6 +53,7 @@ from vmdr.control.workflows.plan import plan_kind
 from vmdr.control.workflows.replicator import Replicator, replicate_kind
 from vmdr.control.workflows.to_cloud import cloud_kinds
 from vmdr.control.workflows.to_onprem import onprem_kinds
+from vmdr.control.workflows.upkeep import upkeep_kinds
 from vmdr.model.errors import VmdrError
 from vmdr.transport.auth import TokenStore
 from vmdr.transport.service import create_app
@@ -159,7 +160,8 @@ class ConfigServer:
             self.sessions, self.runner, lambda: self.secrets, settings.state_dir
         )
         kinds = [*cloud_kinds(self.workflows), *onprem_kinds(self.workflows)]
-        for kind in (*kinds, plan_kind(self.workflows), replicate_kind(self.workflows)):
+        kinds += [*upkeep_kinds(self.workflows), plan_kind(self.workflows)]
+        for kind in (*kinds, replicate_kind(self.workflows)):
             self.runner.register(kind)
 
     def _discover_step(self, ctx: StepContext) -> None:

@@ -228,6 +228,13 @@ class Lab:
 
     def _stop_all(self, state: LabState) -> list[str]:
         stopped = []
+        cloud = self.directory / "cloud-vms"
+        if cloud.exists():  # the cloud VMs' workloads run as processes of their own
+            from vmdr.providers.azure.lab_compute import LabCompute
+
+            compute = LabCompute(cloud)
+            for name in compute.names():
+                compute.stop(name)
         for record in reversed(state.services):
             if process.stop(record.process):
                 stopped.append(record.name)

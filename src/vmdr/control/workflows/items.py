@@ -77,6 +77,12 @@ _KINDS: dict[tuple[Operation, Direction], str] = {
     (Operation.COMMIT, _TO_CLOUD.reversed()): "commitFailback",
     (Operation.REPROTECT, _TO_CLOUD): "reprotectToOnPremises",
     (Operation.REPROTECT, _TO_CLOUD.reversed()): "reprotectToCloud",
+    (Operation.TEST_FAILOVER, _TO_CLOUD): "testFailover",
+    (Operation.TEST_FAILOVER_CLEANUP, _TO_CLOUD): "testFailoverCleanup",
+    (Operation.RESYNC, _TO_CLOUD): "resyncToCloud",
+    (Operation.RESYNC, _TO_CLOUD.reversed()): "resyncToOnPremises",
+    (Operation.DISABLE_PROTECTION, _TO_CLOUD): "disableProtection",
+    (Operation.DISABLE_PROTECTION, _TO_CLOUD.reversed()): "disableProtection",
 }
 
 
@@ -142,6 +148,7 @@ def _item(row: ProtectedItem, machine: Machine, points: int | None = None) -> di
         "last_sync": settings.get("last_sync"),
         "failed_over_at_point": settings.get("failed_over_at_point"),
         "reprotect_plan": settings.get("reprotect_plan"),
+        "test_failover": settings.get("test_failover"),
     }
     if points is not None:
         out["recovery_points"] = points

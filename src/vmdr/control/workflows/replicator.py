@@ -116,7 +116,8 @@ class Replicator:
                 row.id
                 for row in s.scalars(
                     select(ProtectedItem).where(
-                        ProtectedItem.state == State.PROTECTED,
+                        # A test failover leaves replication running (it uses copies).
+                        ProtectedItem.state.in_([State.PROTECTED, State.TEST_FAILOVER_COMPLETED]),
                         ProtectedItem.direction == Direction.PRIMARY_TO_RECOVERY,
                         ProtectedItem.running.is_(None),
                     )

@@ -188,7 +188,9 @@ def _master_target_host(wf: Workflows) -> str:
 def _start_replication(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     settings = wf.settings(item)
-    initial = "diff" if settings["reprotect"]["mode"] == "OLR" else "full"
+    initial = ctx.params.get("initial") or (
+        "diff" if settings["reprotect"]["mode"] == "OLR" else "full"
+    )
     with wf.dataplane.ps() as ps:
         known = {r["id"] for r in ps.get("/v1/replications")}
         for disk, target in zip(settings["disks"], settings["failback_targets"], strict=True):

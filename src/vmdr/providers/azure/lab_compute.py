@@ -162,6 +162,10 @@ class LabCompute(CloudCompute):
             return self._vm(record)
 
     # -- lab specifics ----------------------------------------------------------------------
+    def names(self) -> list[str]:
+        with self._records() as records:
+            return sorted(records)
+
     def dirty_map_path(self, name: str, disk_index: int) -> Path:
         return self.folder / "dirty" / name / f"disk{disk_index}.map"
 

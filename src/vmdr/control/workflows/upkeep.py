@@ -1,0 +1,130 @@
+"""The remaining ASR operations on a protected item: test failover and its
+cleanup, resync, and disable protection.
+
+- **testFailover** (to the cloud): the disks at a recovery point (the latest,
+  or ``recovery_point``) are copied to separate test blobs and a test VM
+  ``<vm>-test`` starts from them on an isolated network; the protected VM, its
+  replica disks and continuous replication are untouched.
+  **testFailoverCleanup** deletes the test VM and its disks.
+- **resync**: replication starts over — to the cloud, a differential resync of
+  every disk with a verify and a new point; back home, the process server's
+  replications are recreated with an initial differential resync.
+- **disableProtection**: replication stops (the failback replications and
+  their journals on the master target are removed); the cloud disks and their
+  recovery points are kept, as a running cloud VM may still use them — delete
+  them in the storage account when they are no longer needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vmdr.blocks.backend import open_backend
+from vmdr.blocks.resync import DiffResync
+from vmdr.blocks.verify import Verify
+from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.workflows.context import Workflows
+from vmdr.control.workflows.to_cloud import ReplicaDiffers, _point, _sync, _verify
+from vmdr.control.workflows.to_onprem import (
+    _start_replication,
+    _wait_initial_sync,
+    stop_replications,
+)
+
+__all__ = ["TEST_NETWORK", "upkeep_kinds"]
+
+TEST_NETWORK = "vmdr-test-isolated"
+
+
+def _test_blob(blob: str) -> str:
+    return f"{blob}-test"
+
+
+def _prepare_test_disks(wf: Workflows, ctx: StepContext) -> None:
+    item = ctx.params["item"]
+    seq, locations = wf.point(item, ctx.params.get("recovery_point"))
+    for disk in wf.settings(item)["disks"]:
+        point, test = locations[disk["unit"]], _test_blob(disk["blob"])
+        with open_backend(point) as src, open_backend(test, "rw", create=True) as dst:
+            if dst.size() < src.size():
+                dst.resize(src.size())
+            result = DiffResync(src, dst).run()
+            dst.flush()
+            check = Verify(src, dst).run()
+        if not check.equal:
+            raise ReplicaDiffers(blob=test, source=point, bytes=check.differing_bytes)
+        ctx.progress("prepare-test-disks", result.written, f"disk {disk['unit']} at point {seq}")
+    wf.update_settings(item, test_failover={"point": seq, "vm": f"{wf.settings(item)['vm']}-test"})
+
+
+def _start_test_vm(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.control.workflows.to_cloud import CLOUD_VM_SIZE
+    from vmdr.providers.azure.errors import CloudVmNotFound
+
+    settings = wf.settings(ctx.params["item"])
+    compute, name = wf.dataplane.compute(), settings["test_failover"]["vm"]
+    try:
+        compute.status(name)
+    except CloudVmNotFound:
+        disks = [_test_blob(d["blob"]) for d in settings["disks"]]
+        compute.create_from_disks(name, disks, CLOUD_VM_SIZE, TEST_NETWORK)
+    vm = compute.start(name)
+    ctx.progress("start-test-vm", 0, f"test VM {name} is {vm.state} on {TEST_NETWORK}")
+
+
+def _clean_up_test(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.providers.azure.pageblob import delete
+
+    item = ctx.params["item"]
+    settings = wf.settings(item)
+    test = settings.get("test_failover") or {}
+    wf.dataplane.compute().delete(test.get("vm") or f"{settings['vm']}-test")
+    for disk in settings["disks"]:
+        delete(_test_blob(disk["blob"]))
+    wf.update_settings(item, test_failover=None)
+
+
+def _restart_failback_replication(wf: Workflows, ctx: StepContext) -> None:
+    """Recreated with a differential initial sync: whatever the target holds
+    already (OLR or ALR) is not sent again."""
+    stop_replications(wf, ctx.params["item"])
+    _start_replication(wf, StepContext(ctx.job_id, {**ctx.params, "initial": "diff"}, ctx._runner))
+
+
+def _stop(wf: Workflows, ctx: StepContext) -> None:
+    stop_replications(wf, ctx.params["item"])
+
+
+def upkeep_kinds(wf: Workflows) -> list[JobKind]:
+    def step(fn: Any, *args: Any) -> Any:
+        return lambda ctx: fn(wf, ctx, *args)
+
+    def kind(name: str, steps: list[tuple[str, Any]]) -> JobKind:
+        return JobKind(name, [*steps, ("complete", wf.complete)], 0, wf.failed)
+
+    return [
+        kind(
+            "testFailover",
+            [
+                ("prepare-test-disks", step(_prepare_test_disks)),
+                ("start-test-vm", step(_start_test_vm)),
+            ],
+        ),
+        kind("testFailoverCleanup", [("clean-up-test", step(_clean_up_test))]),
+        kind(
+            "resyncToCloud",
+            [
+                ("resync", step(_sync, "resync")),
+                ("verify", step(_verify)),
+                ("recovery-point", step(_point, "resync")),
+            ],
+        ),
+        kind(
+            "resyncToOnPremises",
+            [
+                ("restart-replication", step(_restart_failback_replication)),
+                ("initial-sync", step(_wait_initial_sync)),
+            ],
+        ),
+        kind("disableProtection", [("stop-replication", step(_stop))]),
+    ]
