@@ -41,8 +41,13 @@ def cycle_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def vmdr(lab: Lab, *args: str, timeout: float = 600) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMDR_")}
     env.update(VMDR_LAB_DIR=str(lab.directory), XDG_CONFIG_HOME=str(lab.directory / "xdg"))
-    result = subprocess.run([sys.executable, "-m", "vmdr", *args, "--json"], capture_output=True,
-                            text=True, env=env, timeout=timeout)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "vmdr", *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None
 
 
@@ -107,8 +112,10 @@ def item(lab: Lab, vm: str = VM) -> dict[str, Any]:
 
 def test_protect_fail_over_reprotect_fail_back_and_protect_again(cycle_lab: Lab) -> None:
     lab = cycle_lab
-    flats = {d["unit"]: Path(d["flat_path"]) for d in next(
-        v for v in load_inventory(lab.directory)["vms"] if v["name"] == VM)["disks"]}  # fmt: skip
+    flats = {
+        d["unit"]: Path(d["flat_path"])
+        for d in next(v for v in load_inventory(lab.directory)["vms"] if v["name"] == VM)["disks"]
+    }
 
     # 1. Protect: every disk replicated to a page blob, byte for byte.
     succeeded(lab, "protect", VM)
@@ -146,8 +153,9 @@ def test_protect_fail_over_reprotect_fail_back_and_protect_again(cycle_lab: Lab)
     assert code == 0, plan
     assert plan["mode"] == "OLR" and plan["findings"] == []
     assert [d["target"] for d in plan["disks"]] == [
-        f"[vmfs-01] {VM}/{VM}.vmdk", f"[vmfs-01] {VM}/{VM}_1.vmdk",
-    ]  # fmt: skip
+        f"[vmfs-01] {VM}/{VM}.vmdk",
+        f"[vmfs-01] {VM}/{VM}_1.vmdk",
+    ]
     assert 0 < plan["bytes"] < plan["capacity"] // 4
     assert item(lab)["state"] == "Committed"  # the plan changed nothing
     succeeded(lab, "reprotect", VM)
@@ -226,8 +234,9 @@ def test_deleting_the_original_vm_turns_failback_into_alr(cycle_lab: Lab) -> Non
 
         host = retrieve(si, retrieve(si, new, ["runtime.host"])["runtime.host"], ["name"])["name"]
     assert host == mt_host
-    datastores = {d["name"]: Path(d["path"])
-                  for d in load_inventory(lab.directory)["topology"]["datastores"]}  # fmt: skip
+    datastores = {
+        d["name"]: Path(d["path"]) for d in load_inventory(lab.directory)["topology"]["datastores"]
+    }
     for disk in committed["disks"]:
         suffix = "" if disk["unit"] == 0 else f"_{disk['unit']}"
         flat = datastores["vmfs-01"] / vm / f"{vm}{suffix}-flat.vmdk"
@@ -361,8 +370,11 @@ def test_continuous_replication_takes_points_and_reports_rpo_and_health(cycle_la
     lab, vm = cycle_lab, "legacy-01"
     plane_file = lab.directory / "configuration-server" / "dataplane.json"
     plane = json.loads(plane_file.read_text())
-    flat = Path(next(v for v in load_inventory(lab.directory)["vms"]
-                     if v["name"] == vm)["disks"][0]["flat_path"])  # fmt: skip
+    flat = Path(
+        next(v for v in load_inventory(lab.directory)["vms"] if v["name"] == vm)["disks"][0][
+            "flat_path"
+        ]
+    )
     succeeded(lab, "protect", vm)
     try:
         plane_file.write_text(json.dumps({**plane, "replication_interval": 1}))
@@ -483,3 +495,70 @@ def test_test_failover_resync_and_disable_protection(cycle_lab: Lab) -> None:
     again = item(lab, vm)
     assert again["state"] == "Protected"
     assert sum(again["last_sync"]["bytes"].values()) == 0  # the cloud disks were kept
+
+
+def test_failover_and_failback_move_the_dns_name(cycle_lab: Lab) -> None:
+    """A traffic profile serves web-01: failover points its name at the cloud
+    endpoint once that answers its probe, failback points it home again."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from tests.functional.routing.test_dns_and_probes import _Health, resolve, server_of
+
+    lab, vm = cycle_lab, "web-01"
+    servers = []
+    for address in ("127.0.0.2", "127.0.0.3"):
+        server = ThreadingHTTPServer((address, 0), _Health)
+        server.up = True  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    try:
+        code, _ = vmdr(lab, "traffic", "create", "web", "--dns-name", "www", "--item", vm)
+        assert code == 0
+        for endpoint, site, server, priority in (
+            ("onprem", "primary", servers[0], "1"),
+            ("cloud", "recovery", servers[1], "2"),
+        ):
+            code, out = vmdr(
+                lab,
+                "traffic",
+                "add-endpoint",
+                "web",
+                endpoint,
+                "--site",
+                site,
+                "--address",
+                server.server_address[0],
+                "--priority",
+                priority,
+                "--probe",
+                f"http:{server.server_address[1]}/health",
+                "--interval",
+                "1",
+                "--timeout",
+                "1",
+            )
+            assert code == 0, out
+        dns_server = server_of(lab)
+        deadline = time.monotonic() + 30
+        while resolve(dns_server, "www") != ["127.0.0.2"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+
+        job = succeeded(lab, "failover", vm)
+        assert ("cutover", "end") in [(e["step"], e["kind"]) for e in job["events"]]
+        assert resolve(dns_server, "www") == ["127.0.0.3"]
+        succeeded(lab, "commit", vm)
+        succeeded(lab, "reprotect", vm)
+        assert resolve(dns_server, "www") == ["127.0.0.3"]  # still served from the cloud
+        succeeded(lab, "failback", vm)
+        assert resolve(dns_server, "www") == ["127.0.0.2"]
+        succeeded(lab, "commit", vm)
+        code, shown = vmdr(lab, "traffic", "show", "web")
+        moves = [e["message"] for e in shown["events"] if e["kind"] == "dns"]
+        assert any("cutover to recovery" in m for m in moves)
+        assert any("cutover to primary" in m for m in moves)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()

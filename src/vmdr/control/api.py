@@ -47,6 +47,8 @@ from vmdr.control.inventory import store_discovery
 from vmdr.control.jobs import JobKind, JobRunner, JobUnknown, StepContext
 from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.secrets import SecretBox
+from vmdr.control.traffic import TrafficManager
+from vmdr.control.traffic_api import add_traffic_routes
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.items import add_item_routes
 from vmdr.control.workflows.plan import plan_kind
@@ -222,12 +224,16 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
     cs = ConfigServer(settings)
     roles_api.add_role_routes(app, cs.sessions, tokens)
     add_item_routes(app, cs.workflows)
+    traffic = TrafficManager(cs.sessions, lambda: cs.workflows.dataplane)
+    cs.workflows.traffic = traffic
+    add_traffic_routes(app, traffic)
     app.state.config_server = cs
     admin = settings.state_dir / "admin.token"
     if not admin.exists():
         write_atomically(admin, tokens.issue("admin").encode())
     threading.Thread(target=cs.runner.resume_all, name="resume-jobs", daemon=True).start()
     Replicator(cs.workflows).start()
+    traffic.start()
 
     @app.post("/v1/sites", status_code=201)
     def post_site(body: NewSite) -> dict[str, Any]:

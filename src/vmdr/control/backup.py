@@ -176,6 +176,20 @@ def verify(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     return manifest, members
 
 
+def _advance_sequences(conn: Any) -> None:
+    """Rows came in with their ids: move each serial id's sequence past them,
+    or the next insert on the restored server would collide."""
+    from sqlalchemy import Integer, text
+
+    for table in Base.metadata.sorted_tables:
+        for column in table.primary_key.columns:
+            if isinstance(column.type, Integer) and column.autoincrement in (True, "auto"):
+                conn.execute(text(
+                    f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
+                    f"COALESCE((SELECT MAX({column.name}) FROM {table.name}), 0) + 1, false)"
+                ))  # fmt: skip
+
+
 def restore(engine: Engine, path: Path, *, key_file: Path | None = None) -> dict[str, Any]:
     """Load a verified backup into an empty, migrated database."""
     manifest, members = verify(path)
@@ -199,6 +213,8 @@ def restore(engine: Engine, path: Path, *, key_file: Path | None = None) -> dict
                     {k: _decode(cols[k], v) for k, v in r.items() if k in cols} for r in rows_in
                 ]
                 conn.execute(insert(table), values)
+        if engine.dialect.name == "postgresql":
+            _advance_sequences(conn)
     if key_file is not None and "secret.key" in members:
         key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomically(key_file, members["secret.key"])

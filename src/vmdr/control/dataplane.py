@@ -98,6 +98,10 @@ class DataPlane:
             master_target=role("master_target"),
         )
 
+    def raw(self) -> dict[str, Any]:
+        """The file as written (for sections read elsewhere: dns, intervals)."""
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
     def _need(self, value: Any, what: str) -> Any:
         if not value:
             raise DataPlaneMissing(what=what, path=str(self.path))

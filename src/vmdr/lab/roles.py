@@ -229,7 +229,18 @@ def write_dataplane(ctx: LabContext) -> Path:
         write_atomically(token_file, ctx.credentials[service]["token"].encode())
         roles[key] = {"url": ctx.started[service].url, "ca": str(ctx.ca.cert),
                       "token_file": str(token_file)}  # fmt: skip
+    dns, dns_creds = ctx.started["dns"], ctx.credentials["dns"]
+    secret_file = state / "dns-tsig.secret"
+    write_atomically(secret_file, dns_creds["secret"].encode())
     plane = {
+        "dns": {
+            "server": dns.host,
+            "port": dns.port,
+            "zone": dns.details["zone"],
+            "key_name": dns_creds["key_name"],
+            "algorithm": dns_creds["algorithm"],
+            "secret_file": str(secret_file),
+        },
         "datastores": datastores,
         "storage_account": ctx.credentials["azurite"]["account"],
         "container": "vmdr-replicas",

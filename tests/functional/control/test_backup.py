@@ -47,7 +47,9 @@ def populate(engine: Engine, box: SecretBox) -> str:
         return item.id
 
 
-def test_backup_then_restore_on_a_fresh_server(database_url: str, tmp_path: Path) -> None:
+def test_backup_then_restore_on_a_fresh_server(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     source = open_database(database_url)
     box = SecretBox.in_folder(tmp_path / "old-server")
     item_id = populate(source, box)
@@ -55,8 +57,18 @@ def test_backup_then_restore_on_a_fresh_server(database_url: str, tmp_path: Path
     manifest = backup(source, archive, key_file=box.path)
     assert manifest["tables"]["machines"]["rows"] == 1
     assert b"s3cret!" not in archive.read_bytes()
-    # A fresh server elsewhere (the other database kind is fine too).
-    target = open_database(f"sqlite:///{tmp_path / 'new.db'}")
+    # A fresh server elsewhere, on the other kind of database.
+    if database_url.startswith("sqlite"):
+        import sqlalchemy
+
+        target_url: str = request.getfixturevalue("postgres_url")
+        fresh = sqlalchemy.create_engine(target_url)
+        with fresh.begin() as conn:
+            conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        fresh.dispose()
+    else:
+        target_url = f"sqlite:///{tmp_path / 'new.db'}"
+    target = open_database(target_url)
     restore(target, archive, key_file=tmp_path / "new-server" / "secret.key")
     new_box = SecretBox.in_folder(tmp_path / "new-server")
     with session_factory(target)() as s:
@@ -66,7 +78,14 @@ def test_backup_then_restore_on_a_fresh_server(database_url: str, tmp_path: Path
         assert item is not None and item.state == "Protected"
         assert s.scalars(select(Disk)).one().capacity == 2 * TiB
         assert s.scalars(select(JobEvent)).one().bytes == 5 * TiB
-        assert s.scalars(select(Job)).one().state == "succeeded"
+        job = s.scalars(select(Job)).one()
+        assert job.state == "succeeded"
+    # The restored server keeps working: new rows get new ids (on PostgreSQL
+    # the sequences were moved past the restored ids).
+    with session_factory(target).begin() as s:
+        s.add(JobEvent(job_id=job.id, step="after-restore", kind="start", bytes=0))
+    with session_factory(target)() as s:
+        assert len(s.scalars(select(JobEvent)).all()) == 2
     # Without the key, the credentials stay sealed.
     with pytest.raises(SecretUnreadable):
         SecretBox.in_folder(tmp_path / "stranger").open(vc.secret_enc)

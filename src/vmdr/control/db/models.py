@@ -270,3 +270,50 @@ class JobEvent(Base):
     kind: Mapped[str] = mapped_column(String(16))  # start | end | error | progress
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     message: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class TrafficProfile(Base):
+    """A DNS name the traffic manager keeps pointed at the active site."""
+
+    __tablename__ = "traffic_profiles"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    dns_name: Mapped[str] = mapped_column(String(255))
+    ttl: Mapped[int] = mapped_column(Integer)
+    routing: Mapped[str] = mapped_column(String(16), default="priority")
+    item_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    published: Mapped[list[str] | None] = mapped_column(JSON, default=None)  # last set by vmdr
+    updated_at: Mapped[dt.datetime] = mapped_column(default=now, onupdate=now)
+    endpoints: Mapped[list[TrafficEndpoint]] = relationship(
+        back_populates="profile", cascade="all, delete-orphan", order_by="TrafficEndpoint.priority"
+    )
+
+
+class TrafficEndpoint(Base):
+    __tablename__ = "traffic_endpoints"
+    __table_args__ = (UniqueConstraint("profile_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    profile_id: Mapped[str] = mapped_column(ForeignKey("traffic_profiles.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    site: Mapped[str] = mapped_column(String(16))  # primary | recovery
+    address: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    probe: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    healthy: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    probed_at: Mapped[float | None] = mapped_column(Float, default=None)
+    detail: Mapped[str | None] = mapped_column(Text, default=None)
+    profile: Mapped[TrafficProfile] = relationship(back_populates="endpoints")
+
+
+class RoutingEvent(Base):
+    __tablename__ = "routing_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    profile_id: Mapped[str] = mapped_column(
+        ForeignKey("traffic_profiles.id", ondelete="CASCADE"), index=True
+    )
+    time: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)

@@ -65,6 +65,14 @@ class Workflows:
     runner: JobRunner
     secrets: Callable[[], SecretBox]
     state_dir: Path
+    traffic: Any = None  # control.traffic.TrafficManager, for cutover steps
+
+    def cutover(self, ctx: StepContext, site: str) -> None:
+        """Move the item's DNS names to ``site`` (after the item's state changed)."""
+        if self.traffic is None:
+            return
+        for address in self.traffic.cutover_item(ctx.params["item"], site):
+            ctx.progress("cutover", 0, f"DNS now points at {address} ({site})")
 
     @property
     def dataplane(self) -> DataPlane:
@@ -72,11 +80,7 @@ class Workflows:
 
     def dataplane_option(self, key: str, default: float) -> float:
         """A number from the data-plane file (e.g. ``rpo_threshold``)."""
-        import json
-
-        path = self.dataplane.path
-        raw = json.loads(path.read_text()) if path.exists() else {}
-        return float(raw.get(key) or default)
+        return float(self.dataplane.raw().get(key) or default)
 
     # -- the item --------------------------------------------------------------------
     def item(self, s: Session, item_id: str) -> tuple[ProtectedItem, Machine]:

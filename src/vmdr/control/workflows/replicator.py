@@ -16,7 +16,6 @@ itself; its RPO comes from the process server's heartbeat.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -37,8 +36,7 @@ DEFAULT_RETENTION = 24
 
 
 def _options(wf: Workflows) -> tuple[float, int]:
-    path = wf.dataplane.path
-    raw: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    raw = wf.dataplane.raw()
     interval = float(raw.get("replication_interval") or DEFAULT_INTERVAL)
     return max(interval, 1.0), int(raw.get("point_retention") or DEFAULT_RETENTION)
 

@@ -163,8 +163,11 @@ def cloud_kinds(wf: Workflows) -> list[JobKind]:
     def step(fn: Any, *args: Any) -> Any:
         return lambda ctx: fn(wf, ctx, *args)
 
-    def kind(name: str, steps: list[tuple[str, Any]], cancel_before: int | None = 0) -> JobKind:
-        return JobKind(name, [*steps, ("complete", wf.complete)], cancel_before, wf.failed)
+    def kind(
+        name: str, steps: list[tuple[str, Any]], cancel_before: int | None = 0, site: str = ""
+    ) -> JobKind:
+        after = [("cutover", lambda ctx: wf.cutover(ctx, site))] if site else []
+        return JobKind(name, [*steps, ("complete", wf.complete), *after], cancel_before, wf.failed)
 
     return [
         kind(
@@ -187,6 +190,7 @@ def cloud_kinds(wf: Workflows) -> list[JobKind]:
                 ("start-in-cloud", step(_start_in_cloud)),
             ],
             cancel_before=1,
+            site="recovery",
         ),
         kind(
             "unplannedFailover",
@@ -194,8 +198,9 @@ def cloud_kinds(wf: Workflows) -> list[JobKind]:
                 ("restore-point", step(_restore_point)),
                 ("start-in-cloud", step(_start_in_cloud)),
             ],
+            site="recovery",
         ),
-        kind("cancelFailover", [("cancel-in-cloud", step(_cancel_in_cloud))]),
+        kind("cancelFailover", [("cancel-in-cloud", step(_cancel_in_cloud))], site="primary"),
         kind("commit", []),
         kind(
             "reprotectToCloud",

@@ -343,8 +343,11 @@ def onprem_kinds(wf: Workflows) -> list[JobKind]:
     def step(fn: Any) -> Any:
         return lambda ctx: fn(wf, ctx)
 
-    def kind(name: str, steps: list[tuple[str, Any]], cancel_before: int | None = 0) -> JobKind:
-        return JobKind(name, [*steps, ("complete", wf.complete)], cancel_before, wf.failed)
+    def kind(
+        name: str, steps: list[tuple[str, Any]], cancel_before: int | None = 0, site: str = ""
+    ) -> JobKind:
+        after = [("cutover", lambda ctx: wf.cutover(ctx, site))] if site else []
+        return JobKind(name, [*steps, ("complete", wf.complete), *after], cancel_before, wf.failed)
 
     return [
         kind(
@@ -366,6 +369,7 @@ def onprem_kinds(wf: Workflows) -> list[JobKind]:
                 ("power-on-onprem", step(_power_on_onprem)),
             ],
             cancel_before=1,
+            site="primary",
         ),
         kind(
             "commitFailback",
