@@ -8,7 +8,7 @@ import os
 import typer
 
 from vmdr import __version__
-from vmdr.cli import disk, lab, remote, serve, traffic, workflows
+from vmdr.cli import disk, lab, plans, remote, serve, traffic, workflows
 
 app = typer.Typer(
     name="vmdr",
@@ -22,6 +22,7 @@ app.add_typer(serve.app, name="serve")
 remote.add_commands(app)
 workflows.add_commands(app)
 traffic.add_commands(app)
+plans.add_commands(app)
 
 
 @app.command()

@@ -45,6 +45,7 @@ from vmdr.control.db.engine import open_database, session_factory
 from vmdr.control.db.models import Datastore, Host, Job, JobEvent, Machine, Site, VCenter
 from vmdr.control.inventory import store_discovery
 from vmdr.control.jobs import JobKind, JobRunner, JobUnknown, StepContext
+from vmdr.control.plans import add_plan_routes, plan_job_kind, scripts_folder
 from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.secrets import SecretBox
 from vmdr.control.traffic import TrafficManager
@@ -163,7 +164,7 @@ class ConfigServer:
         )
         kinds = [*cloud_kinds(self.workflows), *onprem_kinds(self.workflows)]
         kinds += [*upkeep_kinds(self.workflows), plan_kind(self.workflows)]
-        for kind in (*kinds, replicate_kind(self.workflows)):
+        for kind in (*kinds, replicate_kind(self.workflows), plan_job_kind(self.workflows)):
             self.runner.register(kind)
 
     def _discover_step(self, ctx: StepContext) -> None:
@@ -227,6 +228,8 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
     traffic = TrafficManager(cs.sessions, lambda: cs.workflows.dataplane)
     cs.workflows.traffic = traffic
     add_traffic_routes(app, traffic)
+    add_plan_routes(app, cs.workflows)
+    scripts_folder(settings.state_dir)
     app.state.config_server = cs
     admin = settings.state_dir / "admin.token"
     if not admin.exists():

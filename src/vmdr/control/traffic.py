@@ -66,7 +66,10 @@ def _view(e: TrafficEndpoint) -> EndpointView:
 class TrafficManager:
     def __init__(self, sessions: sessionmaker[Session], dataplane: Any, tick: float = 1.0):
         self.sessions, self._dataplane, self.tick = sessions, dataplane, tick
-        self.lock = threading.Lock()  # one DNS change at a time, from this process
+        # One DNS change at a time from this process; a cutover holds it from
+        # its priority change to its own update, so that the probing thread
+        # does not move the record in between on the new priorities.
+        self.lock = threading.RLock()
         self.stop = threading.Event()
 
     # -- plumbing --------------------------------------------------------------------------
@@ -151,6 +154,8 @@ class TrafficManager:
                 p = s.get(TrafficProfile, profile_id)
                 assert p is not None
                 name, ttl, published = p.dns_name, p.ttl, p.published
+            if published == [address]:
+                return address  # already there: no update, no event
             expected = published if published is not None else dns.addresses(name)
             try:
                 dns.replace(name, [address], ttl, expected)
@@ -171,6 +176,10 @@ class TrafficManager:
 
     # -- cutover (a workflow step) -----------------------------------------------------------
     def cutover(self, profile_id: str, site: str, timeout: float = CUTOVER_PROBE_TIMEOUT) -> str:
+        with self.lock:
+            return self._cutover(profile_id, site, timeout)
+
+    def _cutover(self, profile_id: str, site: str, timeout: float) -> str:
         with self.sessions.begin() as s:
             p = s.get(TrafficProfile, profile_id)
             if p is None:

@@ -33,7 +33,7 @@ from vmdr.model.errors import VmdrError
 from vmdr.model.health import DEFAULT_RPO_THRESHOLD, replication_health
 from vmdr.model.lifecycle import Direction, ItemState, Operation, Site, State
 
-__all__ = ["add_item_routes", "job_kind_for"]
+__all__ = ["add_item_routes", "find_item", "job_kind_for", "start_operation"]
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$"
 
@@ -155,19 +155,28 @@ def _item(row: ProtectedItem, machine: Machine, points: int | None = None) -> di
     return out
 
 
+def start_operation(
+    wf: Workflows, item_id: str, op: Operation, params: dict[str, Any]
+) -> tuple[str, str]:
+    """Start ``op`` on the item (the life cycle says whether it may), queue its
+    job and run it in a thread; return (job id, job kind)."""
+    with wf.sessions() as s:
+        row, machine = wf.item(s, item_id)
+        kind = job_kind_for(to_state(row, machine.name), op)
+    wf.transition(item_id, lambda item: lifecycle.start(item, op))
+    try:
+        job_id = wf.runner.submit(kind, {"item": item_id, **params}, item_id=item_id)
+    except BaseException as exc:
+        message = exc.message if isinstance(exc, VmdrError) else repr(exc)
+        wf.transition(item_id, lambda item: lifecycle.fail(item, message))
+        raise
+    wf.runner.start_in_thread(job_id)
+    return job_id, kind
+
+
 def add_item_routes(app: FastAPI, wf: Workflows) -> None:
     def operate(item_id: str, op: Operation, params: dict[str, Any]) -> JSONResponse:
-        with wf.sessions() as s:
-            row, machine = wf.item(s, item_id)
-            kind = job_kind_for(to_state(row, machine.name), op)
-        wf.transition(item_id, lambda item: lifecycle.start(item, op))
-        try:
-            job_id = wf.runner.submit(kind, {"item": item_id, **params}, item_id=item_id)
-        except BaseException as exc:
-            message = exc.message if isinstance(exc, VmdrError) else repr(exc)
-            wf.transition(item_id, lambda item: lifecycle.fail(item, message))
-            raise
-        wf.runner.start_in_thread(job_id)
+        job_id, kind = start_operation(wf, item_id, op, params)
         body = {
             "item": item_id,
             "operation": str(op),
@@ -221,7 +230,7 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
     @app.get("/v1/protected-items/{ident}")
     def get_item(ident: str) -> dict[str, Any]:
         with wf.sessions() as s:
-            row, machine = _find(wf, s, ident)
+            row, machine = find_item(wf, s, ident)
             points = s.scalars(
                 select(RecoveryPoint.seq).where(RecoveryPoint.item_id == row.id).distinct()
             ).all()
@@ -230,7 +239,7 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
     @app.get("/v1/protected-items/{ident}/recovery-points")
     def get_points(ident: str) -> list[dict[str, Any]]:
         with wf.sessions() as s:
-            row, _ = _find(wf, s, ident)
+            row, _ = find_item(wf, s, ident)
             rows = s.scalars(
                 select(RecoveryPoint)
                 .where(RecoveryPoint.item_id == row.id)
@@ -248,7 +257,7 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
     def post_plan(ident: str, body: OperationRequest) -> JSONResponse:
         """The transfer plan of the next reprotect (a read-only job)."""
         with wf.sessions() as s:
-            row, _ = _find(wf, s, ident)
+            row, _ = find_item(wf, s, ident)
             item_id = row.id
         params = {"item": item_id, **body.model_dump(exclude_defaults=True)}
         job_id = wf.runner.submit("reprotectPlan", params)
@@ -265,12 +274,12 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
     def post_operation(ident: str, operation: Operation, body: OperationRequest) -> JSONResponse:
         """Run an operation on the item (ASR names); 202 with the job's URL."""
         with wf.sessions() as s:
-            row, _ = _find(wf, s, ident)
+            row, _ = find_item(wf, s, ident)
             item_id = row.id
         return operate(item_id, operation, body.model_dump(exclude_defaults=True))
 
 
-def _find(wf: Workflows, s: Any, ident: str) -> tuple[ProtectedItem, Machine]:
+def find_item(wf: Workflows, s: Any, ident: str) -> tuple[ProtectedItem, Machine]:
     """An item by its id or its machine's name."""
     row = s.get(ProtectedItem, ident)
     if row is None:

@@ -1,0 +1,441 @@
+"""Recovery plans: ordered groups of protected items, with steps between and
+inside the groups, run as one durable, resumable job.
+
+A plan's spec::
+
+    {"groups": [
+        {"name": "database", "items": ["db-01"],
+         "before": [STEP, ...], "after": [STEP, ...]},
+        ...],
+     "after": [STEP, ...]}                 # once every group is done
+
+    STEP = {"kind": "script", "script": "check-db.sh", "args": ["--fast"], "timeout": 60}
+         | {"kind": "manual", "message": "Confirm the storage team is ready"}
+         | {"kind": "cutover", "profile": "shop", "site": "recovery" | "primary"}
+         | {"kind": "probe", "profile": "shop", "endpoint": "cloud", "timeout": 120}
+
+Running an operation on a plan (``POST /v1/recovery-plans/{plan}/{operation}``)
+walks the groups in order; the items of one group run the operation in
+parallel, and the next group starts only when all of them succeeded. Item
+jobs started by a plan leave DNS alone (the plan's own cutover steps move it,
+once). Every unit of work (a step, an item's operation) is recorded as done on
+the job when it ends; a failure stops the plan with the error, and ``resume``
+starts a new job that skips what is done — nothing is redone or lost.
+
+Scripts are files in ``<state>/scripts/`` of the configuration server, named
+(never a path) in the spec: a request cannot make the server run anything
+else. Their output (the last 8 KiB) is kept on the job.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+
+from vmdr.control.db.models import Job, JobEvent, RecoveryPlan, TrafficProfile
+from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.workflows.context import Workflows
+from vmdr.control.workflows.items import find_item, start_operation
+from vmdr.model.errors import VmdrError
+from vmdr.model.lifecycle import Operation
+
+__all__ = ["add_plan_routes", "plan_job_kind"]
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+OUTPUT_KEPT = 8192
+APPROVAL_WAIT = 24 * 3600.0
+
+
+class PlanError(VmdrError):
+    code = "VMDR-E0910"
+    msg = "recovery plan {plan}: {detail}"
+    fix = "Fix the cause, then `vmdr plans resume {plan}`: what is done is not done again."
+
+
+class PlanNotFound(VmdrError):
+    code = "VMDR-E0911"
+    http_status = 404
+    msg = "no recovery plan {plan!r}"
+    fix = "List plans with `vmdr plans list`."
+
+
+class PlanExists(VmdrError):
+    code = "VMDR-E0912"
+    http_status = 409
+    msg = "a recovery plan named {plan!r} exists already"
+    fix = "Choose another name, or delete it first (`vmdr plans delete {plan}`)."
+
+
+class ScriptStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["script"]
+    script: str = Field(pattern=NAME)
+    args: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=32)
+    timeout: float = Field(default=300.0, gt=0, le=86400)
+
+
+class ManualStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["manual"]
+    message: str = Field(min_length=1, max_length=500)
+
+
+class CutoverStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["cutover"]
+    profile: str = Field(pattern=NAME)
+    site: Literal["primary", "recovery"]
+
+
+class ProbeStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["probe"]
+    profile: str = Field(pattern=NAME)
+    endpoint: str = Field(pattern=NAME)
+    timeout: float = Field(default=120.0, gt=0, le=3600)
+
+
+Step = Annotated[ScriptStep | ManualStep | CutoverStep | ProbeStep, Field(discriminator="kind")]
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME)
+    items: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$")]] = Field(
+        max_length=100
+    )
+    before: list[Step] = Field(default_factory=list, max_length=50)
+    after: list[Step] = Field(default_factory=list, max_length=50)
+
+
+class PlanSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    groups: list[Group] = Field(min_length=1, max_length=50)
+    after: list[Step] = Field(default_factory=list, max_length=50)
+
+
+class NewPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME)
+    spec: PlanSpec
+
+
+class PlanRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    remove_snapshots: bool = False
+    force: bool = False
+
+
+PlanOperation = Literal[
+    "plannedFailover",
+    "unplannedFailover",
+    "commit",
+    "reprotect",
+    "testFailover",
+    "testFailoverCleanup",
+]
+PLAN_OPERATIONS = {
+    "plannedFailover": Operation.PLANNED_FAILOVER,
+    "unplannedFailover": Operation.UNPLANNED_FAILOVER,
+    "commit": Operation.COMMIT,
+    "reprotect": Operation.REPROTECT,
+    "testFailover": Operation.TEST_FAILOVER,
+    "testFailoverCleanup": Operation.TEST_FAILOVER_CLEANUP,
+}
+
+
+def _units(spec: PlanSpec) -> list[tuple[str, dict[str, Any]]]:
+    """The plan as a flat list of (key, unit); keys are stable across runs."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for g, group in enumerate(spec.groups):
+        out += [(f"g{g}.before{i}", s.model_dump()) for i, s in enumerate(group.before)]
+        out.append((f"g{g}.items", {"kind": "items", "group": group.name, "items": group.items}))
+        out += [(f"g{g}.after{i}", s.model_dump()) for i, s in enumerate(group.after)]
+    out += [(f"after{i}", s.model_dump()) for i, s in enumerate(spec.after)]
+    return out
+
+
+class PlanRunner:
+    def __init__(self, wf: Workflows) -> None:
+        self.wf = wf
+
+    def run(self, ctx: StepContext) -> None:
+        with self.wf.sessions() as s:
+            plan = s.get(RecoveryPlan, ctx.params["plan"])
+            if plan is None:
+                raise PlanNotFound(plan=ctx.params["plan"])
+            name, spec = plan.name, PlanSpec.model_validate(plan.spec)
+        done = set(ctx.params.get("done", []))
+        for key, unit in _units(spec):
+            if key in done:
+                ctx.progress(key, 0, "done in an earlier run")
+                continue
+            ctx.progress(key, 0, f"{unit['kind']} starts")
+            try:
+                getattr(self, f"_{unit['kind']}")(ctx, name, key, unit)
+            except VmdrError as exc:
+                raise PlanError(plan=name, detail=f"{key} ({unit['kind']}): {exc}") from exc
+            self._mark_done(ctx, key)
+
+    def _mark_done(self, ctx: StepContext, key: str) -> None:
+        with self.wf.sessions.begin() as s:
+            job = s.get(Job, ctx.job_id)
+            assert job is not None
+            job.params = {**job.params, "done": [*job.params.get("done", []), key]}
+        ctx.params["done"] = [*ctx.params.get("done", []), key]
+        ctx.progress(key, 0, "done")
+
+    # -- units ----------------------------------------------------------------------------
+    def _items(self, ctx: StepContext, plan: str, key: str, unit: dict[str, Any]) -> None:
+        op = PLAN_OPERATIONS[ctx.params["operation"]]
+        done = set(ctx.params.get("done", []))
+        options = {k: v for k, v in ctx.params.get("options", {}).items() if v}
+        jobs: dict[str, str] = {}
+        for name in unit["items"]:
+            if f"{key}:{name}" in done:
+                continue
+            with self.wf.sessions() as s:
+                row, _ = find_item(self.wf, s, name)
+            job_id, kind = start_operation(self.wf, row.id, op, {**options, "skip_cutover": True})
+            jobs[name] = job_id
+            ctx.progress(key, 0, f"{name}: {kind} job {job_id}")
+        failed = []
+        for name, job_id in jobs.items():  # the group runs in parallel; wait for all
+            state, error = self._wait(job_id)
+            if state == "succeeded":
+                self._mark_done(ctx, f"{key}:{name}")
+            else:
+                failed.append(f"{name}: {(error or {}).get('code')} {(error or {}).get('message')}")
+        if failed:
+            raise PlanError(plan=plan, detail=f"group {unit['group']}: " + "; ".join(failed))
+
+    def _wait(self, job_id: str) -> tuple[str, dict[str, Any] | None]:
+        while True:
+            with self.wf.sessions() as s:
+                job = s.get(Job, job_id)
+                assert job is not None
+                if job.state not in ("queued", "running"):
+                    return job.state, job.error
+            time.sleep(0.3)
+
+    def _script(self, ctx: StepContext, plan: str, key: str, unit: dict[str, Any]) -> None:
+        folder = (self.wf.state_dir / "scripts").resolve()
+        path = (folder / unit["script"]).resolve()
+        if path.parent != folder or not path.is_file() or not os.access(path, os.X_OK):
+            raise PlanError(
+                plan=plan, detail=f"script {unit['script']!r} is not an executable file in {folder}"
+            )
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "VMDR_PLAN": plan,
+            "VMDR_PLAN_OPERATION": ctx.params["operation"],
+            "VMDR_PLAN_STEP": key,
+        }
+        try:
+            done = subprocess.run(
+                [str(path), *unit["args"]],
+                capture_output=True,
+                timeout=unit["timeout"],
+                cwd=folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise PlanError(
+                plan=plan, detail=f"script {unit['script']} ran over {unit['timeout']:.0f} s"
+            ) from exc
+        output = (done.stdout + done.stderr)[-OUTPUT_KEPT:].decode(errors="replace")
+        ctx.progress(key, 0, f"script {unit['script']} exited {done.returncode}: {output}")
+        if done.returncode != 0:
+            raise PlanError(plan=plan, detail=f"script {unit['script']} exited {done.returncode}")
+
+    def _manual(self, ctx: StepContext, plan: str, key: str, unit: dict[str, Any]) -> None:
+        ctx.progress(key, 0, f"waiting for approval: {unit['message']}")
+        deadline = time.monotonic() + APPROVAL_WAIT
+        while time.monotonic() < deadline:
+            with self.wf.sessions() as s:
+                approved = s.scalars(
+                    select(JobEvent).where(
+                        JobEvent.job_id == ctx.job_id,
+                        JobEvent.step == key,
+                        JobEvent.kind == "approved",
+                    )
+                ).first()
+            if approved is not None:
+                return
+            time.sleep(0.3)
+        raise PlanError(plan=plan, detail=f"{key} was not approved in time")
+
+    def _cutover(self, ctx: StepContext, plan: str, key: str, unit: dict[str, Any]) -> None:
+        profile = self._profile(plan, unit["profile"])
+        address = self.wf.traffic.cutover(profile, unit["site"])
+        ctx.progress(key, 0, f"{unit['profile']} now points at {address} ({unit['site']})")
+
+    def _probe(self, ctx: StepContext, plan: str, key: str, unit: dict[str, Any]) -> None:
+        from vmdr.control.db.models import TrafficEndpoint
+
+        profile = self._profile(plan, unit["profile"])
+        deadline = time.monotonic() + unit["timeout"]
+        while True:
+            with self.wf.sessions() as s:
+                e = s.scalars(
+                    select(TrafficEndpoint).where(
+                        TrafficEndpoint.profile_id == profile,
+                        TrafficEndpoint.name == unit["endpoint"],
+                    )
+                ).first()
+                if e is None:
+                    raise PlanError(plan=plan, detail=f"no endpoint {unit['endpoint']}")
+                endpoint_id, healthy, detail = e.id, e.healthy, e.detail
+            if healthy:
+                return
+            if time.monotonic() > deadline:
+                raise PlanError(
+                    plan=plan, detail=f"probe of {unit['endpoint']} did not pass: {detail}"
+                )
+            self.wf.traffic.probe_due(force={endpoint_id})
+            time.sleep(1.0)
+
+    def _profile(self, plan: str, name: str) -> str:
+        with self.wf.sessions() as s:
+            found = s.scalars(select(TrafficProfile.id).where(TrafficProfile.name == name)).first()
+        if found is None:
+            raise PlanError(plan=plan, detail=f"no traffic profile {name!r}")
+        return found
+
+
+def plan_job_kind(wf: Workflows) -> JobKind:
+    return JobKind("recoveryPlan", [("run-plan", PlanRunner(wf).run)], cancellable_before=None)
+
+
+def _plan_dict(plan: RecoveryPlan) -> dict[str, Any]:
+    return {"id": plan.id, "name": plan.name, "spec": plan.spec}
+
+
+def add_plan_routes(app: FastAPI, wf: Workflows) -> None:
+    def find(s: Any, ident: str) -> RecoveryPlan:
+        plan: RecoveryPlan | None = s.scalars(
+            select(RecoveryPlan).where(or_(RecoveryPlan.id == ident, RecoveryPlan.name == ident))
+        ).first()
+        if plan is None:
+            raise PlanNotFound(plan=ident)
+        return plan
+
+    @app.post("/v1/recovery-plans", status_code=201)
+    def post_plan(body: NewPlan) -> dict[str, Any]:
+        with wf.sessions() as s:
+            for group in body.spec.groups:
+                for item in group.items:
+                    find_item(wf, s, item)  # every item must be protected
+        try:
+            with wf.sessions.begin() as s:
+                plan = RecoveryPlan(name=body.name, spec=body.spec.model_dump())
+                s.add(plan)
+                s.flush()
+                return _plan_dict(plan)
+        except IntegrityError:
+            raise PlanExists(plan=body.name) from None
+
+    @app.get("/v1/recovery-plans")
+    def get_plans() -> list[dict[str, Any]]:
+        with wf.sessions() as s:
+            return [
+                _plan_dict(p) for p in s.scalars(select(RecoveryPlan).order_by(RecoveryPlan.name))
+            ]
+
+    @app.get("/v1/recovery-plans/{ident}")
+    def get_plan(ident: str) -> dict[str, Any]:
+        with wf.sessions() as s:
+            plan = find(s, ident)
+            jobs = s.scalars(
+                select(Job).where(Job.item_id == plan.id).order_by(Job.created_at.desc()).limit(10)
+            ).all()
+            return {
+                **_plan_dict(plan),
+                "runs": [
+                    {
+                        "job": j.id,
+                        "operation": j.params.get("operation"),
+                        "state": j.state,
+                        "done": j.params.get("done", []),
+                        "error": j.error,
+                    }
+                    for j in jobs
+                ],
+            }
+
+    @app.delete("/v1/recovery-plans/{ident}")
+    def delete_plan(ident: str) -> dict[str, Any]:
+        with wf.sessions.begin() as s:
+            s.delete(find(s, ident))
+        return {"deleted": ident}
+
+    def start(plan_id: str, params: dict[str, Any]) -> JSONResponse:
+        job_id = wf.runner.submit("recoveryPlan", params, item_id=plan_id)
+        wf.runner.start_in_thread(job_id)
+        body = {"plan": plan_id, "job": job_id, "url": f"/v1/jobs/{job_id}"}
+        return JSONResponse(body, status_code=202, headers={"location": body["url"]})
+
+    @app.post("/v1/recovery-plans/{ident}/resume", status_code=202)
+    def post_resume(ident: str) -> JSONResponse:
+        """Run the last failed or cancelled run again, skipping what it did."""
+        with wf.sessions() as s:
+            plan = find(s, ident)
+            last = s.scalars(
+                select(Job).where(Job.item_id == plan.id).order_by(Job.created_at.desc())
+            ).first()
+            if last is None or last.state not in ("failed", "cancelled"):
+                raise PlanError(plan=plan.name, detail="no failed run to resume")
+            params, plan_id = dict(last.params), plan.id
+        return start(plan_id, params)
+
+    @app.post("/v1/recovery-plans/{ident}/approve")
+    def post_approve(ident: str) -> dict[str, Any]:
+        """Approve the manual step the running plan waits on."""
+        with wf.sessions.begin() as s:
+            plan = find(s, ident)
+            job = s.scalars(
+                select(Job).where(Job.item_id == plan.id, Job.state == "running")
+            ).first()
+            waiting = None
+            if job is not None:
+                waiting = s.scalars(
+                    select(JobEvent)
+                    .where(
+                        JobEvent.job_id == job.id,
+                        JobEvent.kind == "progress",
+                        JobEvent.message.like("waiting for approval:%"),
+                    )
+                    .order_by(JobEvent.id.desc())
+                ).first()
+            if job is None or waiting is None:
+                raise PlanError(plan=plan.name, detail="no step is waiting for approval")
+            s.add(
+                JobEvent(
+                    job_id=job.id, step=waiting.step, kind="approved", bytes=0, message="approved"
+                )
+            )
+            return {"plan": plan.name, "job": job.id, "approved": waiting.step}
+
+    @app.post("/v1/recovery-plans/{ident}/{operation}", status_code=202)
+    def post_run(ident: str, operation: PlanOperation, body: PlanRun) -> JSONResponse:
+        """Run an operation on every item of the plan, group by group."""
+        with wf.sessions() as s:
+            plan_id = find(s, ident).id
+        params = {"plan": plan_id, "operation": operation, "options": body.model_dump(), "done": []}
+        return start(plan_id, params)
+
+
+def scripts_folder(state_dir: Path) -> Path:
+    folder = state_dir / "scripts"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
