@@ -559,6 +559,41 @@ def test_failover_and_failback_move_the_dns_name(cycle_lab: Lab) -> None:
         assert any("cutover to recovery" in m for m in moves)
         assert any("cutover to primary" in m for m in moves)
     finally:
+        vmdr(lab, "traffic", "delete", "web")  # its servers go away with this test
         for server in servers:
             server.shutdown()
             server.server_close()
+
+
+def test_failback_to_an_earlier_recovery_point(cycle_lab: Lab) -> None:
+    """While web-01 runs in the cloud a point is taken ("good"); the workload
+    then keeps writing (say, the data got damaged). Failback to "good" brings
+    exactly that state home, proved, and keeps the later state as a point."""
+    lab, vm = cycle_lab, "web-01"
+    succeeded(lab, "reprotect", vm)  # to the cloud, after the DNS test's commit
+    succeeded(lab, "failover", vm)
+    succeeded(lab, "commit", vm)
+    succeeded(lab, "reprotect", vm)  # home again: the cloud VM runs and writes
+    blobs = {d["unit"]: d["blob"] for d in item(lab, vm)["disks"]}
+    succeeded(lab, "items", "point", vm, "--tag", "good")
+    _, points = vmdr(lab, "items", "points", vm)
+    good = points[-1]
+    assert good["tag"] == "good"
+    good_sha = {u: snapshot_sha(lab, good["disks"][str(u)]) for u in blobs}
+    at_good = {u: blob_etag(lab, b) for u, b in blobs.items()}
+    deadline = time.monotonic() + 30
+    while all(blob_etag(lab, b) == at_good[u] for u, b in blobs.items()):
+        assert time.monotonic() < deadline, "the cloud workload wrote nothing after the point"
+        time.sleep(0.5)
+
+    succeeded(lab, "failback", vm, "--recovery-point", str(good["seq"]))
+    back = item(lab, vm)
+    assert back["active_site"] == "primary" and all(
+        p["equal"] for p in back["failback_proof"].values()
+    )
+    built = next(v for v in load_inventory(lab.directory)["vms"] if v["name"] == vm)
+    for disk in built["disks"]:
+        assert file_sha(Path(disk["flat_path"])) == good_sha[disk["unit"]]
+    _, points = vmdr(lab, "items", "points", vm)
+    assert f"before-failback-to-{good['seq']}" in [p["tag"] for p in points]  # nothing lost
+    succeeded(lab, "commit", vm)

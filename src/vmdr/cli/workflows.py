@@ -164,6 +164,9 @@ def failover(
 
 def failback(
     item: str = typer.Argument(..., help="Protected item id or its machine's name."),
+    recovery_point: int | None = typer.Option(
+        None, help="Fail back to this earlier cloud recovery point (default: the latest state)."
+    ),
     wait: bool = WaitOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -178,7 +181,8 @@ def failback(
             ),
             as_json,
         )
-    _operate(item, "plannedFailover", {}, wait, as_json)
+    body = {"recovery_point": recovery_point} if recovery_point else {}
+    _operate(item, "plannedFailover", body, wait, as_json)
 
 
 def cancel_failover(
@@ -364,6 +368,18 @@ def add_commands(app: typer.Typer) -> None:
     def show_item(item: str, as_json: bool = JsonOption) -> None:
         """One protected item, with its disks, proofs and allowed operations."""
         emit_json(call("GET", f"/v1/protected-items/{item}", as_json))
+
+    @items.command("point")
+    def take_point(
+        item: str,
+        tag: str = typer.Option(..., help="A name for the point, e.g. before-upgrade."),
+        wait: bool = WaitOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Take a recovery point now (while the VM runs in the cloud: a point a
+        later failback can choose)."""
+        started = call("POST", f"/v1/protected-items/{item}/recovery-points", as_json, {"tag": tag})
+        _follow(started, wait, as_json)
 
     @items.command("points")
     def item_points(item: str, as_json: bool = JsonOption) -> None:

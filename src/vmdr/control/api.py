@@ -364,6 +364,7 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
             if len(body) > MAX_BACKUP:
                 raise BackupCorrupt(path="upload", detail=f"larger than {MAX_BACKUP} bytes")
         manifest = await run_in_threadpool(cs.restore, bytes(body))
+        roles_api.adopt_role_tokens(cs.sessions, tokens)
         threading.Thread(target=cs.runner.resume_all, daemon=True).start()
         return {"restored": True, "tables": manifest["tables"], "created": manifest["created"]}
 

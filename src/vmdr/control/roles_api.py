@@ -30,7 +30,7 @@ from vmdr.control.db.models import Machine, MasterTarget, ProcessServer
 from vmdr.model.errors import VmdrError
 from vmdr.transport.auth import TokenStore
 
-__all__ = ["OPEN", "STALE_SECONDS", "add_role_routes", "is_healthy"]
+__all__ = ["OPEN", "STALE_SECONDS", "add_role_routes", "adopt_role_tokens", "is_healthy"]
 
 OPEN = frozenset({"/v1/roles/register"})
 STALE_SECONDS = 90.0
@@ -117,6 +117,17 @@ def add_role_routes(app: FastAPI, sessions: Any, tokens: TokenStore) -> None:
 
     for kind, model in MODELS.items():
         app.add_api_route(f"/v1/{kind}s", _lister(sessions, model), methods=["GET"])
+
+
+def adopt_role_tokens(sessions: Any, tokens: TokenStore) -> int:
+    """After a restore: trust the registered roles' tokens again."""
+    count = 0
+    with sessions() as s:
+        for kind, model in MODELS.items():
+            for row in s.scalars(select(model)):
+                tokens.adopt(f"{kind}.{row.name}", row.token_digest)
+                count += 1
+    return count
 
 
 def _vm_settings(s: Any, mt: MasterTarget) -> dict[str, Any] | None:

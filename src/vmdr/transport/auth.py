@@ -123,6 +123,17 @@ class TokenStore:
             self._save()
             return token
 
+    def adopt(self, name: str, digest: str) -> None:
+        """Accept the token whose SHA-256 is ``digest`` as ``name``'s: a
+        configuration server restored from a backup keeps trusting the roles
+        registered with the server it replaces (their digests are in the
+        database; the tokens themselves never were)."""
+        if not _NAME.match(name) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise BadClientName(name=name)
+        with self._lock:
+            self._clients[name] = Client(name, digest, time.time())
+            self._save()
+
     def issue(self, name: str) -> str:
         """A token for ``name`` without a passphrase: for code that already
         holds the state folder (the lab, a service registering its own admin)."""

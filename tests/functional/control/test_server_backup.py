@@ -14,6 +14,7 @@ from typing import Any
 
 from vmdr.lab.lab import Lab
 from vmdr.lab.pair import Service
+from vmdr.transport.client import ServiceClient
 
 
 def cli(svc: Service, *args: str) -> Any:
@@ -54,6 +55,18 @@ def test_backup_restore_onto_a_fresh_server(lab: Lab, tmp_path: Path) -> None:
                 == "succeeded"
             )
             machines = c.get("/v1/machines")
+        # A master target registered with the old server (its token shown once).
+        passphrase = (old.state / "registration-passphrase").read_text().strip()
+        with ServiceClient("cs", old.url, old.ca_file) as anon:
+            role = anon.post(
+                "/v1/roles/register",
+                {
+                    "kind": "master-target",
+                    "name": "mt-a",
+                    "url": "https://127.0.0.1:9",
+                    "passphrase": passphrase,
+                },
+            )
         archive = tmp_path / "cs.backup"
         result = cli(old, "server", "backup", str(archive), "--with-key", "--json")
         assert result.returncode == 0, result.stderr
@@ -68,6 +81,10 @@ def test_backup_restore_onto_a_fresh_server(lab: Lab, tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr + result.stdout
         with new.client((new.state / "admin.token").read_text()) as c:
             assert c.get("/v1/machines") == machines
+            # The role keeps its token: the restored server trusts its heartbeats.
+            with ServiceClient("mt", new.url, new.ca_file, role["token"]) as mt:
+                assert mt.post("/v1/roles/heartbeat", {"health": {"ok": True}}) == {"ok": True}
+            assert c.get("/v1/master-targets")[0]["healthy"] is True
             # The restored credentials still open the vCenter: discover again.
             job = wait_job(new, c.post(f"/v1/vcenters/{vc['id']}/discover")["url"])
             assert job["state"] == "succeeded", job

@@ -57,6 +57,18 @@ class NewItem(BaseModel):
     machine: str = Field(pattern=NAME, description="machine name or id")
 
 
+class PointRefused(VmdrError):
+    code = "VMDR-E0828"
+    http_status = 409
+    msg = "{item} is {state}: a recovery point is taken only while it is protected"
+    fix = "Wait for the running operation to end, or reprotect the item first."
+
+
+class NewPoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tag: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
 class OperationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     recovery_point: int | None = Field(default=None, ge=1)
@@ -252,6 +264,29 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
             )
             entry["disks"][str(p.disk_unit)] = p.location
         return list(points.values())
+
+    @app.post("/v1/protected-items/{ident}/recovery-points", status_code=202)
+    def post_point(ident: str, body: NewPoint) -> JSONResponse:
+        """A recovery point now, with a tag (a job holding the item's lock)."""
+        with wf.sessions() as s:
+            row, machine = find_item(wf, s, ident)
+            item_id, state = row.id, to_state(row, machine.name)
+        if state.running is not None or state.state not in (
+            State.PROTECTED,
+            State.TEST_FAILOVER_COMPLETED,
+        ):
+            raise PointRefused(item=machine.name, state=str(state.state))
+        job_id = wf.runner.submit(
+            "recoveryPoint", {"item": item_id, "tag": body.tag}, item_id=item_id
+        )
+        wf.runner.start_in_thread(job_id)
+        answer = {
+            "item": item_id,
+            "kind": "recoveryPoint",
+            "job": job_id,
+            "url": f"/v1/jobs/{job_id}",
+        }
+        return JSONResponse(answer, status_code=202, headers={"location": answer["url"]})
 
     @app.post("/v1/protected-items/{ident}/reprotect-plan", status_code=202)
     def post_plan(ident: str, body: OperationRequest) -> JSONResponse:

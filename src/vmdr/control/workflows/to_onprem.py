@@ -244,9 +244,30 @@ def _stop_cloud_vm(wf: Workflows, ctx: StepContext) -> None:
     ctx.progress("shut-down-cloud-vm", 0, f"cloud VM {vm.name} is {vm.state}")
 
 
+def _restore_cloud_point(wf: Workflows, ctx: StepContext) -> None:
+    """Failback at an earlier recovery point: the cloud disks go back to it
+    first (their latest state kept as a recovery point of its own)."""
+    from vmdr.control.workflows.to_cloud import _point, _restore_point
+
+    if ctx.params.get("recovery_point") is None:
+        return
+    _point(wf, ctx, f"before-failback-to-{ctx.params['recovery_point']}")  # once per job
+    _restore_point(wf, ctx)
+
+
 def _final_sync(wf: Workflows, ctx: StepContext) -> None:
     """The writes the cloud VM made (its dirty maps), then a tagged point
-    that the master target has applied."""
+    that the master target has applied. After the cloud disks went back to
+    an earlier point, the blocks that changed are not in any dirty map: then
+    both sides are hashed again (a differential resync), so that the
+    on-premises disks become exactly the point."""
+    if ctx.params.get("recovery_point") is not None:
+        stop_replications(wf, ctx.params["item"])
+        params = {**ctx.params, "initial": "diff"}
+        sub = StepContext(ctx.job_id, params, ctx._runner)
+        _start_replication(wf, sub)
+        _wait_initial_sync(wf, sub)
+        return
     from vmdr.providers.azure.tracking import DirtyMap
 
     item = ctx.params["item"]
@@ -364,6 +385,7 @@ def onprem_kinds(wf: Workflows) -> list[JobKind]:
             "failback",
             [
                 ("shut-down-cloud-vm", step(_stop_cloud_vm)),
+                ("restore-cloud-point", step(_restore_cloud_point)),
                 ("final-sync", step(_final_sync)),
                 ("prove", step(_prove)),
                 ("power-on-onprem", step(_power_on_onprem)),

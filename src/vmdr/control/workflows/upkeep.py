@@ -95,6 +95,21 @@ def _stop(wf: Workflows, ctx: StepContext) -> None:
     stop_replications(wf, ctx.params["item"])
 
 
+def _take_point(wf: Workflows, ctx: StepContext) -> None:
+    """A recovery point on demand, named by the user. To the cloud: sync the
+    changes first, then snapshot. Back home (the VM runs in the cloud): a
+    snapshot of the cloud disks, a point a later failback can choose."""
+    from vmdr.model.lifecycle import Direction
+
+    with wf.sessions() as s:
+        row, _ = wf.item(s, ctx.params["item"])
+        to_cloud = row.direction == Direction.PRIMARY_TO_RECOVERY
+    if to_cloud:
+        _sync(wf, ctx, "sync")
+        _verify(wf, ctx)
+    _point(wf, ctx, ctx.params.get("tag") or "manual")
+
+
 def upkeep_kinds(wf: Workflows) -> list[JobKind]:
     def step(fn: Any, *args: Any) -> Any:
         return lambda ctx: fn(wf, ctx, *args)
@@ -127,4 +142,5 @@ def upkeep_kinds(wf: Workflows) -> list[JobKind]:
             ],
         ),
         kind("disableProtection", [("stop-replication", step(_stop))]),
+        JobKind("recoveryPoint", [("recovery-point", step(_take_point))]),
     ]
