@@ -597,3 +597,47 @@ def test_failback_to_an_earlier_recovery_point(cycle_lab: Lab) -> None:
     _, points = vmdr(lab, "items", "points", vm)
     assert f"before-failback-to-{good['seq']}" in [p["tag"] for p in points]  # nothing lost
     succeeded(lab, "commit", vm)
+
+
+def test_a_failback_drill_leaves_production_untouched(cycle_lab: Lab) -> None:
+    """Test failover in the recovery -> primary direction: a scratch VM on the
+    master target's host gets the disks as at the master target's latest
+    point; the real on-premises disks and the running cloud VM are untouched;
+    cleanup removes the scratch VM and its files."""
+    from vmdr.providers.vsphere.control import VmNotFound, find_vm
+    from vmdr.providers.vsphere.control import power_state as state_of
+    from vmdr.providers.vsphere.session import session
+
+    lab, vm = cycle_lab, "web-01"
+    succeeded(lab, "reprotect", vm)  # to the cloud, after the earlier-point test's commit
+    succeeded(lab, "failover", vm)
+    succeeded(lab, "commit", vm)
+    succeeded(lab, "reprotect", vm)  # home: the process server replicates to the master target
+    built = next(v for v in load_inventory(lab.directory)["vms"] if v["name"] == vm)
+    flats = {d["unit"]: Path(d["flat_path"]) for d in built["disks"]}
+    production = {u: file_sha(f) for u, f in flats.items()}
+
+    succeeded(lab, "test-failover", vm)
+    drilled = item(lab, vm)
+    assert drilled["state"] == "TestFailoverCompleted"
+    drill = drilled["test_failover"]["vm"]
+    assert drill == f"{vm}-drill"
+    roots = {d["name"]: Path(d["path"])
+             for d in load_inventory(lab.directory)["topology"]["datastores"]}  # fmt: skip
+    with session(vcenter_endpoint(lab.directory)) as si:
+        assert state_of(si, find_vm(si, drill)) == "poweredOn"
+    for unit, flat in flats.items():
+        suffix = "" if unit == 0 else f"_{unit}"
+        copy = roots["vmfs-01"] / drill / f"{drill}{suffix}-flat.vmdk"
+        assert file_sha(copy) == production[unit]  # the replica as at the latest point
+        assert file_sha(flat) == production[unit]  # production untouched
+    cloud = json.loads((lab.directory / "cloud-vms" / "cloud-vms.json").read_text())
+    assert cloud[vm]["state"] == "running"  # the cloud VM keeps running
+
+    succeeded(lab, "test-failover-cleanup", vm)
+    with session(vcenter_endpoint(lab.directory)) as si, pytest.raises(VmNotFound):
+        find_vm(si, drill)
+    assert not (roots["vmfs-01"] / drill).exists()
+    assert item(lab, vm)["state"] == "Protected"
+    succeeded(lab, "failback", vm)
+    succeeded(lab, "commit", vm)

@@ -23,14 +23,24 @@ phys-01               a physical server (no VM; fails back only through ALR)
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vmdr.providers.vsphere.control import vmware_disk_uuid
 from vmdr.providers.vsphere.session import objects_of_type, wait_for_task
+
+__all__ = [
+    "LAB_VMS",
+    "LabVm",
+    "create_vm",
+    "descriptor",
+    "fill_disk",
+    "populate",
+    "vmware_disk_uuid",
+]
 
 MiB = 1024 * 1024
 REGION = 4 * MiB
@@ -72,13 +82,6 @@ LAB_VMS: tuple[LabVm, ...] = (
 PHYSICAL_SERVERS: tuple[dict[str, Any], ...] = (
     {"name": "phys-01", "os": "Red Hat Enterprise Linux 8.8", "disks_mib": [128]},
 )
-
-
-def vmware_disk_uuid() -> str:
-    """A disk UUID in the form ESX gives them (``6000C29x-...``)."""
-    raw = uuid.uuid4().hex
-    u = "6000c29" + raw[7:]
-    return f"{u[0:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:32]}"
 
 
 def fill_disk(path: Path, size: int, seed: int) -> int:

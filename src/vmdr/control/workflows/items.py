@@ -91,6 +91,8 @@ _KINDS: dict[tuple[Operation, Direction], str] = {
     (Operation.REPROTECT, _TO_CLOUD.reversed()): "reprotectToCloud",
     (Operation.TEST_FAILOVER, _TO_CLOUD): "testFailover",
     (Operation.TEST_FAILOVER_CLEANUP, _TO_CLOUD): "testFailoverCleanup",
+    (Operation.TEST_FAILOVER, _TO_CLOUD.reversed()): "failbackDrill",
+    (Operation.TEST_FAILOVER_CLEANUP, _TO_CLOUD.reversed()): "failbackDrillCleanup",
     (Operation.RESYNC, _TO_CLOUD): "resyncToCloud",
     (Operation.RESYNC, _TO_CLOUD.reversed()): "resyncToOnPremises",
     (Operation.DISABLE_PROTECTION, _TO_CLOUD): "disableProtection",

@@ -84,6 +84,76 @@ def _clean_up_test(wf: Workflows, ctx: StepContext) -> None:
     wf.update_settings(item, test_failover=None)
 
 
+def _drill_name(settings: dict[str, Any]) -> str:
+    return f"{settings.get('onprem_vm') or settings['vm']}-drill"
+
+
+def _create_drill_vm(wf: Workflows, ctx: StepContext) -> None:
+    """The failback drill's scratch VM on the master target's ESX host, on the
+    datastore the failback would use; no network card: isolated by design."""
+    from vmdr.control.workflows.to_onprem import _exists, _master_target_host
+    from vmdr.providers.vsphere.control import NewDisk, create_vm, vmware_disk_uuid
+
+    item = ctx.params["item"]
+    settings = wf.settings(item)
+    name = _drill_name(settings)
+    datastore = settings["failback_targets"][0]["file"].partition("]")[0].lstrip("[")
+    with wf.vsphere(settings["vcenter"]) as si:
+        if not _exists(si, name):
+            disks = [NewDisk(d["capacity"], vmware_disk_uuid()) for d in settings["disks"]]
+            create_vm(si, name, _master_target_host(wf), datastore, disks)
+    wf.update_settings(
+        item, test_failover={"vm": name, "datastore": datastore, "direction": "recoveryToPrimary"}
+    )
+    ctx.progress("create-drill-vm", 0, f"scratch VM {name} on {datastore}")
+
+
+def _materialise_drill_disks(wf: Workflows, ctx: StepContext) -> None:
+    """The master target writes each disk as at the latest recovery point it
+    holds into the scratch VM's disks; the replica itself is not touched."""
+    from vmdr.control.workflows.to_onprem import _repl_id
+
+    item = ctx.params["item"]
+    settings = wf.settings(item)
+    drill = settings["test_failover"]
+    with wf.dataplane.mt() as mt:
+        for i, disk in enumerate(settings["disks"]):
+            suffix = "" if i == 0 else f"_{i}"
+            path = f"{drill['vm']}/{drill['vm']}{suffix}-flat.vmdk"
+            done = mt.post(
+                f"/v1/disks/{_repl_id(item, disk['unit'])}/materialise",
+                {"point": "latest", "datastore": drill["datastore"], "path": path},
+            )
+            ctx.progress(
+                "materialise",
+                disk["capacity"],
+                f"disk {disk['unit']} as at point {done['point']['seq']}",
+            )
+
+
+def _power_on_drill(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.providers.vsphere.control import find_vm, power_on
+
+    settings = wf.settings(ctx.params["item"])
+    with wf.vsphere(settings["vcenter"]) as si:
+        power_on(si, find_vm(si, settings["test_failover"]["vm"]))
+
+
+def _clean_up_drill(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.control.workflows.to_onprem import _exists
+    from vmdr.providers.vsphere.control import delete_vm, find_vm, power_off
+
+    item = ctx.params["item"]
+    settings = wf.settings(item)
+    name = (settings.get("test_failover") or {}).get("vm") or _drill_name(settings)
+    with wf.vsphere(settings["vcenter"]) as si:
+        if _exists(si, name):
+            vm = find_vm(si, name)
+            power_off(si, vm, guest_timeout=30)
+            delete_vm(si, vm)  # its files go with it
+    wf.update_settings(item, test_failover=None)
+
+
 def _restart_failback_replication(wf: Workflows, ctx: StepContext) -> None:
     """Recreated with a differential initial sync: whatever the target holds
     already (OLR or ALR) is not sent again."""
@@ -143,4 +213,13 @@ def upkeep_kinds(wf: Workflows) -> list[JobKind]:
         ),
         kind("disableProtection", [("stop-replication", step(_stop))]),
         JobKind("recoveryPoint", [("recovery-point", step(_take_point))]),
+        kind(
+            "failbackDrill",
+            [
+                ("create-drill-vm", step(_create_drill_vm)),
+                ("materialise", step(_materialise_drill_disks)),
+                ("power-on-drill-vm", step(_power_on_drill)),
+            ],
+        ),
+        kind("failbackDrillCleanup", [("clean-up-drill", step(_clean_up_drill))]),
     ]

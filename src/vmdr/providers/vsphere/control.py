@@ -11,6 +11,7 @@ of ``session``/``Connection``.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "remove_snapshots",
     "snapshot_names",
     "vm_datastores",
+    "vmware_disk_uuid",
 ]
 
 _CONTROLLER_KEY = 1000
@@ -48,6 +50,13 @@ class VmNotFound(VSphereError):
 class NewDisk:
     capacity: int  # bytes
     uuid: str  # VMware form, e.g. 6000C29a-...
+
+
+def vmware_disk_uuid() -> str:
+    """A disk UUID in the form ESX gives them (``6000C29x-...``)."""
+    raw = uuid.uuid4().hex
+    u = "6000c29" + raw[7:]
+    return f"{u[0:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:32]}"
 
 
 def find_vm(si: Any, name: str) -> Any:
