@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vmdr.blocks.durable import write_atomically
 from vmdr.control.dataplane import DataPlane
 from vmdr.control.db.models import Machine, ProtectedItem, RecoveryPoint, VCenter
-from vmdr.control.jobs import JobRunner, StepContext
+from vmdr.control.jobs import JobKind, JobRunner, StepContext
 from vmdr.control.secrets import SecretBox
 from vmdr.model import lifecycle
 from vmdr.model.errors import VmdrError
@@ -81,6 +81,21 @@ class Workflows:
     def dataplane_option(self, key: str, default: float) -> float:
         """A number from the data-plane file (e.g. ``rpo_threshold``)."""
         return float(self.dataplane.raw().get(key) or default)
+
+    # -- job kinds -------------------------------------------------------------------
+    def step(self, fn: Callable[..., None], *args: Any) -> Callable[[StepContext], None]:
+        """A job step calling ``fn(self, ctx, *args)``."""
+        return lambda ctx: fn(self, ctx, *args)
+
+    def operation_kind(
+        self, name: str, steps: list[tuple[str, Any]], cancel_before: int | None = 0,
+        site: str = "",
+    ) -> JobKind:  # fmt: skip
+        """An operation's job: its steps, then ``complete`` (the item reaches
+        its end state), then, with ``site``, the DNS cutover to that site."""
+        after = [("cutover", lambda ctx: self.cutover(ctx, site))] if site else []
+        steps = [*steps, ("complete", self.complete), *after]
+        return JobKind(name, steps, cancel_before, self.failed)
 
     # -- the item --------------------------------------------------------------------
     def item(self, s: Session, item_id: str) -> tuple[ProtectedItem, Machine]:

@@ -11,8 +11,6 @@ snapshots. Every step is idempotent (a resync of equal disks moves nothing).
 
 from __future__ import annotations
 
-from typing import Any
-
 from vmdr.blocks.backend import open_backend
 from vmdr.blocks.resync import DiffResync
 from vmdr.blocks.verify import Verify
@@ -160,14 +158,7 @@ def _cancel_in_cloud(wf: Workflows, ctx: StepContext) -> None:
 
 
 def cloud_kinds(wf: Workflows) -> list[JobKind]:
-    def step(fn: Any, *args: Any) -> Any:
-        return lambda ctx: fn(wf, ctx, *args)
-
-    def kind(
-        name: str, steps: list[tuple[str, Any]], cancel_before: int | None = 0, site: str = ""
-    ) -> JobKind:
-        after = [("cutover", lambda ctx: wf.cutover(ctx, site))] if site else []
-        return JobKind(name, [*steps, ("complete", wf.complete), *after], cancel_before, wf.failed)
+    step, kind = wf.step, wf.operation_kind
 
     return [
         kind(

@@ -361,14 +361,7 @@ def stop_replications(wf: Workflows, item: str) -> None:
 
 
 def onprem_kinds(wf: Workflows) -> list[JobKind]:
-    def step(fn: Any) -> Any:
-        return lambda ctx: fn(wf, ctx)
-
-    def kind(
-        name: str, steps: list[tuple[str, Any]], cancel_before: int | None = 0, site: str = ""
-    ) -> JobKind:
-        after = [("cutover", lambda ctx: wf.cutover(ctx, site))] if site else []
-        return JobKind(name, [*steps, ("complete", wf.complete), *after], cancel_before, wf.failed)
+    step, kind = wf.step, wf.operation_kind
 
     return [
         kind(

@@ -181,11 +181,7 @@ def _take_point(wf: Workflows, ctx: StepContext) -> None:
 
 
 def upkeep_kinds(wf: Workflows) -> list[JobKind]:
-    def step(fn: Any, *args: Any) -> Any:
-        return lambda ctx: fn(wf, ctx, *args)
-
-    def kind(name: str, steps: list[tuple[str, Any]]) -> JobKind:
-        return JobKind(name, [*steps, ("complete", wf.complete)], 0, wf.failed)
+    step, kind = wf.step, wf.operation_kind
 
     return [
         kind(
