@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +18,7 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 
+from tests.helpers import add_site_endpoints, app_servers, vmdr_json
 from vmdr.lab.lab import Lab, vcenter_endpoint
 from vmdr.lab.services import azurite_connection_string
 from vmdr.lab.state import load_inventory
@@ -39,16 +37,7 @@ def cycle_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 def vmdr(lab: Lab, *args: str, timeout: float = 600) -> Any:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VMDR_")}
-    env.update(VMDR_LAB_DIR=str(lab.directory), XDG_CONFIG_HOME=str(lab.directory / "xdg"))
-    result = subprocess.run(
-        [sys.executable, "-m", "vmdr", *args, "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
-    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None
+    return vmdr_json(lab, *args, timeout=timeout)
 
 
 def succeeded(lab: Lab, *args: str) -> dict[str, Any]:
@@ -500,69 +489,35 @@ def test_test_failover_resync_and_disable_protection(cycle_lab: Lab) -> None:
 def test_failover_and_failback_move_the_dns_name(cycle_lab: Lab) -> None:
     """A traffic profile serves web-01: failover points its name at the cloud
     endpoint once that answers its probe, failback points it home again."""
-    import threading
-    from http.server import ThreadingHTTPServer
-
-    from tests.functional.routing.test_dns_and_probes import _Health, resolve, server_of
+    from tests.functional.routing.test_dns_and_probes import resolve, server_of
 
     lab, vm = cycle_lab, "web-01"
-    servers = []
-    for address in ("127.0.0.2", "127.0.0.3"):
-        server = ThreadingHTTPServer((address, 0), _Health)
-        server.up = True  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-    try:
-        code, _ = vmdr(lab, "traffic", "create", "web", "--dns-name", "www", "--item", vm)
-        assert code == 0
-        for endpoint, site, server, priority in (
-            ("onprem", "primary", servers[0], "1"),
-            ("cloud", "recovery", servers[1], "2"),
-        ):
-            code, out = vmdr(
-                lab,
-                "traffic",
-                "add-endpoint",
-                "web",
-                endpoint,
-                "--site",
-                site,
-                "--address",
-                server.server_address[0],
-                "--priority",
-                priority,
-                "--probe",
-                f"http:{server.server_address[1]}/health",
-                "--interval",
-                "1",
-                "--timeout",
-                "1",
-            )
-            assert code == 0, out
-        dns_server = server_of(lab)
-        deadline = time.monotonic() + 30
-        while resolve(dns_server, "www") != ["127.0.0.2"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+    with app_servers("127.0.0.2", "127.0.0.3") as servers:
+        try:
+            code, _ = vmdr(lab, "traffic", "create", "web", "--dns-name", "www", "--item", vm)
+            assert code == 0
+            add_site_endpoints(lab, "web", servers)
+            dns_server = server_of(lab)
+            deadline = time.monotonic() + 30
+            while resolve(dns_server, "www") != ["127.0.0.2"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
 
-        job = succeeded(lab, "failover", vm)
-        assert ("cutover", "end") in [(e["step"], e["kind"]) for e in job["events"]]
-        assert resolve(dns_server, "www") == ["127.0.0.3"]
-        succeeded(lab, "commit", vm)
-        succeeded(lab, "reprotect", vm)
-        assert resolve(dns_server, "www") == ["127.0.0.3"]  # still served from the cloud
-        succeeded(lab, "failback", vm)
-        assert resolve(dns_server, "www") == ["127.0.0.2"]
-        succeeded(lab, "commit", vm)
-        code, shown = vmdr(lab, "traffic", "show", "web")
-        moves = [e["message"] for e in shown["events"] if e["kind"] == "dns"]
-        assert any("cutover to recovery" in m for m in moves)
-        assert any("cutover to primary" in m for m in moves)
-    finally:
-        vmdr(lab, "traffic", "delete", "web")  # its servers go away with this test
-        for server in servers:
-            server.shutdown()
-            server.server_close()
+            job = succeeded(lab, "failover", vm)
+            assert ("cutover", "end") in [(e["step"], e["kind"]) for e in job["events"]]
+            assert resolve(dns_server, "www") == ["127.0.0.3"]
+            succeeded(lab, "commit", vm)
+            succeeded(lab, "reprotect", vm)
+            assert resolve(dns_server, "www") == ["127.0.0.3"]  # still served from the cloud
+            succeeded(lab, "failback", vm)
+            assert resolve(dns_server, "www") == ["127.0.0.2"]
+            succeeded(lab, "commit", vm)
+            code, shown = vmdr(lab, "traffic", "show", "web")
+            moves = [e["message"] for e in shown["events"] if e["kind"] == "dns"]
+            assert any("cutover to recovery" in m for m in moves)
+            assert any("cutover to primary" in m for m in moves)
+        finally:
+            vmdr(lab, "traffic", "delete", "web")  # its servers go away with this test
 
 
 def test_failback_to_an_earlier_recovery_point(cycle_lab: Lab) -> None:

@@ -6,19 +6,15 @@ commit and `vmdr plans resume` finishes it without redoing anything."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.functional.routing.test_dns_and_probes import _Health, resolve, server_of
+from tests.functional.routing.test_dns_and_probes import resolve, server_of
+from tests.helpers import add_site_endpoints, app_servers, vmdr_json
 from vmdr.lab.lab import Lab
 
 TIERS = ("db-01", "app-01", "web-01")
@@ -35,16 +31,7 @@ def plan_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 def vmdr(lab: Lab, *args: str) -> tuple[int, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VMDR_")}
-    env.update(VMDR_LAB_DIR=str(lab.directory), XDG_CONFIG_HOME=str(lab.directory / "xdg"))
-    result = subprocess.run(
-        [sys.executable, "-m", "vmdr", *args, "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None
+    return vmdr_json(lab, *args)
 
 
 def ok(lab: Lab, *args: str) -> Any:
@@ -81,39 +68,11 @@ def test_a_three_tier_plan_fails_over_in_order_and_resumes_after_a_failing_scrip
         script.chmod(0o755)
     order = scripts / "order.log"
 
-    servers = []
-    for address in ("127.0.0.2", "127.0.0.3"):
-        server = ThreadingHTTPServer((address, 0), _Health)
-        server.up = True  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-    try:
+    with app_servers("127.0.0.2", "127.0.0.3") as servers:
         for vm in TIERS:
             ok(lab, "protect", vm)
         ok(lab, "traffic", "create", "shop", "--dns-name", "shop")
-        for name, site, server, priority in (
-            ("onprem", "primary", servers[0], "1"),
-            ("cloud", "recovery", servers[1], "2"),
-        ):
-            ok(
-                lab,
-                "traffic",
-                "add-endpoint",
-                "shop",
-                name,
-                "--site",
-                site,
-                "--address",
-                server.server_address[0],
-                "--priority",
-                priority,
-                "--probe",
-                f"http:{server.server_address[1]}/health",
-                "--interval",
-                "1",
-                "--timeout",
-                "1",
-            )
+        add_site_endpoints(lab, "shop", servers)
         dns = server_of(lab)
         deadline = time.monotonic() + 30
         while resolve(dns, "shop") != ["127.0.0.2"]:
@@ -194,10 +153,6 @@ def test_a_three_tier_plan_fails_over_in_order_and_resumes_after_a_failing_scrip
         )  # the approval stands
         shown = ok(lab, "plans", "show", "three-tier")
         assert [r["state"] for r in shown["runs"]][:2] == ["succeeded", "failed"]
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
 
 
 def test_a_script_outside_the_scripts_folder_is_refused(plan_lab: Lab) -> None:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import base64
 import secrets
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import dns.resolver
 import pytest
 
+from tests.helpers import app_servers
 from vmdr.lab.lab import Lab
 from vmdr.routing.dns import DnsRefused, DnsServer, DnsUnreachable, RecordChangedElsewhere
 from vmdr.routing.probes import ProbeSpec, probe
@@ -92,27 +92,11 @@ def test_a_server_that_does_not_answer_says_so(lab: Lab) -> None:
     assert err.value.code == "VMDR-E0903"
 
 
-class _Health(BaseHTTPRequestHandler):
-    status = 200
-
-    def do_GET(self) -> None:
-        code = 200 if self.path == "/health" and self.server.up else 503  # type: ignore[attr-defined]
-        self.send_response(code)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def app_server() -> Iterator[ThreadingHTTPServer]:
     """An application on 127.0.0.2 whose health endpoint can be turned off."""
-    server = ThreadingHTTPServer(("127.0.0.2", 0), _Health)
-    server.up = True  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with app_servers("127.0.0.2") as (server,):
+        yield server
 
 
 def test_probes_follow_a_real_server(app_server: ThreadingHTTPServer) -> None:

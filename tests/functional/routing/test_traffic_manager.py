@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
@@ -15,22 +14,15 @@ from typing import Any
 import pytest
 
 from tests.functional.lab.test_lab_cli import _vmdr
-from tests.functional.routing.test_dns_and_probes import _Health, resolve, server_of
+from tests.functional.routing.test_dns_and_probes import resolve, server_of
+from tests.helpers import app_servers
 from vmdr.lab.lab import Lab
 
 
 @pytest.fixture
 def two_sites() -> Iterator[dict[str, ThreadingHTTPServer]]:
-    servers = {}
-    for site, address in (("primary", "127.0.0.2"), ("recovery", "127.0.0.3")):
-        server = ThreadingHTTPServer((address, 0), _Health)
-        server.up = True  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers[site] = server
-    yield servers
-    for server in servers.values():
-        server.shutdown()
-        server.server_close()
+    with app_servers("127.0.0.2", "127.0.0.3") as (onprem, cloud):
+        yield {"primary": onprem, "recovery": cloud}
 
 
 def vmdr_json(lab: Lab, *args: str) -> Any:

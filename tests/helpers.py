@@ -1,0 +1,76 @@
+"""Helpers shared by the functional and end-to-end tests: the `vmdr` CLI run
+against a lab with `--json`, and small HTTP applications on loopback
+addresses whose health endpoint a test can turn off (traffic manager probes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from vmdr.lab.lab import Lab
+
+__all__ = ["Health", "app_servers", "vmdr_json"]
+
+
+def vmdr_json(lab: Lab, *args: str, timeout: float = 900) -> tuple[int, Any]:
+    """Run ``vmdr ARGS --json`` against the lab; its exit status and JSON."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMDR_")}
+    env.update(VMDR_LAB_DIR=str(lab.directory), XDG_CONFIG_HOME=str(lab.directory / "xdg"))
+    result = subprocess.run(
+        [sys.executable, "-m", "vmdr", *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None
+
+
+class Health(BaseHTTPRequestHandler):
+    """200 on /health while ``server.up``, else 503."""
+
+    def do_GET(self) -> None:
+        code = 200 if self.path == "/health" and self.server.up else 503  # type: ignore[attr-defined]
+        self.send_response(code)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def app_servers(*addresses: str) -> Iterator[list[ThreadingHTTPServer]]:
+    """One application per address (e.g. 127.0.0.2 on-premises, 127.0.0.3 cloud)."""
+    servers = []
+    try:
+        for address in addresses:
+            server = ThreadingHTTPServer((address, 0), Health)
+            server.up = True  # type: ignore[attr-defined]
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server)
+        yield servers
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def add_site_endpoints(lab: Lab, profile: str, servers: list[ThreadingHTTPServer]) -> None:
+    """An on-premises (priority 1) and a cloud (priority 2) endpoint on the
+    first two servers, each probed every second."""
+    for name, site, server, priority in (("onprem", "primary", servers[0], "1"),
+                                         ("cloud", "recovery", servers[1], "2")):  # fmt: skip
+        address, port = server.server_address[:2]
+        code, out = vmdr_json(
+            lab, "traffic", "add-endpoint", profile, name, "--site", site, "--address",
+            str(address), "--priority", priority, "--probe", f"http:{port}/health",
+            "--interval", "1", "--timeout", "1",
+        )  # fmt: skip
+        assert code == 0, out
