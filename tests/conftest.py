@@ -13,18 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import running_lab
 from vmdr.lab.lab import Lab
 
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A running, populated lab for the whole test session."""
-    lab = Lab(tmp_path_factory.mktemp("lab"))
-    lab.up()
-    try:
+    with running_lab(tmp_path_factory.mktemp("lab")) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,23 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from vmdr.lab.lab import Lab
 
-__all__ = ["Health", "app_servers", "vmdr_json"]
+__all__ = ["Health", "add_site_endpoints", "app_servers", "running_lab", "vmdr_json"]
+
+
+@contextmanager
+def running_lab(folder: Path) -> Iterator[Lab]:
+    """A populated lab in ``folder`` for the duration of the block."""
+    lab = Lab(folder)
+    lab.up()
+    try:
+        yield lab
+    finally:
+        lab.down()
 
 
 def vmdr_json(lab: Lab, *args: str, timeout: float = 900) -> tuple[int, Any]:

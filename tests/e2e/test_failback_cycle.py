@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from tests.helpers import add_site_endpoints, app_servers, vmdr_json
+from tests.helpers import add_site_endpoints, app_servers, running_lab, vmdr_json
 from vmdr.lab.lab import Lab, vcenter_endpoint
 from vmdr.lab.services import azurite_connection_string
 from vmdr.lab.state import load_inventory
@@ -28,12 +28,8 @@ VM = "web-01"
 
 @pytest.fixture(scope="module")
 def cycle_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = Lab(tmp_path_factory.mktemp("cycle-lab"))
-    lab.up()
-    try:
+    with running_lab(tmp_path_factory.mktemp("cycle-lab")) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def vmdr(lab: Lab, *args: str, timeout: float = 600) -> Any:

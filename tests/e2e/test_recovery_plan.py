@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.functional.routing.test_dns_and_probes import resolve, server_of
-from tests.helpers import add_site_endpoints, app_servers, vmdr_json
+from tests.helpers import add_site_endpoints, app_servers, running_lab, vmdr_json
 from vmdr.lab.lab import Lab
 
 TIERS = ("db-01", "app-01", "web-01")
@@ -22,12 +22,8 @@ TIERS = ("db-01", "app-01", "web-01")
 
 @pytest.fixture(scope="module")
 def plan_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = Lab(tmp_path_factory.mktemp("plan-lab"))
-    lab.up()
-    try:
+    with running_lab(tmp_path_factory.mktemp("plan-lab")) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def vmdr(lab: Lab, *args: str) -> tuple[int, Any]:

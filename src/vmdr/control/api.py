@@ -51,7 +51,7 @@ from vmdr.control.secrets import SecretBox
 from vmdr.control.traffic import TrafficManager
 from vmdr.control.traffic_api import add_traffic_routes
 from vmdr.control.workflows.context import Workflows
-from vmdr.control.workflows.items import add_item_routes
+from vmdr.control.workflows.items import add_item_routes, job_accepted
 from vmdr.control.workflows.plan import plan_kind
 from vmdr.control.workflows.replicator import Replicator, replicate_kind
 from vmdr.control.workflows.to_cloud import cloud_kinds
@@ -286,10 +286,7 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
     @app.post("/v1/vcenters/{ident}/discover", status_code=202)
     def post_discover(ident: str) -> JSONResponse:
         cs.get(VCenter, "vcenter", ident)
-        job_id = cs.runner.submit("discover", {"vcenter": ident})
-        cs.runner.start_in_thread(job_id)
-        body = {"job": job_id, "url": f"/v1/jobs/{job_id}"}
-        return JSONResponse(body, status_code=202, headers={"location": body["url"]})
+        return job_accepted(cs.runner.launch("discover", {"vcenter": ident}))
 
     @app.get("/v1/hosts")
     def get_hosts() -> list[dict[str, Any]]:

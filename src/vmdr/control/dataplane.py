@@ -58,10 +58,11 @@ class DataPlaneMissing(VmdrError):
 class RoleAccess:
     url: str
     ca: Path
-    token: str
+    token_file: Path  # read when a client is made, not each time the file is loaded
 
     def client(self, name: str, timeout: float = 120.0) -> ServiceClient:
-        return ServiceClient(name, self.url, self.ca, self.token, timeout=timeout)
+        token = self.token_file.read_text().strip()
+        return ServiceClient(name, self.url, self.ca, token, timeout=timeout)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class DataPlane:
     cloud_compute: Path | None = None
     process_server: RoleAccess | None = None
     master_target: RoleAccess | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # the file as written
 
     @classmethod
     def load(cls, state_dir: Path) -> DataPlane:
@@ -85,8 +87,7 @@ class DataPlane:
             spec = raw.get(key)
             if not spec:
                 return None
-            token = Path(spec["token_file"]).read_text().strip()
-            return RoleAccess(spec["url"], Path(spec["ca"]), token)
+            return RoleAccess(spec["url"], Path(spec["ca"]), Path(spec["token_file"]))
 
         return cls(
             path=path,
@@ -96,11 +97,12 @@ class DataPlane:
             cloud_compute=Path(raw["cloud_compute"]) if raw.get("cloud_compute") else None,
             process_server=role("process_server"),
             master_target=role("master_target"),
+            options=raw,
         )
 
     def raw(self) -> dict[str, Any]:
         """The file as written (for sections read elsewhere: dns, intervals)."""
-        return json.loads(self.path.read_text()) if self.path.exists() else {}
+        return self.options
 
     def _need(self, value: Any, what: str) -> Any:
         if not value:

@@ -72,6 +72,11 @@ class StepContext:
     def progress(self, step: str, done_bytes: int, message: str | None = None) -> None:
         self._runner.event(self.job_id, step, "progress", done_bytes, message)
 
+    def with_params(self, **changes: Any) -> StepContext:
+        """The same job, seen with some parameters changed (for a step that
+        runs another step's code with different options)."""
+        return StepContext(self.job_id, {**self.params, **changes}, self._runner)
+
 
 Step = Callable[[StepContext], None]
 
@@ -200,6 +205,12 @@ class JobRunner:
                 s.scalars(select(Job.id).where(Job.state.in_(ACTIVE)).order_by(Job.created_at))
             )
         return [self.run(i) for i in ids]
+
+    def launch(self, kind: str, params: dict[str, Any], item_id: str | None = None) -> str:
+        """Submit a job and run it in a thread of its own; its id."""
+        job_id = self.submit(kind, params, item_id)
+        self.start_in_thread(job_id)
+        return job_id
 
     def start_in_thread(self, job_id: str) -> threading.Thread:
         thread = threading.Thread(target=self.run, args=(job_id,), name=f"job-{job_id[:8]}")

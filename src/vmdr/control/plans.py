@@ -44,7 +44,7 @@ from sqlalchemy.exc import IntegrityError
 from vmdr.control.db.models import Job, JobEvent, RecoveryPlan, TrafficProfile
 from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.workflows.context import Workflows
-from vmdr.control.workflows.items import find_item, start_operation
+from vmdr.control.workflows.items import find_item, job_accepted, start_operation
 from vmdr.model.errors import VmdrError
 from vmdr.model.lifecycle import Operation
 
@@ -380,10 +380,7 @@ def add_plan_routes(app: FastAPI, wf: Workflows) -> None:
         return {"deleted": ident}
 
     def start(plan_id: str, params: dict[str, Any]) -> JSONResponse:
-        job_id = wf.runner.submit("recoveryPlan", params, item_id=plan_id)
-        wf.runner.start_in_thread(job_id)
-        body = {"plan": plan_id, "job": job_id, "url": f"/v1/jobs/{job_id}"}
-        return JSONResponse(body, status_code=202, headers={"location": body["url"]})
+        return job_accepted(wf.runner.launch("recoveryPlan", params, plan_id), plan=plan_id)
 
     @app.post("/v1/recovery-plans/{ident}/resume", status_code=202)
     def post_resume(ident: str) -> JSONResponse:

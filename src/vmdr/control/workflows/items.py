@@ -169,6 +169,12 @@ def _item(row: ProtectedItem, machine: Machine, points: int | None = None) -> di
     return out
 
 
+def job_accepted(job_id: str, **fields: Any) -> JSONResponse:
+    """202 Accepted for a job just started: its id, URL and a Location header."""
+    body = {**fields, "job": job_id, "url": f"/v1/jobs/{job_id}"}
+    return JSONResponse(body, status_code=202, headers={"location": body["url"]})
+
+
 def start_operation(
     wf: Workflows, item_id: str, op: Operation, params: dict[str, Any]
 ) -> tuple[str, str]:
@@ -179,26 +185,18 @@ def start_operation(
         kind = job_kind_for(to_state(row, machine.name), op)
     wf.transition(item_id, lambda item: lifecycle.start(item, op))
     try:
-        job_id = wf.runner.submit(kind, {"item": item_id, **params}, item_id=item_id)
+        job_id = wf.runner.launch(kind, {"item": item_id, **params}, item_id=item_id)
     except BaseException as exc:
         message = exc.message if isinstance(exc, VmdrError) else repr(exc)
         wf.transition(item_id, lambda item: lifecycle.fail(item, message))
         raise
-    wf.runner.start_in_thread(job_id)
     return job_id, kind
 
 
 def add_item_routes(app: FastAPI, wf: Workflows) -> None:
     def operate(item_id: str, op: Operation, params: dict[str, Any]) -> JSONResponse:
         job_id, kind = start_operation(wf, item_id, op, params)
-        body = {
-            "item": item_id,
-            "operation": str(op),
-            "kind": kind,
-            "job": job_id,
-            "url": f"/v1/jobs/{job_id}",
-        }
-        return JSONResponse(body, status_code=202, headers={"location": body["url"]})
+        return job_accepted(job_id, item=item_id, operation=str(op), kind=kind)
 
     @app.post("/v1/protected-items", status_code=202)
     def post_item(body: NewItem) -> JSONResponse:
@@ -278,17 +276,8 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
             State.TEST_FAILOVER_COMPLETED,
         ):
             raise PointRefused(item=machine.name, state=str(state.state))
-        job_id = wf.runner.submit(
-            "recoveryPoint", {"item": item_id, "tag": body.tag}, item_id=item_id
-        )
-        wf.runner.start_in_thread(job_id)
-        answer = {
-            "item": item_id,
-            "kind": "recoveryPoint",
-            "job": job_id,
-            "url": f"/v1/jobs/{job_id}",
-        }
-        return JSONResponse(answer, status_code=202, headers={"location": answer["url"]})
+        job_id = wf.runner.launch("recoveryPoint", {"item": item_id, "tag": body.tag}, item_id)
+        return job_accepted(job_id, item=item_id, kind="recoveryPoint")
 
     @app.post("/v1/protected-items/{ident}/reprotect-plan", status_code=202)
     def post_plan(ident: str, body: OperationRequest) -> JSONResponse:
@@ -297,15 +286,9 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
             row, _ = find_item(wf, s, ident)
             item_id = row.id
         params = {"item": item_id, **body.model_dump(exclude_defaults=True)}
-        job_id = wf.runner.submit("reprotectPlan", params)
-        wf.runner.start_in_thread(job_id)
-        answer = {
-            "item": item_id,
-            "kind": "reprotectPlan",
-            "job": job_id,
-            "url": f"/v1/jobs/{job_id}",
-        }
-        return JSONResponse(answer, status_code=202, headers={"location": answer["url"]})
+        return job_accepted(
+            wf.runner.launch("reprotectPlan", params), item=item_id, kind="reprotectPlan"
+        )
 
     @app.post("/v1/protected-items/{ident}/{operation}", status_code=202)
     def post_operation(ident: str, operation: Operation, body: OperationRequest) -> JSONResponse:

@@ -124,10 +124,9 @@ class Replicator:
             ]
         for item in due:
             try:
-                job = self.wf.runner.submit("replicate", {"item": item}, item_id=item)
+                job = self.wf.runner.launch("replicate", {"item": item}, item_id=item)
             except JobConflict:
                 continue  # an operation or a cycle holds the item: next tick
-            self.wf.runner.start_in_thread(job)
             started.append(job)
         return started
 

@@ -12,8 +12,9 @@ snapshots. Every step is idempotent (a resync of equal disks moves nothing).
 from __future__ import annotations
 
 from vmdr.blocks.backend import open_backend
+from vmdr.blocks.operation import Counters
 from vmdr.blocks.resync import DiffResync
-from vmdr.blocks.verify import Verify
+from vmdr.blocks.verify import Verify, VerifyResult
 from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.errors import VmdrError
@@ -129,20 +130,27 @@ def _start_in_cloud(wf: Workflows, ctx: StepContext) -> None:
     ctx.progress("start-in-cloud", 0, f"cloud VM {name} is {vm.state}")
 
 
+def copy_verified(source: str, target: str) -> tuple[Counters, VerifyResult]:
+    """Make ``target`` (created or grown as needed) equal to ``source`` by a
+    differential resync, then prove it; ``ReplicaDiffers`` if it is not."""
+    with open_backend(source) as src, open_backend(target, "rw", create=True) as dst:
+        if dst.size() < src.size():
+            dst.resize(src.size())
+        result = DiffResync(src, dst).run()
+        dst.flush()
+        check = Verify(src, dst).run()
+    if not check.equal:
+        raise ReplicaDiffers(blob=target, source=source, bytes=check.differing_bytes)
+    return result, check
+
+
 def _restore_point(wf: Workflows, ctx: StepContext) -> None:
     """Unplanned failover: the cloud disks go back to the chosen point."""
     item = ctx.params["item"]
     seq, locations = wf.point(item, ctx.params.get("recovery_point"))
     proof = {}
     for disk in wf.settings(item)["disks"]:
-        with open_backend(locations[disk["unit"]]) as src, open_backend(disk["blob"], "rw") as dst:
-            result = DiffResync(src, dst).run()
-            dst.flush()
-            check = Verify(src, dst).run()
-        if not check.equal:
-            raise ReplicaDiffers(
-                blob=disk["blob"], source=locations[disk["unit"]], bytes=check.differing_bytes
-            )
+        result, check = copy_verified(locations[disk["unit"]], disk["blob"])
         proof[str(disk["unit"])] = {"point": locations[disk["unit"]], "root": check.root_a.hex()}
         ctx.progress("restore-point", result.written, f"disk {disk['unit']} at point {seq}")
     wf.update_settings(item, failed_over_at_point=seq, restore_proof=proof)

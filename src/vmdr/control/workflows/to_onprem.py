@@ -263,8 +263,7 @@ def _final_sync(wf: Workflows, ctx: StepContext) -> None:
     on-premises disks become exactly the point."""
     if ctx.params.get("recovery_point") is not None:
         stop_replications(wf, ctx.params["item"])
-        params = {**ctx.params, "initial": "diff"}
-        sub = StepContext(ctx.job_id, params, ctx._runner)
+        sub = ctx.with_params(initial="diff")
         _start_replication(wf, sub)
         _wait_initial_sync(wf, sub)
         return

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmdr.blocks.backend import open_backend
-from vmdr.blocks.resync import DiffResync
-from vmdr.blocks.verify import Verify
 from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.workflows.context import Workflows
-from vmdr.control.workflows.to_cloud import ReplicaDiffers, _point, _sync, _verify
+from vmdr.control.workflows.to_cloud import _point, _sync, _verify, copy_verified
 from vmdr.control.workflows.to_onprem import (
     _start_replication,
     _wait_initial_sync,
@@ -44,15 +41,7 @@ def _prepare_test_disks(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     seq, locations = wf.point(item, ctx.params.get("recovery_point"))
     for disk in wf.settings(item)["disks"]:
-        point, test = locations[disk["unit"]], _test_blob(disk["blob"])
-        with open_backend(point) as src, open_backend(test, "rw", create=True) as dst:
-            if dst.size() < src.size():
-                dst.resize(src.size())
-            result = DiffResync(src, dst).run()
-            dst.flush()
-            check = Verify(src, dst).run()
-        if not check.equal:
-            raise ReplicaDiffers(blob=test, source=point, bytes=check.differing_bytes)
+        result, _ = copy_verified(locations[disk["unit"]], _test_blob(disk["blob"]))
         ctx.progress("prepare-test-disks", result.written, f"disk {disk['unit']} at point {seq}")
     wf.update_settings(item, test_failover={"point": seq, "vm": f"{wf.settings(item)['vm']}-test"})
 
@@ -158,7 +147,7 @@ def _restart_failback_replication(wf: Workflows, ctx: StepContext) -> None:
     """Recreated with a differential initial sync: whatever the target holds
     already (OLR or ALR) is not sent again."""
     stop_replications(wf, ctx.params["item"])
-    _start_replication(wf, StepContext(ctx.job_id, {**ctx.params, "initial": "diff"}, ctx._runner))
+    _start_replication(wf, ctx.with_params(initial="diff"))
 
 
 def _stop(wf: Workflows, ctx: StepContext) -> None:
