@@ -11,7 +11,8 @@ say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
 
 # 1. Debian packages --------------------------------------------------------------
 APT_PACKAGES=(golang-go golang-github-vmware-govmomi-dev bind9 bind9-utils bind9-dnsutils
-              postgresql qemu-utils rsync ca-certificates golang-github-google-uuid-dev)
+              postgresql qemu-utils rsync ca-certificates golang-github-google-uuid-dev
+              chromium fonts-dejavu-core)
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs)
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)

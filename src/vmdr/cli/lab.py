@@ -11,11 +11,13 @@ from rich.table import Table
 from vmdr.cli.output import console, emit_json, fail
 from vmdr.lab.lab import DEFAULT_DIR, Lab
 from vmdr.lab.state import load_inventory
-from vmdr.model.errors import VmdrError
+from vmdr.model.errors import LabNotRunning, VmdrError
 
 app = typer.Typer(help="The embedded lab: vCenter simulator, Azurite and BIND on 127.0.0.1.")
 
-DirOption = typer.Option(DEFAULT_DIR, "--dir", help="Lab folder (state, logs, credentials).")
+DirOption = typer.Option(
+    DEFAULT_DIR, "--dir", envvar="VMDR_LAB_DIR", help="Lab folder (state, logs, credentials)."
+)
 JsonOption = typer.Option(False, "--json", help="Print one JSON document.")
 
 
@@ -85,6 +87,31 @@ def down(
         emit_json({"directory": str(lab.directory), "stopped": stopped, "purged": purge})
     else:
         console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command()
+def dashboard(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
+    """Where the lab's dashboard is: its address, the CA to trust and the
+    file holding the admin token (the token itself is not printed)."""
+    lab = Lab(directory)
+    state = lab.state()
+    try:
+        cs = state.service("configuration-server") if state else None
+    except KeyError:
+        cs = None
+    if cs is None:
+        fail(LabNotRunning(directory=str(lab.directory)), as_json)
+    out = {
+        "url": f"{cs.url}/ui/",
+        "ca": cs.details["ca"],
+        "token_file": str(Path(cs.details["state"]) / "admin.token"),
+    }
+    if as_json:
+        emit_json(out)
+        return
+    console.print(f"dashboard: {out['url']}")
+    console.print(f"trust this CA in the browser: {out['ca']}")
+    console.print(f"log in with the token in: {out['token_file']}")
 
 
 def _print_status(lab: Lab, statuses: list) -> None:  # type: ignore[type-arg]

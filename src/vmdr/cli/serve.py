@@ -279,4 +279,11 @@ def configuration_server(
         settings = ConfigServerSettings(Path(_need(s, "state_dir")), s.get("database"))
     except VmdrError as exc:
         fail(exc)
-    _run("configuration-server", s, log_level, lambda tokens: build_app(settings, tokens))
+    from vmdr.web.dashboard import Dashboard
+
+    _run(
+        "configuration-server",
+        s,
+        log_level,
+        lambda tokens: build_app(settings, tokens, Dashboard()),
+    )

@@ -387,4 +387,18 @@ def add_commands(app: typer.Typer) -> None:
         rows = call("GET", f"/v1/protected-items/{item}/recovery-points", as_json)
         show(rows, ["seq", "tag", "kind", "time", "disks"], "recovery points", as_json)
 
+    @items.command("metrics")
+    def item_metrics(
+        item: str,
+        since: float = typer.Option(0.0, help="Only samples after this time (epoch seconds)."),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """RPO and throughput samples, one per replication cycle or heartbeat."""
+        answer = call("GET", f"/v1/protected-items/{item}/metrics?since={since}", as_json)
+        if as_json:
+            emit_json(answer)
+            return
+        show(answer["samples"], ["time", "direction", "rpo_seconds", "bytes", "seconds",
+                                 "bytes_per_second"], "replication samples", False)  # fmt: skip
+
     app.add_typer(items, name="items")

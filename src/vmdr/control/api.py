@@ -13,7 +13,8 @@ Served by ``vmdr serve configuration-server`` over HTTPS with token auth
     POST /v1/vcenters/{id}/discover     202 + the job's URL
     GET  /v1/hosts | /v1/datastores | /v1/machines[/{id}]
     POST /v1/prechecks/reprotect        every reprotect precheck, nothing changed
-    GET  /v1/jobs[/{id}]                a job with its events
+    GET  /v1/jobs[?item=&active=&limit=]  oldest first; limit keeps the newest
+    GET  /v1/jobs/{id}                  a job with its events
     POST /v1/jobs/{id}/cancel
     GET  /v1/server/backup[?with_key=true]   a consistent archive (control.backup)
     POST /v1/server/restore             archive in; only onto a fresh server
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,7 +60,7 @@ from vmdr.control.workflows.to_onprem import onprem_kinds
 from vmdr.control.workflows.upkeep import upkeep_kinds
 from vmdr.model.errors import VmdrError
 from vmdr.transport.auth import TokenStore
-from vmdr.transport.service import create_app
+from vmdr.transport.service import PublicPages, create_app
 
 __all__ = ["ConfigServerSettings", "build_app"]
 
@@ -219,9 +220,21 @@ class ConfigServer:
             return list(s.scalars(select(model).order_by(model.name)))
 
 
-def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
+def build_app(
+    settings: ConfigServerSettings, tokens: TokenStore, pages: PublicPages | None = None
+) -> FastAPI:
+    """The configuration server's app; ``pages`` (the dashboard, added by
+    ``vmdr serve``) share its port and its tokens."""
     registry = CollectorRegistry()
-    app = create_app("configuration-server", tokens, registry, open_paths=roles_api.OPEN)
+    app = create_app(
+        "configuration-server",
+        tokens,
+        registry,
+        open_paths=roles_api.OPEN | (pages.open_paths if pages else frozenset()),
+        open_prefixes=pages.open_prefixes if pages else (),
+    )
+    if pages is not None:
+        pages.add_to(app)
     cs = ConfigServer(settings)
     roles_api.add_role_routes(app, cs.sessions, tokens)
     add_item_routes(app, cs.workflows)
@@ -327,9 +340,22 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
         return out
 
     @app.get("/v1/jobs")
-    def get_jobs() -> list[dict[str, Any]]:
+    def get_jobs(
+        item: str | None = Query(default=None, max_length=36),
+        active: bool = False,
+        limit: int | None = Query(default=None, ge=1, le=10000),
+    ) -> list[dict[str, Any]]:
+        """Jobs oldest first; ``item`` / ``active`` filter, ``limit`` keeps the newest."""
+        query = select(Job)
+        if item is not None:
+            query = query.where(Job.item_id == item)
+        if active:
+            query = query.where(Job.state.in_(("queued", "running")))
         with cs.sessions() as s:
-            return [_job(j) for j in s.scalars(select(Job).order_by(Job.created_at))]
+            if limit is None:
+                return [_job(j) for j in s.scalars(query.order_by(Job.created_at))]
+            newest = s.scalars(query.order_by(Job.created_at.desc()).limit(limit))
+            return [_job(j) for j in reversed(list(newest))]
 
     @app.get("/v1/jobs/{ident}")
     def get_job(ident: str) -> dict[str, Any]:
@@ -340,7 +366,8 @@ def build_app(settings: ConfigServerSettings, tokens: TokenStore) -> FastAPI:
             events = list(
                 s.scalars(select(JobEvent).where(JobEvent.job_id == ident).order_by(JobEvent.id))
             )
-            return _job(job, events)
+            kind = cs.runner.kinds.get(job.kind)
+            return {**_job(job, events), "steps": [n for n, _ in kind.steps] if kind else []}
 
     @app.get("/v1/server/backup")
     def get_backup(with_key: bool = False) -> Response:

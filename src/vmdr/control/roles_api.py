@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from vmdr.control.db.models import Machine, MasterTarget, ProcessServer
+from vmdr.control.workflows.metrics import record_heartbeat
 from vmdr.model.errors import VmdrError
 from vmdr.transport.auth import TokenStore
 
@@ -111,8 +112,10 @@ def add_role_routes(app: FastAPI, sessions: Any, tokens: TokenStore) -> None:
             row = s.scalars(select(model).where(model.name == name)).first()
             if row is None:
                 raise NotARole(client=client)
-            row.heartbeat_at = dt.datetime.now(dt.UTC)
-            row.health = body.health
+            now, then, before = dt.datetime.now(dt.UTC), last_beat(row), row.health or {}
+            row.heartbeat_at, row.health = now, body.health
+            if kind == "process-server" and then is not None:
+                record_heartbeat(s, before, body.health, (now - then).total_seconds())
         return {"ok": True}
 
     for kind, model in MODELS.items():

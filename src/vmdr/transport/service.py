@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -37,7 +37,7 @@ from vmdr.model.errors import UsageError, VmdrError
 from vmdr.transport.auth import TokenStore, Unauthorized
 from vmdr.transport.tls import CertPair, ensure_ca, issue_server_cert
 
-__all__ = ["ServiceSettings", "create_app", "problem", "serve", "tls_files"]
+__all__ = ["PublicPages", "ServiceSettings", "create_app", "problem", "serve", "tls_files"]
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/healthz", "/v1/register"})
@@ -70,6 +70,17 @@ def tls_files(settings: ServiceSettings) -> tuple[CertPair, Path]:
     return issue_server_cert(ca, settings.pki, settings.name, hosts), ca.cert
 
 
+class PublicPages(Protocol):
+    """Pages a service also serves, without a token because they hold no
+    data (the dashboard, ``vmdr.web``): the exact paths and path prefixes
+    they own, and how to add their routes."""
+
+    open_paths: frozenset[str]
+    open_prefixes: tuple[str, ...]
+
+    def add_to(self, app: FastAPI) -> None: ...
+
+
 class Registration(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64)
@@ -94,10 +105,13 @@ def create_app(
     tokens: TokenStore,
     registry: CollectorRegistry,
     open_paths: frozenset[str] = frozenset(),
+    open_prefixes: tuple[str, ...] = (),
 ) -> FastAPI:
     """A FastAPI app with auth, problem details, /healthz, /metrics and
     /v1/register. ``open_paths`` are more routes that check a passphrase
-    themselves instead of a token."""
+    themselves instead of a token; ``open_prefixes`` serve only static files
+    that hold no data (the dashboard's pages, which then call the API with
+    the user's token)."""
     unauthenticated = OPEN_PATHS | open_paths
     app = FastAPI(title=f"vmdr {name}", version="1")
     requests = Counter(
@@ -111,7 +125,8 @@ def create_app(
     async def authenticate(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if request.url.path not in unauthenticated:
+        path = request.url.path
+        if path not in unauthenticated and not path.startswith(open_prefixes):
             try:
                 request.state.client_name = tokens.authenticate(
                     request.headers.get("authorization")

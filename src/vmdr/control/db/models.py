@@ -48,6 +48,7 @@ __all__ = [
     "ProtectedItem",
     "RecoveryPlan",
     "RecoveryPoint",
+    "ReplicationSample",
     "Site",
     "VCenter",
 ]
@@ -317,3 +318,19 @@ class RoutingEvent(Base):
     time: Mapped[float] = mapped_column(Float)
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
+
+
+class ReplicationSample(Base):
+    """One measurement of an item's replication: the RPO just before a new
+    point (to the cloud) or the process server's lag (to on-premises), and
+    the bytes moved in ``seconds``. The dashboard's charts read these."""
+
+    __tablename__ = "replication_samples"
+    __table_args__ = (Index("ix_replication_samples_item_time", "item_id", "time"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("protected_items.id", ondelete="CASCADE"))
+    time: Mapped[float] = mapped_column(Float)
+    direction: Mapped[str] = mapped_column(String(32))
+    rpo_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)

@@ -4,6 +4,7 @@
     GET  /v1/protected-items[/{id}]               state, active site, direction, allowed
                                                   operations, disks, proofs, points
     GET  /v1/protected-items/{id}/recovery-points
+    GET  /v1/protected-items/{id}/metrics[?since=EPOCH]  RPO and throughput samples
     POST /v1/protected-items/{id}/reprotect-plan  202: a read-only job computing the
                                                   transfer plan (``plan.py``)
     POST /v1/protected-items/{id}/{operation}     202 + the job's URL; 409 with
@@ -20,13 +21,20 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from vmdr.control.db.models import Machine, ProcessServer, ProtectedItem, RecoveryPoint
+from vmdr.control.db.models import (
+    Machine,
+    MasterTarget,
+    ProcessServer,
+    ProtectedItem,
+    RecoveryPoint,
+)
+from vmdr.control.workflows import metrics
 from vmdr.control.workflows.context import ItemGone, Workflows, to_state
 from vmdr.model import lifecycle
 from vmdr.model.errors import VmdrError
@@ -169,6 +177,33 @@ def _item(row: ProtectedItem, machine: Machine, points: int | None = None) -> di
     return out
 
 
+def _roles(s: Any, wf: Workflows) -> dict[str, str | None]:
+    """Names of the registered roles the failback direction uses (those of
+    the data-plane file)."""
+    try:
+        plane = wf.dataplane
+    except VmdrError:
+        return {"process_server": None, "master_target": None}
+    out: dict[str, str | None] = {}
+    for key, model, access in (
+        ("process_server", ProcessServer, plane.process_server),
+        ("master_target", MasterTarget, plane.master_target),
+    ):
+        row = s.scalars(select(model).where(model.url == access.url)).first() if access else None
+        out[key] = row.name if row else None
+    return out
+
+
+def _route(row: ProtectedItem, roles: dict[str, str | None], last: float | None) -> dict[str, Any]:
+    """Which roles carry the item's replication now, and its newest point.
+    To the cloud, the configuration server's own jobs read the VMDKs and
+    write the page blobs (``to_cloud.py``); back, the cloud process server
+    sends to the on-premises master target."""
+    if row.direction == _TO_CLOUD:
+        roles = {"process_server": "configuration-server", "master_target": None}
+    return {**roles, "last_recovery_point": last}
+
+
 def job_accepted(job_id: str, **fields: Any) -> JSONResponse:
     """202 Accepted for a job just started: its id, URL and a Location header."""
     body = {**fields, "job": job_id, "url": f"/v1/jobs/{job_id}"}
@@ -237,16 +272,30 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
             rows = s.execute(
                 select(ProtectedItem, Machine).join(Machine).order_by(Machine.name)
             ).all()
-            return [{**_item(r, m), **_health(s, wf, r)} for r, m in rows]
+            newest = dict(
+                s.execute(
+                    select(RecoveryPoint.item_id, func.max(RecoveryPoint.time)).group_by(
+                        RecoveryPoint.item_id
+                    )
+                ).all()
+            )
+            roles = _roles(s, wf)
+            return [
+                {**_item(r, m), **_health(s, wf, r), **_route(r, roles, newest.get(r.id))}
+                for r, m in rows
+            ]
 
     @app.get("/v1/protected-items/{ident}")
     def get_item(ident: str) -> dict[str, Any]:
         with wf.sessions() as s:
             row, machine = find_item(wf, s, ident)
-            points = s.scalars(
-                select(RecoveryPoint.seq).where(RecoveryPoint.item_id == row.id).distinct()
-            ).all()
-            return {**_item(row, machine, points=len(points)), **_health(s, wf, row)}
+            points, last = s.execute(
+                select(
+                    func.count(RecoveryPoint.seq.distinct()), func.max(RecoveryPoint.time)
+                ).where(RecoveryPoint.item_id == row.id)
+            ).one()
+            route = _route(row, _roles(s, wf), last)
+            return {**_item(row, machine, points=points), **_health(s, wf, row), **route}
 
     @app.get("/v1/protected-items/{ident}/recovery-points")
     def get_points(ident: str) -> list[dict[str, Any]]:
@@ -264,6 +313,13 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
             )
             entry["disks"][str(p.disk_unit)] = p.location
         return list(points.values())
+
+    @app.get("/v1/protected-items/{ident}/metrics")
+    def get_metrics(ident: str, since: float = Query(default=0.0, ge=0.0)) -> dict[str, Any]:
+        """RPO and throughput samples (``metrics.py``), oldest first."""
+        with wf.sessions() as s:
+            row, _ = find_item(wf, s, ident)
+            return {"item": row.id, "samples": metrics.samples(s, row.id, since)}
 
     @app.post("/v1/protected-items/{ident}/recovery-points", status_code=202)
     def post_point(ident: str, body: NewPoint) -> JSONResponse:

@@ -46,8 +46,10 @@ def _plan(wf: Workflows, ctx: StepContext) -> None:
                 else:
                     with open_backend("memory:?size=0", "rw") as empty:
                         moving = resync_bytes(cloud, empty)
+            matched = (report.get("matched_by") or {}).get(f"disk{disk['unit']}")
             disks.append({"unit": disk["unit"], "capacity": disk["capacity"], "mode": mode,
-                          "target": original or "(new disk)", "bytes": moving})  # fmt: skip
+                          "target": original or "(new disk)", "bytes": moving,
+                          "matched_by": matched if original else None})  # fmt: skip
     else:  # after a failback: back to the cloud, the delta
         mode = "delta"
         for disk in settings["disks"]:

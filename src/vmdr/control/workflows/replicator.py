@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from vmdr.control.db.models import ProtectedItem, RecoveryPoint
 from vmdr.control.jobs import JobConflict, JobKind, StepContext
+from vmdr.control.workflows import metrics
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.lifecycle import Direction, State
 
@@ -68,6 +69,9 @@ def _prune(wf: Workflows, ctx: StepContext) -> None:
             ):
                 s.delete(row)
     wf.update_settings(item, replication_error=None, replicated_at=time.time())
+    moved = sum((wf.settings(item).get("last_sync") or {}).get("bytes", {}).values())
+    with wf.sessions.begin() as s:
+        metrics.record_cycle(s, item, ctx.job_id, moved)
 
 
 def replicate_kind(wf: Workflows) -> JobKind:

@@ -109,6 +109,7 @@ def prechecks_report(wf: Workflows, ctx: StepContext) -> dict[str, Any]:
         plan["targets"] = {
             m.cloud.name: m.original.file if m.original else None for m in report.matching.matches
         }
+        plan["matched_by"] = {m.cloud.name: m.method for m in report.matching.matches}
     try:
         report.raise_if_failed()
     except PrecheckFailed as exc:
