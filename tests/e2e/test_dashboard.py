@@ -2,7 +2,8 @@
 Playwright) against a lab of its own: log in, see the lab's items, fail a VM
 over and watch the job finish, commit and reprotect it with the prechecks
 and transfer plan shown first, see a refusal rendered with its code and fix,
-run a test failover and its cleanup; at phone width too. Screenshots go to
+run a test failover and its cleanup, approve a recovery plan's manual step,
+see traffic endpoints' health; at phone width too. Screenshots go to
 ``tests/test-artifacts/dashboard/``.
 
 The tests run in order on one lab (each continues from the previous one's
@@ -26,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.helpers import running_lab, vmdr_json
+from tests.helpers import add_site_endpoints, app_servers, running_lab, vmdr_json
 from vmdr.lab.lab import Lab
 from vmdr.lab.state import load_inventory
 
@@ -348,3 +349,53 @@ def test_every_page_fits_a_phone_without_sideways_scrolling(
         assert width <= 390, f"{name} is {width} px wide on a 390 px screen"
         tab.screenshot(path=shots / f"11-phone-{name}.png", full_page=True)
     phone.close()
+
+
+def test_a_plan_waits_on_its_manual_step_until_approved_on_the_plans_page(
+    page: Page, ui_lab: Lab, shots: Path
+) -> None:
+    spec = {
+        "groups": [
+            {
+                "name": "database",
+                "items": ["db-01"],
+                "before": [{"kind": "manual", "message": "Is the storage team ready?"}],
+            }
+        ]
+    }
+    spec_file = ui_lab.directory / "db-plan.json"
+    spec_file.write_text(json.dumps(spec))
+    ok(ui_lab, "plans", "create", "db-tier", "--file", str(spec_file))
+    started = ok(ui_lab, "plans", "failover", "db-tier", "--no-wait")
+    page.get_by_role("link", name="Recovery plans").click()
+    card = page.locator(".card", has=page.get_by_role("heading", name="db-tier"))
+    expect(card).to_contain_text("database: db-01")
+    approve = card.get_by_role("button", name="Approve waiting step")
+    expect(approve).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    # Nothing moves before a person says so.
+    assert item(ui_lab, "db-01")["state"] == "Protected"
+    page.screenshot(path=shots / "12-plan-waiting.png", full_page=True)
+    approve.click()  # then the page follows the plan's job to its end
+    expect(page.get_by_role("heading", level=1)).to_have_text("Job recoveryPlan")
+    wait_for_job(page)
+    assert ok(ui_lab, "jobs", "show", started["job"])["state"] == "succeeded"
+    page.get_by_role("link", name="Recovery plans").click()
+    expect(card.locator(".badge").first).to_have_text("succeeded")
+    assert item(ui_lab, "db-01")["state"] == "FailedOver"
+
+
+def test_the_traffic_page_shows_each_endpoints_probe_health(
+    page: Page, ui_lab: Lab, shots: Path
+) -> None:
+    with app_servers("127.0.0.2", "127.0.0.3") as servers:
+        ok(ui_lab, "traffic", "create", "shop", "--dns-name", "shop")
+        add_site_endpoints(ui_lab, "shop", servers)
+        servers[1].up = False  # type: ignore[attr-defined]
+        page.get_by_role("link", name="Traffic").click()
+        endpoints = page.get_by_role("table", name="Endpoints of shop")
+        onprem = endpoints.locator("tr", has_text="onprem")
+        cloud = endpoints.locator("tr", has_text="cloud")
+        expect(onprem.locator(".badge")).to_have_text("healthy", timeout=30_000)
+        expect(cloud.locator(".badge")).to_have_text("unhealthy", timeout=30_000)
+        expect(page.locator(".card", has_text="shop")).to_contain_text("127.0.0.2")
+        page.screenshot(path=shots / "13-traffic.png", full_page=True)
