@@ -17,7 +17,14 @@ from typing import Any
 
 from vmdr.lab.lab import Lab
 
-__all__ = ["Health", "add_site_endpoints", "app_servers", "running_lab", "vmdr_json"]
+__all__ = [
+    "Health",
+    "add_site_endpoints",
+    "app_servers",
+    "blob_client",
+    "running_lab",
+    "vmdr_json",
+]
 
 
 @contextmanager
@@ -29,6 +36,28 @@ def running_lab(folder: Path) -> Iterator[Lab]:
         yield lab
     finally:
         lab.down()
+
+
+@contextmanager
+def blob_client(lab: Lab, url: str) -> Iterator[Any]:
+    """The Azure SDK's client for a lab page blob or one of its snapshots
+    (``pageblob://ACCOUNT/CONTAINER/BLOB[?snapshot=TS]``): tests read the
+    cloud disks with it, independently of vmdr's own backends."""
+    from azure.storage.blob import BlobServiceClient
+
+    from vmdr.lab.services import azurite_connection_string
+
+    base, _, snapshot = url.partition("?snapshot=")
+    container, name = base.split("/")[3:5]
+    state = lab.state()
+    assert state is not None
+    record, creds = state.service("azurite"), lab.credentials()["azurite"]
+    with BlobServiceClient.from_connection_string(
+        azurite_connection_string(record, creds), connection_verify=record.details["ca"]
+    ) as service:
+        yield service.get_blob_client(
+            container, name, snapshot=snapshot.replace("%3A", ":") or None
+        )
 
 
 def vmdr_json(lab: Lab, *args: str, timeout: float = 900) -> tuple[int, Any]:

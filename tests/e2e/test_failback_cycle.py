@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.storage.blob import BlobServiceClient
 
-from tests.helpers import add_site_endpoints, app_servers, running_lab, vmdr_json
+from tests.helpers import add_site_endpoints, app_servers, blob_client, running_lab, vmdr_json
 from vmdr.lab.lab import Lab, vcenter_endpoint
-from vmdr.lab.services import azurite_connection_string
 from vmdr.lab.state import load_inventory
 
 VM = "web-01"
@@ -43,14 +41,8 @@ def succeeded(lab: Lab, *args: str) -> dict[str, Any]:
 
 
 def _blob(lab: Lab, blob_url: str, read: Any) -> Any:
-    state = lab.state()
-    assert state is not None
-    record, creds = state.service("azurite"), lab.credentials()["azurite"]
-    container, name = blob_url.split("/")[3:5]
-    with BlobServiceClient.from_connection_string(
-        azurite_connection_string(record, creds), connection_verify=record.details["ca"]
-    ) as service:
-        return read(service.get_blob_client(container, name))
+    with blob_client(lab, blob_url) as blob:
+        return read(blob)
 
 
 def blob_sha(lab: Lab, blob_url: str) -> str:
@@ -60,16 +52,7 @@ def blob_sha(lab: Lab, blob_url: str) -> str:
 
 def snapshot_sha(lab: Lab, snapshot_url: str) -> str:
     """A recovery point's disk: ``pageblob://ACCOUNT/CONTAINER/BLOB?snapshot=TS``."""
-    base, _, ts = snapshot_url.partition("?snapshot=")
-    container, name = base.split("/")[3:5]
-    state = lab.state()
-    assert state is not None
-    record, creds = state.service("azurite"), lab.credentials()["azurite"]
-    with BlobServiceClient.from_connection_string(
-        azurite_connection_string(record, creds), connection_verify=record.details["ca"]
-    ) as service:
-        blob = service.get_blob_client(container, name, snapshot=ts.replace("%3A", ":"))
-        return hashlib.sha256(blob.download_blob(max_concurrency=4).readall()).hexdigest()
+    return blob_sha(lab, snapshot_url)
 
 
 def blob_etag(lab: Lab, blob_url: str) -> str:

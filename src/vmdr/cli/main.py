@@ -8,7 +8,7 @@ import os
 import typer
 
 from vmdr import __version__
-from vmdr.cli import disk, lab, plans, remote, serve, traffic, workflows
+from vmdr.cli import disk, groups, lab, plans, remote, serve, traffic, workflows
 
 app = typer.Typer(
     name="vmdr",
@@ -23,6 +23,7 @@ remote.add_commands(app)
 workflows.add_commands(app)
 traffic.add_commands(app)
 plans.add_commands(app)
+groups.add_commands(app)
 
 
 @app.command()

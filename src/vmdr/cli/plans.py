@@ -19,7 +19,7 @@ import typer
 
 from vmdr.cli.output import console, emit_json, fail
 from vmdr.cli.remote import JsonOption, call, show
-from vmdr.cli.workflows import WaitOption, watch
+from vmdr.cli.workflows import WaitOption, follow
 from vmdr.model.errors import UsageError
 
 __all__ = ["add_commands"]
@@ -36,14 +36,7 @@ def _load(file: Path) -> dict[str, Any]:
 
 def _run(plan: str, operation: str, body: dict[str, Any], wait: bool, as_json: bool) -> None:
     started = call("POST", f"/v1/recovery-plans/{plan}/{operation}", as_json, body)
-    if not wait:
-        emit_json(started) if as_json else console.print(
-            f"plan {plan}: {operation} started, job {started['job']}"
-        )
-        return
-    if not as_json:
-        console.print(f"plan {plan}: {operation}, job {started['job']}")
-    watch(started["job"], as_json)
+    follow(started, wait, as_json, f"plan {plan}: {operation}")
 
 
 def add_commands(app: typer.Typer) -> None:
@@ -91,10 +84,7 @@ def add_commands(app: typer.Typer) -> None:
     def resume(plan: str, wait: bool = WaitOption, as_json: bool = JsonOption) -> None:
         """Run a failed plan again from where it stopped."""
         started = call("POST", f"/v1/recovery-plans/{plan}/resume", as_json, {})
-        if wait:
-            watch(started["job"], as_json)
-        else:
-            emit_json(started) if as_json else console.print(f"resumed: job {started['job']}")
+        follow(started, wait, as_json, f"plan {plan}: resume")
 
     def operation(op: str, doc: str) -> Any:
         def command(

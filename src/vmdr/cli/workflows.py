@@ -122,21 +122,22 @@ def watch(job_id: str, as_json: bool) -> None:
 
 def _operate(item: str, operation: str, body: dict[str, Any], wait: bool, as_json: bool) -> None:
     started = call("POST", f"/v1/protected-items/{item}/{operation}", as_json, body)
-    _follow(started, wait, as_json)
+    follow(started, wait, as_json)
 
 
-def _follow(started: dict[str, Any], wait: bool, as_json: bool) -> None:
+def follow(started: dict[str, Any], wait: bool, as_json: bool, what: str | None = None) -> None:
+    """A job just started: watch it to its end, or (``--no-wait``) say how to."""
+    what = what or f"{started['kind']} of item {started.get('item')}"
     if not wait:
         if as_json:
             emit_json(started)
         else:
             console.print(
-                f"{started['kind']} started: job {started['job']} "
-                f"(`vmdr jobs watch {started['job']}`)"
+                f"{what} started: job {started['job']} (`vmdr jobs watch {started['job']}`)"
             )
         return
     if not as_json:
-        console.print(f"{started['kind']} of item {started['item']}: job {started['job']}")
+        console.print(f"{what}: job {started['job']}")
     watch(started["job"], as_json)
 
 
@@ -146,7 +147,7 @@ def protect(
     as_json: bool = JsonOption,
 ) -> None:
     """Protect a VM to the cloud: initial replication to page blobs, verified."""
-    _follow(call("POST", "/v1/protected-items", as_json, {"machine": machine}), wait, as_json)
+    follow(call("POST", "/v1/protected-items", as_json, {"machine": machine}), wait, as_json)
 
 
 def failover(
@@ -379,7 +380,7 @@ def add_commands(app: typer.Typer) -> None:
         """Take a recovery point now (while the VM runs in the cloud: a point a
         later failback can choose)."""
         started = call("POST", f"/v1/protected-items/{item}/recovery-points", as_json, {"tag": tag})
-        _follow(started, wait, as_json)
+        follow(started, wait, as_json)
 
     @items.command("points")
     def item_points(item: str, as_json: bool = JsonOption) -> None:

@@ -44,10 +44,12 @@ from vmdr.control import roles_api
 from vmdr.control.backup import BackupCorrupt, backup, restore
 from vmdr.control.db.engine import open_database, session_factory
 from vmdr.control.db.models import Datastore, Host, Job, JobEvent, Machine, Site, VCenter
+from vmdr.control.groups import add_group_routes, group_kind
 from vmdr.control.inventory import store_discovery
 from vmdr.control.jobs import JobKind, JobRunner, JobUnknown, StepContext
-from vmdr.control.plans import add_plan_routes, plan_job_kind, scripts_folder
+from vmdr.control.plans import add_plan_routes, plan_job_kind
 from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
+from vmdr.control.scripts import scripts_folder
 from vmdr.control.secrets import SecretBox
 from vmdr.control.traffic import TrafficManager
 from vmdr.control.traffic_api import add_traffic_routes
@@ -165,6 +167,7 @@ class ConfigServer:
         )
         kinds = [*cloud_kinds(self.workflows), *onprem_kinds(self.workflows)]
         kinds += [*upkeep_kinds(self.workflows), plan_kind(self.workflows)]
+        kinds.append(group_kind(self.workflows))
         for kind in (*kinds, replicate_kind(self.workflows), plan_job_kind(self.workflows)):
             self.runner.register(kind)
 
@@ -242,6 +245,7 @@ def build_app(
     cs.workflows.traffic = traffic
     add_traffic_routes(app, traffic)
     add_plan_routes(app, cs.workflows)
+    add_group_routes(app, cs.workflows)
     scripts_folder(settings.state_dir)
     app.state.config_server = cs
     admin = settings.state_dir / "admin.token"

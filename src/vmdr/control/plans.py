@@ -29,10 +29,7 @@ else. Their output (the last 8 KiB) is kept on the job.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI
@@ -43,15 +40,15 @@ from sqlalchemy.exc import IntegrityError
 
 from vmdr.control.db.models import Job, JobEvent, RecoveryPlan, TrafficProfile
 from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.scripts import run_script
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.items import find_item, job_accepted, start_operation
 from vmdr.model.errors import VmdrError
-from vmdr.model.lifecycle import Operation
+from vmdr.model.lifecycle import Direction, Operation
 
 __all__ = ["add_plan_routes", "plan_job_kind"]
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-OUTPUT_KEPT = 8192
 APPROVAL_WAIT = 24 * 3600.0
 
 
@@ -205,7 +202,11 @@ class PlanRunner:
                 continue
             with self.wf.sessions() as s:
                 row, _ = find_item(self.wf, s, name)
-            job_id, kind = start_operation(self.wf, row.id, op, {**options, "skip_cutover": True})
+            params = {**options, "skip_cutover": True}
+            to_cloud = row.direction == Direction.PRIMARY_TO_RECOVERY
+            if to_cloud and op in (Operation.UNPLANNED_FAILOVER, Operation.TEST_FAILOVER):
+                params.update(self._group_point(ctx, row.id))
+            job_id, kind = start_operation(self.wf, row.id, op, params)
             jobs[name] = job_id
             ctx.progress(key, 0, f"{name}: {kind} job {job_id}")
         failed = []
@@ -218,6 +219,28 @@ class PlanRunner:
         if failed:
             raise PlanError(plan=plan, detail=f"group {unit['group']}: " + "; ".join(failed))
 
+    def _group_point(self, ctx: StepContext, item: str) -> dict[str, Any]:
+        """A member of a replication group fails over at the group's point:
+        the newest complete one when the plan first needs it, kept on the job
+        so that every plan group (and a resumed run) uses the same one."""
+        from vmdr.control.groups import common_point, group_of
+
+        with self.wf.sessions() as s:
+            group = group_of(s, item)
+            if group is None:
+                return {}
+            pinned = ctx.params.get("group_points", {}).get(group.id)
+            gseq, seqs = common_point(s, group, pinned)
+        if pinned is None:
+            with self.wf.sessions.begin() as s:
+                job = s.get(Job, ctx.job_id)
+                assert job is not None
+                points = {**job.params.get("group_points", {}), group.id: gseq}
+                job.params = {**job.params, "group_points": points}
+            ctx.params["group_points"] = points
+            ctx.progress("group-point", 0, f"replication group {group.name}: group point {gseq}")
+        return {"recovery_point": seqs[item]}
+
     def _wait(self, job_id: str) -> tuple[str, dict[str, Any] | None]:
         while True:
             with self.wf.sessions() as s:
@@ -228,33 +251,13 @@ class PlanRunner:
             time.sleep(0.3)
 
     def _script(self, ctx: StepContext, plan: str, key: str, unit: dict[str, Any]) -> None:
-        folder = (self.wf.state_dir / "scripts").resolve()
-        path = (folder / unit["script"]).resolve()
-        if path.parent != folder or not path.is_file() or not os.access(path, os.X_OK):
-            raise PlanError(
-                plan=plan, detail=f"script {unit['script']!r} is not an executable file in {folder}"
-            )
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "VMDR_PLAN": plan,
             "VMDR_PLAN_OPERATION": ctx.params["operation"],
             "VMDR_PLAN_STEP": key,
         }
-        try:
-            done = subprocess.run(
-                [str(path), *unit["args"]],
-                capture_output=True,
-                timeout=unit["timeout"],
-                cwd=folder,
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise PlanError(
-                plan=plan, detail=f"script {unit['script']} ran over {unit['timeout']:.0f} s"
-            ) from exc
-        output = (done.stdout + done.stderr)[-OUTPUT_KEPT:].decode(errors="replace")
-        ctx.progress(key, 0, f"script {unit['script']} exited {done.returncode}: {output}")
+        done = run_script(self.wf.state_dir, unit["script"], unit["args"], unit["timeout"], env)
+        ctx.progress(key, 0, f"script {unit['script']} exited {done.returncode}: {done.output}")
         if done.returncode != 0:
             raise PlanError(plan=plan, detail=f"script {unit['script']} exited {done.returncode}")
 
@@ -430,9 +433,3 @@ def add_plan_routes(app: FastAPI, wf: Workflows) -> None:
             plan_id = find(s, ident).id
         params = {"plan": plan_id, "operation": operation, "options": body.model_dump(), "done": []}
         return start(plan_id, params)
-
-
-def scripts_folder(state_dir: Path) -> Path:
-    folder = state_dir / "scripts"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return folder

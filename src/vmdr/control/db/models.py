@@ -48,6 +48,7 @@ __all__ = [
     "ProtectedItem",
     "RecoveryPlan",
     "RecoveryPoint",
+    "ReplicationGroup",
     "ReplicationSample",
     "Site",
     "VCenter",
@@ -226,6 +227,22 @@ class RecoveryPoint(Base):
     tag: Mapped[str | None] = mapped_column(String(128), default=None)
     kind: Mapped[str] = mapped_column(String(16), default="crash")
     location: Mapped[str | None] = mapped_column(String(2048), default=None)
+    # A point cut for a whole replication group: every member has a row with
+    # the same group_id and group_seq (and the same time).
+    group_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    group_seq: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class ReplicationGroup(Base):
+    """Protected items whose recovery points are cut together
+    (``control/groups.py``)."""
+
+    __tablename__ = "replication_groups"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    items: Mapped[list[str]] = mapped_column(JSON, default=list)  # protected item ids
+    quiesce: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=now)
 
 
 class RecoveryPlan(Base):

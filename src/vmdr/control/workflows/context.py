@@ -150,26 +150,7 @@ class Workflows:
     # -- recovery points ---------------------------------------------------------------
     def add_point(self, item_id: str, tag: str, kind: str, locations: dict[int, str]) -> int:
         with self.sessions.begin() as s:
-            seq = 1 + (
-                s.scalar(
-                    select(func.max(RecoveryPoint.seq)).where(RecoveryPoint.item_id == item_id)
-                )
-                or 0
-            )
-            now = time.time()
-            for unit, location in sorted(locations.items()):
-                s.add(
-                    RecoveryPoint(
-                        item_id=item_id,
-                        disk_unit=unit,
-                        seq=seq,
-                        time=now,
-                        tag=tag,
-                        kind=kind,
-                        location=location,
-                    )
-                )
-            return seq
+            return add_point_rows(s, item_id, tag, kind, locations, time.time())
 
     def point(self, item_id: str, seq: int | None = None) -> tuple[int, dict[int, str]]:
         """A recovery point's disk locations (the latest when ``seq`` is None)."""
@@ -220,3 +201,48 @@ class Workflows:
             )
         with session(endpoint) as si:
             yield si
+
+
+class GroupCutting(VmdrError):
+    code = "VMDR-E0917"
+    http_status = 409
+    msg = "{item} is in replication group {group}, which is cutting a group point (job {job})"
+    fix = "Retry in a moment: a group point takes seconds (`vmdr jobs watch {job}`)."
+
+
+def refuse_while_group_cuts(s: Session, item_id: str, name: str) -> None:
+    """An operation on a member waits for its group's point (``groups.py``):
+    the cut reads and snapshots every member's disks."""
+    from vmdr.control.db.models import Job, ReplicationGroup
+
+    for group in s.scalars(select(ReplicationGroup)):
+        if item_id in group.items:
+            job = s.scalars(
+                select(Job).where(Job.item_id == group.id, Job.state.in_(("queued", "running")))
+            ).first()
+            if job is not None:
+                raise GroupCutting(item=name, group=group.name, job=job.id)
+
+
+def add_point_rows(
+    s: Session,
+    item_id: str,
+    tag: str,
+    kind: str,
+    locations: dict[int, str],
+    when: float,
+    group: tuple[str, int] | None = None,
+) -> int:
+    """One recovery point (a row per disk) in the caller's transaction; its seq."""
+    seq = 1 + (
+        s.scalar(select(func.max(RecoveryPoint.seq)).where(RecoveryPoint.item_id == item_id)) or 0
+    )
+    for unit, location in sorted(locations.items()):
+        s.add(
+            RecoveryPoint(
+                item_id=item_id, disk_unit=unit, seq=seq, time=when, tag=tag, kind=kind,
+                location=location, group_id=group[0] if group else None,
+                group_seq=group[1] if group else None,
+            )
+        )  # fmt: skip
+    return seq

@@ -35,7 +35,12 @@ from vmdr.control.db.models import (
     RecoveryPoint,
 )
 from vmdr.control.workflows import metrics
-from vmdr.control.workflows.context import ItemGone, Workflows, to_state
+from vmdr.control.workflows.context import (
+    ItemGone,
+    Workflows,
+    refuse_while_group_cuts,
+    to_state,
+)
 from vmdr.model import lifecycle
 from vmdr.model.errors import VmdrError
 from vmdr.model.health import DEFAULT_RPO_THRESHOLD, replication_health
@@ -218,6 +223,7 @@ def start_operation(
     with wf.sessions() as s:
         row, machine = wf.item(s, item_id)
         kind = job_kind_for(to_state(row, machine.name), op)
+        refuse_while_group_cuts(s, item_id, machine.name)
     wf.transition(item_id, lambda item: lifecycle.start(item, op))
     try:
         job_id = wf.runner.launch(kind, {"item": item_id, **params}, item_id=item_id)

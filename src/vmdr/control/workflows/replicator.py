@@ -10,6 +10,10 @@ points beyond ``point_retention`` (default 24) are deleted with their
 snapshots. A failed cycle is kept on the item (``replication_error``) and
 shows in its health until the next cycle succeeds.
 
+Members of a replication group (``control/groups.py``) are not replicated
+one by one: while every member is protected, the group gets one
+``groupPoint`` job each interval, whose points all members share.
+
 Failback replication (to on-premises) is continuous in the process server
 itself; its RPO comes from the process server's heartbeat.
 """
@@ -23,10 +27,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from vmdr.control.db.models import ProtectedItem, RecoveryPoint
+from vmdr.control.db.models import ProtectedItem, RecoveryPoint, ReplicationGroup
 from vmdr.control.jobs import JobConflict, JobKind, StepContext
 from vmdr.control.workflows import metrics
 from vmdr.control.workflows.context import Workflows
+from vmdr.model.errors import VmdrError
 from vmdr.model.lifecycle import Direction, State
 
 __all__ = ["Replicator", "replicate_kind"]
@@ -112,10 +117,11 @@ class Replicator:
     def once(self) -> list[str]:
         interval, _ = _options(self.wf)
         now = time.time()
-        started = []
         with self.wf.sessions() as s:
-            due = [
-                row.id
+            groups = list(s.scalars(select(ReplicationGroup)))
+            grouped = {item for g in groups for item in g.items}
+            ready = {
+                row.id: row.state
                 for row in s.scalars(
                     select(ProtectedItem).where(
                         # A test failover leaves replication running (it uses copies).
@@ -124,15 +130,33 @@ class Replicator:
                         ProtectedItem.running.is_(None),
                     )
                 )
-                if now - _last_point(s, row.id) >= interval
+            }
+            due = [
+                ("replicate", {"item": item}, item)
+                for item in ready
+                if item not in grouped and now - _last_point(s, item) >= interval
             ]
-        for item in due:
+            # A group's members are replicated together, only while all are protected.
+            due += [
+                ("groupPoint", {"group": g.id}, g.id)
+                for g in groups
+                if all(ready.get(i) == State.PROTECTED for i in g.items)
+                and now - _last_group_point(s, g.id) >= interval
+            ]
+        started = []
+        for kind, params, holder in due:
             try:
-                job = self.wf.runner.launch("replicate", {"item": item}, item_id=item)
-            except JobConflict:
+                started.append(self.wf.runner.launch(kind, params, item_id=holder))
+            except (JobConflict, VmdrError):
                 continue  # an operation or a cycle holds the item: next tick
-            started.append(job)
         return started
+
+
+def _last_group_point(s: Any, group: str) -> float:
+    from sqlalchemy import func
+
+    newest = s.scalar(select(func.max(RecoveryPoint.time)).where(RecoveryPoint.group_id == group))
+    return float(newest or 0.0)
 
 
 def _last_point(s: Any, item: str) -> float:

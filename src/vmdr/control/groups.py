@@ -1,0 +1,429 @@
+"""Replication groups: protected items whose recovery points are cut together,
+so that an application spread over several VMs (a database and the app
+that writes to it) comes back from one moment, not from one moment per VM.
+
+A group point is one ``groupPoint`` job for all members:
+
+    presync  each member's changed blocks to its page blobs, with the
+             application running (the bulk of the bytes)
+    cut      quiesce (the group's script, if it has one), then each member's
+             blocks changed since the presync, then a page-blob snapshot of
+             every disk of every member, then thaw (always, even on failure);
+             the points are stored in one transaction, every member's row
+             with the same ``group_id``, ``group_seq`` and time
+    prune    group points beyond ``point_retention`` are deleted
+
+All or nothing: if any member fails during the cut, the snapshots already
+taken are deleted and no member gets the point.
+
+How consistent is it? With a quiesce script (the group's
+``{"script": ..., "thaw": ..., "timeout": ...}``, files in
+``<state>/scripts/``; ``fsfreeze`` or the database's own backup mode through
+guest operations in production), no member writes between the quiesce and
+the thaw, so every member's disks are read at one common instant: the point
+is consistent across the VMs. Without one, the members are read one after
+another in the cut step (the delta since the presync, typically well under
+a second each): each VM's point is crash-consistent, the group's is not
+strictly one instant. Either way, failing over the group uses one group point
+for every member.
+
+While members are in a group, the replicator cuts group points (one cycle
+for the group every ``replication_interval``) instead of per-item points.
+
+    POST   /v1/replication-groups              {name, items, quiesce?}
+    GET    /v1/replication-groups[/{id|name}]  with the complete group points
+    DELETE /v1/replication-groups/{id|name}
+    POST   /v1/replication-groups/{g}/points   202: cut a group point now
+    POST   /v1/replication-groups/{g}/{unplannedFailover|testFailover}
+           {group_point?}: every member from the same group point (the
+           newest every member has, or the one named); 202 with the jobs
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from vmdr.control.db.models import RecoveryPoint, ReplicationGroup
+from vmdr.control.jobs import JobConflict, JobKind, StepContext
+from vmdr.control.scripts import run_script
+from vmdr.control.workflows import metrics
+from vmdr.control.workflows.context import Workflows, add_point_rows, to_state
+from vmdr.control.workflows.items import find_item, start_operation
+from vmdr.model import lifecycle
+from vmdr.model.errors import VmdrError
+from vmdr.model.lifecycle import Direction, Operation, State
+
+__all__ = ["add_group_routes", "common_point", "group_kind", "group_of"]
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+ITEM = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$"
+DEFAULT_RETENTION = 24
+
+
+class GroupNotFound(VmdrError):
+    code = "VMDR-E0914"
+    http_status = 404
+    msg = "no replication group {group!r}"
+    fix = "List groups with `vmdr groups list`."
+
+
+class GroupExists(VmdrError):
+    code = "VMDR-E0915"
+    http_status = 409
+    msg = "{detail}"
+    fix = "Choose another name, or delete the other group first (`vmdr groups delete NAME`)."
+
+
+class GroupRefused(VmdrError):
+    code = "VMDR-E0916"
+    http_status = 409
+    msg = "replication group {group}: {detail}"
+    fix = "{fix}"
+
+
+class Quiesce(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    script: str = Field(pattern=NAME, description="run before the cut (a file in scripts/)")
+    thaw: str = Field(pattern=NAME, description="run after the cut, always")
+    timeout: float = Field(default=60.0, gt=0, le=3600)
+
+
+class NewGroup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME)
+    items: list[Annotated[str, Field(pattern=ITEM)]] = Field(min_length=2, max_length=50)
+    quiesce: Quiesce | None = None
+
+
+class GroupFailover(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    group_point: int | None = Field(default=None, ge=1)
+
+
+def group_of(s: Session, item_id: str) -> ReplicationGroup | None:
+    for group in s.scalars(select(ReplicationGroup)):
+        if item_id in group.items:
+            return group
+    return None
+
+
+def _find(s: Session, ident: str) -> ReplicationGroup:
+    group = s.scalars(
+        select(ReplicationGroup).where(
+            or_(ReplicationGroup.id == ident, ReplicationGroup.name == ident)
+        )
+    ).first()
+    if group is None:
+        raise GroupNotFound(group=ident)
+    return group
+
+
+def complete_points(s: Session, group: ReplicationGroup) -> dict[int, dict[str, Any]]:
+    """Group points every member still has: group_seq -> {time, items: {item: seq}}."""
+    rows = s.execute(
+        select(
+            RecoveryPoint.group_seq, RecoveryPoint.item_id, RecoveryPoint.seq, RecoveryPoint.time
+        )
+        .where(RecoveryPoint.group_id == group.id)
+        .distinct()
+    ).all()
+    points: dict[int, dict[str, Any]] = {}
+    for gseq, item, seq, when in rows:
+        if gseq is None:
+            continue
+        points.setdefault(gseq, {"time": when, "items": {}})["items"][item] = seq
+    members = set(group.items)
+    return {g: p for g, p in sorted(points.items()) if set(p["items"]) == members}
+
+
+def common_point(
+    s: Session, group: ReplicationGroup, wanted: int | None = None
+) -> tuple[int, dict[str, int]]:
+    """The group point to fail over to: ``wanted``, else the newest complete one."""
+    points = complete_points(s, group)
+    if wanted is not None and wanted in points:
+        return wanted, points[wanted]["items"]
+    if wanted is None and points:
+        newest = max(points)
+        return newest, points[newest]["items"]
+    known = ", ".join(str(g) for g in points) or "none yet"
+    raise GroupRefused(
+        group=group.name,
+        detail=f"no complete group point {wanted or ''}".rstrip() + f" (complete: {known})",
+        fix="Cut one with `vmdr groups point NAME`, or name one of the complete points.",
+    )
+
+
+# -- the groupPoint job ------------------------------------------------------------------
+def _members(wf: Workflows, ctx: StepContext) -> tuple[ReplicationGroup, list[str]]:
+    with wf.sessions() as s:
+        group = _find(s, ctx.params["group"])
+        s.expunge(group)
+    return group, list(group.items)
+
+
+def _check_ready(wf: Workflows, group: ReplicationGroup) -> None:
+    """Every member protected to the cloud and not in an operation."""
+    problems = []
+    with wf.sessions() as s:
+        for item in group.items:
+            row, machine = wf.item(s, item)
+            if (row.state, row.direction, row.running) != (
+                State.PROTECTED,
+                Direction.PRIMARY_TO_RECOVERY,
+                None,
+            ):
+                busy = f" running {row.running}" if row.running else ""
+                problems.append(f"{machine.name} is {row.state}{busy}")
+    if problems:
+        raise GroupRefused(
+            group=group.name,
+            detail="a group point needs every member protected to the cloud and idle: "
+            + "; ".join(problems),
+            fix="Wait for the members' operations to end, or take the member out of the group.",
+        )
+
+
+def _presync(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.control.workflows.to_cloud import _sync
+
+    group, items = _members(wf, ctx)
+    _check_ready(wf, group)
+    for item in items:
+        _sync(wf, ctx.with_params(item=item), "presync")
+
+
+def _cut(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.control.workflows.to_cloud import _sync
+    from vmdr.providers.azure.pageblob import delete, snapshot
+
+    group, items = _members(wf, ctx)
+    _check_ready(wf, group)
+    env = {"VMDR_GROUP": group.name, "VMDR_GROUP_ITEMS": " ".join(items)}
+    quiesce = group.quiesce
+    taken: dict[str, dict[int, str]] = {}
+    moved: dict[str, int] = {}
+    if quiesce:
+        done = run_script(wf.state_dir, quiesce["script"], [group.name], quiesce["timeout"], env)
+        ctx.progress(
+            "cut", 0, f"quiesce {quiesce['script']} exited {done.returncode}: {done.output}"
+        )
+        if done.returncode != 0:
+            _thaw(wf, ctx, group, env)
+            raise GroupRefused(
+                group=group.name,
+                detail=f"quiesce script exited {done.returncode}",
+                fix="See the script's output on the job (`vmdr jobs show JOB`).",
+            )
+    try:
+        for item in items:
+            _sync(wf, ctx.with_params(item=item), "cut")
+            moved[item] = sum((wf.settings(item).get("last_sync") or {}).get("bytes", {}).values())
+        when = time.time()
+        for item in items:
+            taken[item] = {d["unit"]: snapshot(d["blob"]) for d in wf.settings(item)["disks"]}
+    except BaseException:
+        for locations in taken.values():
+            for location in locations.values():
+                delete(location)
+        raise
+    finally:
+        if quiesce:
+            _thaw(wf, ctx, group, env)
+    kind = "app" if quiesce else "crash"
+    with wf.sessions.begin() as s:
+        gseq = 1 + (
+            s.scalar(
+                select(func.max(RecoveryPoint.group_seq)).where(RecoveryPoint.group_id == group.id)
+            )
+            or 0
+        )
+        seqs = {
+            item: add_point_rows(
+                s, item, f"group:{group.name}", kind, taken[item], when, (group.id, gseq)
+            )
+            for item in items
+        }
+        for item in items:
+            metrics.record_cycle(s, item, ctx.job_id, moved[item])
+    for item in items:
+        wf.update_settings(item, replication_error=None, replicated_at=when)
+    ctx.progress("cut", sum(moved.values()), f"group point {gseq} at {when:.3f}: {seqs}")
+
+
+def _thaw(wf: Workflows, ctx: StepContext, group: ReplicationGroup, env: dict[str, str]) -> None:
+    assert group.quiesce is not None
+    script = group.quiesce["thaw"]
+    done = run_script(wf.state_dir, script, [group.name], group.quiesce["timeout"], env)
+    ctx.progress("cut", 0, f"thaw {script} exited {done.returncode}: {done.output}")
+    if done.returncode != 0:
+        raise GroupRefused(
+            group=group.name,
+            detail=f"thaw script exited {done.returncode}",
+            fix="The application may still be quiesced: thaw it by hand.",
+        )
+
+
+def _prune(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.providers.azure.pageblob import delete
+
+    group, _ = _members(wf, ctx)
+    keep = int(wf.dataplane.raw().get("point_retention") or DEFAULT_RETENTION)
+    with wf.sessions() as s:
+        rows = list(s.scalars(select(RecoveryPoint).where(RecoveryPoint.group_id == group.id)))
+    seqs = sorted({r.group_seq for r in rows if r.group_seq is not None})
+    old = set(seqs[:-keep]) if len(seqs) > keep else set()
+    if not old:
+        return
+    for row in rows:
+        if row.group_seq in old and row.location:
+            delete(row.location)
+    with wf.sessions.begin() as s:
+        for row in s.scalars(
+            select(RecoveryPoint).where(
+                RecoveryPoint.group_id == group.id, RecoveryPoint.group_seq.in_(old)
+            )
+        ):
+            s.delete(row)
+
+
+def group_kind(wf: Workflows) -> JobKind:
+    def failed(ctx: StepContext, error: dict[str, Any]) -> None:
+        with wf.sessions() as s:
+            group = s.scalars(
+                select(ReplicationGroup).where(ReplicationGroup.id == ctx.params["group"])
+            ).first()
+            items = list(group.items) if group else []
+        for item in items:
+            wf.update_settings(item, replication_error=error)
+
+    return JobKind(
+        "groupPoint",
+        [
+            ("presync", lambda ctx: _presync(wf, ctx)),
+            ("cut", lambda ctx: _cut(wf, ctx)),
+            ("prune", lambda ctx: _prune(wf, ctx)),
+        ],
+        None,
+        failed,
+    )
+
+
+# -- the API ------------------------------------------------------------------------------
+def _group_dict(wf: Workflows, s: Session, group: ReplicationGroup) -> dict[str, Any]:
+    vms = {item: wf.item(s, item)[1].name for item in group.items}
+    points = [
+        {
+            "group_point": g,
+            "time": p["time"],
+            "points": {vms[i]: seq for i, seq in p["items"].items()},
+        }
+        for g, p in complete_points(s, group).items()
+    ]
+    return {
+        "id": group.id,
+        "name": group.name,
+        "items": group.items,
+        "vms": list(vms.values()),
+        "quiesce": group.quiesce,
+        "points": points,
+    }
+
+
+def add_group_routes(app: FastAPI, wf: Workflows) -> None:
+    from vmdr.control.workflows.items import job_accepted
+
+    @app.post("/v1/replication-groups", status_code=201)
+    def post_group(body: NewGroup) -> dict[str, Any]:
+        with wf.sessions() as s:
+            ids = [find_item(wf, s, name)[0].id for name in body.items]
+            if len(set(ids)) != len(ids):
+                raise GroupExists(detail="an item is named twice in the group")
+            for item in ids:
+                other = group_of(s, item)
+                if other is not None:
+                    raise GroupExists(detail=f"{item} is already in replication group {other.name}")
+        try:
+            with wf.sessions.begin() as s:
+                quiesce = body.quiesce.model_dump() if body.quiesce else None
+                group = ReplicationGroup(name=body.name, items=ids, quiesce=quiesce)
+                s.add(group)
+                s.flush()
+                return _group_dict(wf, s, group)
+        except IntegrityError:
+            raise GroupExists(detail=f"a replication group named {body.name!r} exists") from None
+
+    @app.get("/v1/replication-groups")
+    def get_groups() -> list[dict[str, Any]]:
+        with wf.sessions() as s:
+            groups = s.scalars(select(ReplicationGroup).order_by(ReplicationGroup.name))
+            return [_group_dict(wf, s, g) for g in groups]
+
+    @app.get("/v1/replication-groups/{ident}")
+    def get_group(ident: str) -> dict[str, Any]:
+        with wf.sessions() as s:
+            return _group_dict(wf, s, _find(s, ident))
+
+    @app.delete("/v1/replication-groups/{ident}")
+    def delete_group(ident: str) -> dict[str, Any]:
+        """The members go back to per-item points; group points stay until pruned
+        with the items' own (they are ordinary points of each member too)."""
+        with wf.sessions.begin() as s:
+            group = _find(s, ident)
+            name = group.name
+            s.delete(group)
+        return {"deleted": name}
+
+    @app.post("/v1/replication-groups/{ident}/points", status_code=202)
+    def post_point(ident: str) -> JSONResponse:
+        with wf.sessions() as s:
+            group = _find(s, ident)
+            s.expunge(group)
+        _check_ready(wf, group)
+        try:
+            job = wf.runner.launch("groupPoint", {"group": group.id}, group.id)
+        except JobConflict as exc:  # the replicator's cycle, or another request's
+            raise GroupRefused(
+                group=group.name,
+                detail=f"a group point is being cut now ({exc.message})",
+                fix="Wait for it to finish; it is as good as the one asked for.",
+            ) from exc
+        return job_accepted(job, group=group.name, kind="groupPoint")
+
+    @app.post("/v1/replication-groups/{ident}/{operation}", status_code=202)
+    def post_failover(
+        ident: str,
+        operation: Literal["unplannedFailover", "testFailover"],
+        body: GroupFailover,
+    ) -> JSONResponse:
+        """Every member to the same group point, each in its own job."""
+        op = Operation(operation)
+        with wf.sessions() as s:
+            group = _find(s, ident)
+            gseq, seqs = common_point(s, group, body.group_point)
+            refused = []
+            for item in group.items:
+                row, machine = wf.item(s, item)
+                if op not in lifecycle.allowed(to_state(row, machine.name)):
+                    refused.append(f"{machine.name} is {row.state}")
+            name = group.name
+        if refused:  # all members or none
+            raise GroupRefused(
+                group=name,
+                detail=f"{operation} is not allowed: " + "; ".join(refused),
+                fix="Every member must allow the operation (`vmdr items list`).",
+            )
+        jobs = []
+        for item, seq in seqs.items():
+            job_id, kind = start_operation(wf, item, op, {"recovery_point": seq})
+            jobs.append({"item": item, "recovery_point": seq, "job": job_id, "kind": kind})
+        body_out = {"group": name, "group_point": gseq, "jobs": jobs}
+        return JSONResponse(body_out, status_code=202)
