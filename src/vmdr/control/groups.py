@@ -51,7 +51,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vmdr.control.db.models import RecoveryPoint, ReplicationGroup
+from vmdr.control.db.models import Job, RecoveryPoint, ReplicationGroup
 from vmdr.control.jobs import JobConflict, JobKind, StepContext
 from vmdr.control.scripts import run_script
 from vmdr.control.workflows import metrics
@@ -183,6 +183,11 @@ def _check_ready(wf: Workflows, group: ReplicationGroup) -> None:
             ):
                 busy = f" running {row.running}" if row.running else ""
                 problems.append(f"{machine.name} is {row.state}{busy}")
+            job = s.scalars(
+                select(Job).where(Job.item_id == item, Job.state.in_(("queued", "running")))
+            ).first()
+            if job is not None:  # e.g. its last per-item cycle from before the group
+                problems.append(f"{machine.name} has job {job.id} ({job.kind}) running")
     if problems:
         raise GroupRefused(
             group=group.name,
