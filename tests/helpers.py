@@ -22,7 +22,9 @@ __all__ = [
     "add_site_endpoints",
     "app_servers",
     "blob_client",
+    "blob_service",
     "running_lab",
+    "snapshot_count",
     "vmdr_json",
 ]
 
@@ -39,25 +41,42 @@ def running_lab(folder: Path) -> Iterator[Lab]:
 
 
 @contextmanager
-def blob_client(lab: Lab, url: str) -> Iterator[Any]:
-    """The Azure SDK's client for a lab page blob or one of its snapshots
-    (``pageblob://ACCOUNT/CONTAINER/BLOB[?snapshot=TS]``): tests read the
-    cloud disks with it, independently of vmdr's own backends."""
+def blob_service(lab: Lab) -> Iterator[Any]:
+    """The Azure SDK's service client for the lab's storage account."""
     from azure.storage.blob import BlobServiceClient
 
     from vmdr.lab.services import azurite_connection_string
 
-    base, _, snapshot = url.partition("?snapshot=")
-    container, name = base.split("/")[3:5]
     state = lab.state()
     assert state is not None
     record, creds = state.service("azurite"), lab.credentials()["azurite"]
     with BlobServiceClient.from_connection_string(
         azurite_connection_string(record, creds), connection_verify=record.details["ca"]
     ) as service:
+        yield service
+
+
+@contextmanager
+def blob_client(lab: Lab, url: str) -> Iterator[Any]:
+    """The Azure SDK's client for a lab page blob or one of its snapshots
+    (``pageblob://ACCOUNT/CONTAINER/BLOB[?snapshot=TS]``): tests read the
+    cloud disks with it, independently of vmdr's own backends."""
+    base, _, snapshot = url.partition("?snapshot=")
+    container, name = base.split("/")[3:5]
+    with blob_service(lab) as service:
         yield service.get_blob_client(
             container, name, snapshot=snapshot.replace("%3A", ":") or None
         )
+
+
+def snapshot_count(lab: Lab, url: str) -> int:
+    """How many snapshots the page blob at ``url`` has, listed by the SDK."""
+    container, name = url.partition("?")[0].split("/")[3:5]
+    with blob_service(lab) as service:
+        listed = service.get_container_client(container).list_blobs(
+            name_starts_with=name, include=["snapshots"]
+        )
+        return sum(1 for b in listed if b.name == name and b.snapshot)
 
 
 def vmdr_json(lab: Lab, *args: str, timeout: float = 900) -> tuple[int, Any]:

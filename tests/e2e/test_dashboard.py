@@ -375,7 +375,12 @@ def test_a_plan_waits_on_its_manual_step_until_approved_on_the_plans_page(
     # Nothing moves before a person says so.
     assert item(ui_lab, "db-01")["state"] == "Protected"
     page.screenshot(path=shots / "12-plan-waiting.png", full_page=True)
-    approve.click()  # then the page follows the plan's job to its end
+    expect(card).to_contain_text("Is the storage team ready?")
+    approve.click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Is the storage team ready?")
+    dialog.get_by_role("button", name="Approve waiting step").click()
+    # then the page follows the plan's job to its end
     expect(page.get_by_role("heading", level=1)).to_have_text("Job recoveryPlan")
     wait_for_job(page)
     assert ok(ui_lab, "jobs", "show", started["job"])["state"] == "succeeded"

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import blob_client, running_lab, vmdr_json
+from tests.helpers import blob_client, running_lab, snapshot_count, vmdr_json
 from vmdr.lab.lab import Lab
 from vmdr.lab.state import load_inventory
 
@@ -160,6 +160,47 @@ def test_the_replicator_cuts_group_points_instead_of_per_vm_ones(
     for point in ok(lab, "groups", "show", "shop")["points"]:
         if point["time"] > started:
             assert_one_moment(counters(lab, point))
+
+
+def test_a_failing_quiesce_still_thaws_and_leaves_no_point_and_no_snapshot(
+    group_lab: Lab, writer: subprocess.Popen[bytes]
+) -> None:
+    lab = group_lab
+    scripts = scripts_folder(lab)
+    freeze = scripts / "freeze.sh"
+    good = freeze.read_text()
+    wait_idle(lab)
+    before = ok(lab, "groups", "show", "shop")["points"]
+    snapshots = snapshots_of_members(lab)
+    assert snapshots >= 2 * len(before)  # every group point holds one per member disk
+    marker = scripts / "thawed-after-failure"
+    try:
+        freeze.write_text(
+            '#!/bin/sh\nkill -STOP "$(cat writer.pid)"\necho "cannot freeze"\nexit 4\n'
+        )
+        (scripts / "thaw.sh").write_text(
+            '#!/bin/sh\nkill -CONT "$(cat writer.pid)"\ntouch thawed-after-failure\n'
+        )
+        code, out = vmdr_json(lab, "groups", "point", "shop")
+        assert code == 1 and out["error"]["code"] == "VMDR-E0916", out
+        assert "quiesce script exited 4" in out["error"]["message"]
+    finally:
+        freeze.write_text(good)
+        (scripts / "thaw.sh").write_text('#!/bin/sh\nkill -CONT "$(cat writer.pid)"\necho thawed\n')
+    assert marker.exists()  # the thaw ran although the quiesce failed
+    counter = flat(lab, "db-01").read_bytes()[OFFSET : OFFSET + 8]
+    time.sleep(0.2)
+    assert flat(lab, "db-01").read_bytes()[OFFSET : OFFSET + 8] != counter  # writing again
+    assert ok(lab, "groups", "show", "shop")["points"] == before
+    assert snapshots_of_members(lab) == snapshots  # nothing left in the storage account
+
+
+def snapshots_of_members(lab: Lab) -> int:
+    return sum(
+        snapshot_count(lab, disk["blob"])
+        for vm in MEMBERS
+        for disk in ok(lab, "items", "show", vm)["disks"]
+    )
 
 
 def test_test_failover_and_a_plans_failover_take_every_member_from_one_group_point(

@@ -22,9 +22,10 @@ How consistent is it? With a quiesce script (the group's
 guest operations in production), no member writes between the quiesce and
 the thaw, so every member's disks are read at one common instant: the point
 is consistent across the VMs. Without one, the members are read one after
-another in the cut step (the delta since the presync, typically well under
-a second each): each VM's point is crash-consistent, the group's is not
-strictly one instant. Either way, failing over the group uses one group point
+another in the cut step: each VM's point is crash-consistent, the group's is
+not strictly one instant. The cut's delta sync hashes every block of the
+members' disks (no changed-block tracking on the source here), so the
+quiesce lasts about as long as that: a second for the lab's disks. Either way, failing over the group uses one group point
 for every member.
 
 While members are in a group, the replicator cuts group points (one cycle
@@ -41,6 +42,7 @@ for the group every ``replication_interval``) instead of per-item points.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Any, Literal
 
@@ -66,6 +68,8 @@ __all__ = ["add_group_routes", "common_point", "group_kind", "group_of"]
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ITEM = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$"
 DEFAULT_RETENTION = 24
+REPLICATING = (State.PROTECTED, State.TEST_FAILOVER_COMPLETED)
+log = logging.getLogger(__name__)
 
 
 class GroupNotFound(VmdrError):
@@ -170,21 +174,26 @@ def _members(wf: Workflows, ctx: StepContext) -> tuple[ReplicationGroup, list[st
     return group, list(group.items)
 
 
-def _check_ready(wf: Workflows, group: ReplicationGroup) -> None:
-    """Every member protected to the cloud and not in an operation."""
+def _check_ready(wf: Workflows, group: ReplicationGroup, own_job: str | None = None) -> None:
+    """Every member protected to the cloud (a test failover leaves replication
+    running) with no operation and no job of its own."""
     problems = []
     with wf.sessions() as s:
         for item in group.items:
             row, machine = wf.item(s, item)
-            if (row.state, row.direction, row.running) != (
-                State.PROTECTED,
-                Direction.PRIMARY_TO_RECOVERY,
-                None,
+            if (
+                row.state not in REPLICATING
+                or row.direction != Direction.PRIMARY_TO_RECOVERY
+                or row.running is not None
             ):
                 busy = f" running {row.running}" if row.running else ""
                 problems.append(f"{machine.name} is {row.state}{busy}")
             job = s.scalars(
-                select(Job).where(Job.item_id == item, Job.state.in_(("queued", "running")))
+                select(Job).where(
+                    Job.item_id == item,
+                    Job.state.in_(("queued", "running")),
+                    Job.id != (own_job or ""),
+                )
             ).first()
             if job is not None:  # e.g. its last per-item cycle from before the group
                 problems.append(f"{machine.name} has job {job.id} ({job.kind}) running")
@@ -197,6 +206,11 @@ def _check_ready(wf: Workflows, group: ReplicationGroup) -> None:
         )
 
 
+def _synced(wf: Workflows, item: str) -> int:
+    """Bytes the member's last sync moved."""
+    return sum((wf.settings(item).get("last_sync") or {}).get("bytes", {}).values())
+
+
 def _presync(wf: Workflows, ctx: StepContext) -> None:
     from vmdr.control.workflows.to_cloud import _sync
 
@@ -204,46 +218,74 @@ def _presync(wf: Workflows, ctx: StepContext) -> None:
     _check_ready(wf, group)
     for item in items:
         _sync(wf, ctx.with_params(item=item), "presync")
+        wf.update_settings(item, group_presync_bytes=_synced(wf, item))
 
 
 def _cut(wf: Workflows, ctx: StepContext) -> None:
+    """Quiesce, sync the deltas, snapshot every disk, thaw; then store the
+    points. Every snapshot taken is deleted on every failure before the
+    points are stored; the thaw runs whenever the quiesce was started."""
     from vmdr.control.workflows.to_cloud import _sync
-    from vmdr.providers.azure.pageblob import delete, snapshot
+    from vmdr.providers.azure.pageblob import snapshot
 
     group, items = _members(wf, ctx)
     _check_ready(wf, group)
     env = {"VMDR_GROUP": group.name, "VMDR_GROUP_ITEMS": " ".join(items)}
     quiesce = group.quiesce
-    taken: dict[str, dict[int, str]] = {}
+    taken: dict[str, dict[int, str]] = {item: {} for item in items}
     moved: dict[str, int] = {}
-    if quiesce:
-        done = run_script(wf.state_dir, quiesce["script"], [group.name], quiesce["timeout"], env)
-        ctx.progress(
-            "cut", 0, f"quiesce {quiesce['script']} exited {done.returncode}: {done.output}"
-        )
-        if done.returncode != 0:
-            _thaw(wf, ctx, group, env)
-            raise GroupRefused(
-                group=group.name,
-                detail=f"quiesce script exited {done.returncode}",
-                fix="See the script's output on the job (`vmdr jobs show JOB`).",
-            )
+    quiesced = False
+    thaw_error: VmdrError | None = None
     try:
+        if quiesce:
+            quiesced = True  # even a script that timed out may have frozen the application
+            done = run_script(
+                wf.state_dir, quiesce["script"], [group.name], quiesce["timeout"], env
+            )
+            ctx.progress(
+                "cut", 0, f"quiesce {quiesce['script']} exited {done.returncode}: {done.output}"
+            )
+            if done.returncode != 0:
+                raise GroupRefused(
+                    group=group.name,
+                    detail=f"quiesce script exited {done.returncode}",
+                    fix="See the script's output on the job (`vmdr jobs show JOB`).",
+                )
         for item in items:
             _sync(wf, ctx.with_params(item=item), "cut")
-            moved[item] = sum((wf.settings(item).get("last_sync") or {}).get("bytes", {}).values())
+            moved[item] = _synced(wf, item) + int(wf.settings(item).get("group_presync_bytes") or 0)
         when = time.time()
         for item in items:
-            taken[item] = {d["unit"]: snapshot(d["blob"]) for d in wf.settings(item)["disks"]}
+            for d in wf.settings(item)["disks"]:
+                taken[item][d["unit"]] = snapshot(d["blob"])
     except BaseException:
-        for locations in taken.values():
-            for location in locations.values():
-                delete(location)
+        _discard(taken)
         raise
     finally:
-        if quiesce:
-            _thaw(wf, ctx, group, env)
-    kind = "app" if quiesce else "crash"
+        if quiesced:
+            thaw_error = _thaw(wf, ctx, group, env)
+    try:
+        # An unplanned failover may have taken a member meanwhile (it is
+        # never held back by a cut): then this point is not the group's.
+        _check_ready(wf, group, own_job=ctx.job_id)
+        gseq = _store(wf, ctx, group, taken, when, "app" if quiesce else "crash", moved)
+    except BaseException:
+        _discard(taken)
+        raise
+    if thaw_error is not None:  # the point is good; the application needs a hand
+        raise thaw_error
+    ctx.progress("cut", sum(moved.values()), f"group point {gseq} at {when:.3f}")
+
+
+def _store(
+    wf: Workflows,
+    ctx: StepContext,
+    group: ReplicationGroup,
+    taken: dict[str, dict[int, str]],
+    when: float,
+    kind: str,
+    moved: dict[str, int],
+) -> int:
     with wf.sessions.begin() as s:
         gseq = 1 + (
             s.scalar(
@@ -251,36 +293,53 @@ def _cut(wf: Workflows, ctx: StepContext) -> None:
             )
             or 0
         )
-        seqs = {
-            item: add_point_rows(
-                s, item, f"group:{group.name}", kind, taken[item], when, (group.id, gseq)
-            )
-            for item in items
-        }
-        for item in items:
+        for item, locations in taken.items():
+            add_point_rows(s, item, f"group:{group.name}", kind, locations, when, (group.id, gseq))
             metrics.record_cycle(s, item, ctx.job_id, moved[item])
-    for item in items:
+    for item in taken:
         wf.update_settings(item, replication_error=None, replicated_at=when)
-    ctx.progress("cut", sum(moved.values()), f"group point {gseq} at {when:.3f}: {seqs}")
+    return gseq
 
 
-def _thaw(wf: Workflows, ctx: StepContext, group: ReplicationGroup, env: dict[str, str]) -> None:
+def _discard(taken: dict[str, dict[int, str]]) -> None:
+    """Delete the snapshots of a cut that will not be stored, each on its own."""
+    from vmdr.providers.azure.pageblob import delete
+
+    for locations in taken.values():
+        for location in locations.values():
+            try:
+                delete(location)
+            except Exception:  # the others still go; this one is logged
+                log.exception("could not delete snapshot %s of a failed group cut", location)
+
+
+def _thaw(
+    wf: Workflows, ctx: StepContext, group: ReplicationGroup, env: dict[str, str]
+) -> VmdrError | None:
+    """Run the thaw script; its failure, returned, never hides the cut's own."""
     assert group.quiesce is not None
     script = group.quiesce["thaw"]
-    done = run_script(wf.state_dir, script, [group.name], group.quiesce["timeout"], env)
+    fix = "The application may still be quiesced: thaw it by hand, then fix the script."
+    try:
+        done = run_script(wf.state_dir, script, [group.name], group.quiesce["timeout"], env)
+    except VmdrError as exc:
+        ctx.progress("cut", 0, f"thaw {script} failed: {exc.message}")
+        return GroupRefused(group=group.name, detail=f"thaw failed: {exc.message}", fix=fix)
     ctx.progress("cut", 0, f"thaw {script} exited {done.returncode}: {done.output}")
     if done.returncode != 0:
-        raise GroupRefused(
-            group=group.name,
-            detail=f"thaw script exited {done.returncode}",
-            fix="The application may still be quiesced: thaw it by hand.",
+        return GroupRefused(
+            group=group.name, detail=f"thaw script exited {done.returncode}", fix=fix
         )
+    return None
 
 
 def _prune(wf: Workflows, ctx: StepContext) -> None:
+    from vmdr.control.workflows.replicator import prune_continuous
     from vmdr.providers.azure.pageblob import delete
 
-    group, _ = _members(wf, ctx)
+    group, items = _members(wf, ctx)
+    for item in items:  # points from before the group, or from a spell alone
+        prune_continuous(wf, item)
     keep = int(wf.dataplane.raw().get("point_retention") or DEFAULT_RETENTION)
     with wf.sessions() as s:
         rows = list(s.scalars(select(RecoveryPoint).where(RecoveryPoint.group_id == group.id)))
@@ -379,11 +438,22 @@ def add_group_routes(app: FastAPI, wf: Workflows) -> None:
 
     @app.delete("/v1/replication-groups/{ident}")
     def delete_group(ident: str) -> dict[str, Any]:
-        """The members go back to per-item points; group points stay until pruned
-        with the items' own (they are ordinary points of each member too)."""
+        """The members go back to per-item points. The group's points stay,
+        as continuous points of each member, pruned with the others."""
         with wf.sessions.begin() as s:
             group = _find(s, ident)
             name = group.name
+            cutting = s.scalars(
+                select(Job).where(Job.item_id == group.id, Job.state.in_(("queued", "running")))
+            ).first()
+            if cutting is not None:
+                raise GroupRefused(
+                    group=name,
+                    detail=f"a group point is being cut now (job {cutting.id})",
+                    fix="Retry when it has finished (`vmdr jobs watch JOB`).",
+                )
+            for row in s.scalars(select(RecoveryPoint).where(RecoveryPoint.group_id == group.id)):
+                row.tag = "continuous"
             s.delete(group)
         return {"deleted": name}
 

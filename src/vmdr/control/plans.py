@@ -320,6 +320,33 @@ def plan_job_kind(wf: Workflows) -> JobKind:
     return JobKind("recoveryPlan", [("run-plan", PlanRunner(wf).run)], cancellable_before=None)
 
 
+def _waiting_event(s: Any, job_id: str) -> JobEvent | None:
+    """The newest "waiting for approval" event of a plan's job."""
+    event: JobEvent | None = s.scalars(
+        select(JobEvent)
+        .where(
+            JobEvent.job_id == job_id,
+            JobEvent.kind == "progress",
+            JobEvent.message.like("waiting for approval:%"),
+        )
+        .order_by(JobEvent.id.desc())
+    ).first()
+    return event
+
+
+def _waiting(s: Any, job_id: str) -> str | None:
+    """The manual step a running plan waits on now (its message), if any."""
+    event = _waiting_event(s, job_id)
+    if event is None:
+        return None
+    approved = s.scalars(
+        select(JobEvent).where(
+            JobEvent.job_id == job_id, JobEvent.step == event.step, JobEvent.kind == "approved"
+        )
+    ).first()
+    return None if approved is not None else str(event.message)
+
+
 def _plan_dict(plan: RecoveryPlan) -> dict[str, Any]:
     return {"id": plan.id, "name": plan.name, "spec": plan.spec}
 
@@ -371,6 +398,7 @@ def add_plan_routes(app: FastAPI, wf: Workflows) -> None:
                         "state": j.state,
                         "done": j.params.get("done", []),
                         "error": j.error,
+                        "waiting": _waiting(s, j.id) if j.state == "running" else None,
                     }
                     for j in jobs
                 ],
@@ -406,17 +434,7 @@ def add_plan_routes(app: FastAPI, wf: Workflows) -> None:
             job = s.scalars(
                 select(Job).where(Job.item_id == plan.id, Job.state == "running")
             ).first()
-            waiting = None
-            if job is not None:
-                waiting = s.scalars(
-                    select(JobEvent)
-                    .where(
-                        JobEvent.job_id == job.id,
-                        JobEvent.kind == "progress",
-                        JobEvent.message.like("waiting for approval:%"),
-                    )
-                    .order_by(JobEvent.id.desc())
-                ).first()
+            waiting = _waiting_event(s, job.id) if job is not None else None
             if job is None or waiting is None:
                 raise PlanError(plan=plan.name, detail="no step is waiting for approval")
             s.add(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -34,6 +35,7 @@ from vmdr.transport.auth import TokenStore
 __all__ = ["OPEN", "STALE_SECONDS", "add_role_routes", "adopt_role_tokens", "is_healthy"]
 
 OPEN = frozenset({"/v1/roles/register"})
+log = logging.getLogger(__name__)
 STALE_SECONDS = 90.0
 MODELS: dict[str, Any] = {"process-server": ProcessServer, "master-target": MasterTarget}
 
@@ -115,7 +117,11 @@ def add_role_routes(app: FastAPI, sessions: Any, tokens: TokenStore) -> None:
             now, then, before = dt.datetime.now(dt.UTC), last_beat(row), row.health or {}
             row.heartbeat_at, row.health = now, body.health
             if kind == "process-server" and then is not None:
-                record_heartbeat(s, before, body.health, (now - then).total_seconds())
+                try:
+                    record_heartbeat(s, before, body.health, (now - then).total_seconds())
+                except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                    # A malformed report costs its samples, never the heartbeat.
+                    log.warning("heartbeat of %s: no samples (%s)", client, exc)
         return {"ok": True}
 
     for kind, model in MODELS.items():

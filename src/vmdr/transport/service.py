@@ -125,8 +125,11 @@ def create_app(
     async def authenticate(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        path = request.url.path
-        if path not in unauthenticated and not path.startswith(open_prefixes):
+        # The path the router will use (scope), never one rebuilt from the
+        # Host header; and pages are only ever read.
+        path = request.scope["path"]
+        page = request.method in ("GET", "HEAD") and path.startswith(open_prefixes)
+        if path not in unauthenticated and not page:
             try:
                 request.state.client_name = tokens.authenticate(
                     request.headers.get("authorization")

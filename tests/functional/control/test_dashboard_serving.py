@@ -28,15 +28,18 @@ def tls(svc: Service) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(svc.ca_file))
 
 
-def raw_get(svc: Service, path: str) -> tuple[int, bytes]:
-    """A GET with the path sent exactly as given (httpx would normalise
-    ``..``), over the service's TLS."""
+def raw_get(
+    svc: Service, path: str, host: str = "127.0.0.1", method: str = "GET"
+) -> tuple[int, bytes]:
+    """A request with the path and Host sent exactly as given (httpx would
+    normalise ``..``), over the service's TLS."""
     with (
         socket.create_connection(("127.0.0.1", svc.port)) as sock,
         tls(svc).wrap_socket(sock, server_hostname="127.0.0.1") as conn,
     ):
         conn.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n"
+            "Connection: close\r\n\r\n".encode()
         )
         data = b""
         while chunk := conn.recv(65536):
@@ -80,6 +83,14 @@ def test_no_path_leaves_the_pages_folder_or_skips_the_token(server: tuple[Servic
         assert b"import" not in body and b'"id"' not in body, path
     # A path merely starting like the pages is not open either.
     status, _ = raw_get(svc, "/uix/v1/jobs")
+    assert status == 401
+    # Nor is an API path behind a Host header that ends like the pages.
+    for host in ("127.0.0.1/ui/", "x/ui/"):
+        status, body = raw_get(svc, "/v1/protected-items", host=host)
+        assert status in (400, 401), (host, status)
+        assert b'"id"' not in body
+    # Pages are only read: anything else under /ui/ still needs the token.
+    status, _ = raw_get(svc, "/ui/static/js/app.js", method="POST")
     assert status == 401
 
 

@@ -223,7 +223,8 @@ def start_operation(
     with wf.sessions() as s:
         row, machine = wf.item(s, item_id)
         kind = job_kind_for(to_state(row, machine.name), op)
-        refuse_while_group_cuts(s, item_id, machine.name)
+        if op is not Operation.UNPLANNED_FAILOVER:  # the disaster path never waits
+            refuse_while_group_cuts(s, item_id, machine.name)
     wf.transition(item_id, lambda item: lifecycle.start(item, op))
     try:
         job_id = wf.runner.launch(kind, {"item": item_id, **params}, item_id=item_id)
@@ -333,6 +334,7 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
         with wf.sessions() as s:
             row, machine = find_item(wf, s, ident)
             item_id, state = row.id, to_state(row, machine.name)
+            refuse_while_group_cuts(s, item_id, machine.name)
         if state.running is not None or state.state not in (
             State.PROTECTED,
             State.TEST_FAILOVER_COMPLETED,

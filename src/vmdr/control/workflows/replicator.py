@@ -11,8 +11,9 @@ snapshots. A failed cycle is kept on the item (``replication_error``) and
 shows in its health until the next cycle succeeds.
 
 Members of a replication group (``control/groups.py``) are not replicated
-one by one: while every member is protected, the group gets one
-``groupPoint`` job each interval, whose points all members share.
+one by one: while every member can replicate, the group gets one
+``groupPoint`` job each interval, whose points all members share; while one
+cannot (failed over, in an operation), the others replicate alone.
 
 Failback replication (to on-premises) is continuous in the process server
 itself; its RPO comes from the process server's heartbeat.
@@ -27,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from vmdr.control.db.models import ProtectedItem, RecoveryPoint, ReplicationGroup
+from vmdr.control.db.models import Job, ProtectedItem, RecoveryPoint, ReplicationGroup
 from vmdr.control.jobs import JobConflict, JobKind, StepContext
 from vmdr.control.workflows import metrics
 from vmdr.control.workflows.context import Workflows
@@ -47,10 +48,10 @@ def _options(wf: Workflows) -> tuple[float, int]:
     return max(interval, 1.0), int(raw.get("point_retention") or DEFAULT_RETENTION)
 
 
-def _prune(wf: Workflows, ctx: StepContext) -> None:
+def prune_continuous(wf: Workflows, item: str) -> None:
+    """Delete the item's oldest continuous points beyond ``point_retention``."""
     from vmdr.providers.azure.pageblob import delete
 
-    item = ctx.params["item"]
     _, keep = _options(wf)
     with wf.sessions() as s:
         rows = list(
@@ -73,6 +74,11 @@ def _prune(wf: Workflows, ctx: StepContext) -> None:
                 )
             ):
                 s.delete(row)
+
+
+def _prune(wf: Workflows, ctx: StepContext) -> None:
+    item = ctx.params["item"]
+    prune_continuous(wf, item)
     wf.update_settings(item, replication_error=None, replicated_at=time.time())
     moved = sum((wf.settings(item).get("last_sync") or {}).get("bytes", {}).values())
     with wf.sessions.begin() as s:
@@ -119,7 +125,6 @@ class Replicator:
         now = time.time()
         with self.wf.sessions() as s:
             groups = list(s.scalars(select(ReplicationGroup)))
-            grouped = {item for g in groups for item in g.items}
             ready = {
                 row.id: row.state
                 for row in s.scalars(
@@ -131,16 +136,20 @@ class Replicator:
                     )
                 )
             }
+            # A group's members are replicated together while all of them can
+            # be; otherwise (one failed over, say) the others go on alone.
+            whole = [g for g in groups if all(i in ready for i in g.items)]
+            grouped = {item for g in whole for item in g.items}
+            busy = set(s.scalars(select(Job.item_id).where(Job.state.in_(("queued", "running")))))
             due = [
                 ("replicate", {"item": item}, item)
                 for item in ready
                 if item not in grouped and now - _last_point(s, item) >= interval
             ]
-            # A group's members are replicated together, only while all are protected.
             due += [
                 ("groupPoint", {"group": g.id}, g.id)
-                for g in groups
-                if all(ready.get(i) == State.PROTECTED for i in g.items)
+                for g in whole
+                if not busy & set(g.items)  # a member's own last cycle: next tick
                 and now - _last_group_point(s, g.id) >= interval
             ]
         started = []

@@ -73,6 +73,17 @@ function ask(title, body, { confirmLabel = "Confirm", danger = false, ready = tr
   });
 }
 
+// A confirmed action that is not an item operation (a plan's approve or
+// resume): its refusal is shown the same way as an operation's.
+export async function confirmThen(title, text, label, run) {
+  if (!(await ask(title, h("p", {}, text), { confirmLabel: label }))) return;
+  try {
+    await run();
+  } catch (error) {
+    await ask(`${title}: refused`, problemBox(error), { confirmLabel: "Close" });
+  }
+}
+
 function enableConfirm(enabled) {
   const ok = document.getElementById("confirm-ok");
   ok.disabled = !enabled;
@@ -145,20 +156,25 @@ async function reprotect(item, onStarted) {
       : `Reprotect ${item.vm} to the cloud again: only the blocks changed since failback are sent.`),
     toCloud ? [h("label", { for: "reprotect-mode" }, "Recovery location"), mode] : null,
     status, result);
+  let generation = 0; // only the newest check may fill the dialog
   const check = async () => {
+    const mine = ++generation;
+    const current = () => mine === generation && document.getElementById("confirm").open;
     enableConfirm(false);
     status.textContent = "Running the prechecks and computing the transfer plan…";
     result.replaceChildren();
     try {
       const started = await post(`/v1/protected-items/${encodeURIComponent(item.id)}/reprotect-plan`,
         toCloud ? { mode: mode.value } : {});
-      const job = await waitForJob(started.job);
+      const job = await waitForJob(started.job, null, { stop: () => !current() });
+      if (!current()) return;
       if (job.state !== "succeeded") {
         status.textContent = "The check could not finish.";
         result.replaceChildren(problemBox(new ApiError({ ...job.error, detail: job.error?.message }, 409)));
         return;
       }
       const plan = (await get(`/v1/protected-items/${encodeURIComponent(item.id)}`)).reprotect_plan;
+      if (!current()) return;
       const refused = (plan.findings || []).some((f) => f.severity === "error");
       status.textContent = refused
         ? "Reprotect is refused until the errors below are fixed."
@@ -166,6 +182,7 @@ async function reprotect(item, onStarted) {
       result.replaceChildren(findings(plan.findings), planTable(plan));
       enableConfirm(!refused);
     } catch (error) {
+      if (!current()) return;
       status.textContent = "The check could not run.";
       result.replaceChildren(problemBox(error));
     }

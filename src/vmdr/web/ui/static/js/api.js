@@ -50,13 +50,14 @@ export async function api(method, path, body) {
 export const get = (path) => api("GET", path);
 export const post = (path, body = {}) => api("POST", path, body);
 
-export async function waitForJob(id, onUpdate, { interval = 700, signal } = {}) {
-  // Poll a job until it ends; every answer goes to onUpdate.
+export async function waitForJob(id, onUpdate, { interval = 700, stop } = {}) {
+  // Poll a job until it ends (or until stop() says nobody waits any more);
+  // every answer goes to onUpdate.
   for (;;) {
     const job = await get(`/v1/jobs/${encodeURIComponent(id)}`);
     onUpdate?.(job);
     if (!["queued", "running"].includes(job.state)) return job;
-    if (signal?.aborted) return job;
+    if (stop?.()) return job;
     await new Promise((resolve) => setTimeout(resolve, interval));
   }
 }

@@ -22,12 +22,21 @@ const routes = [
 ];
 
 let current = { route: null, key: null, timer: null };
+let generation = 0; // each show() starts one refresh loop; older loops stop
+
+function decode(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text; // a malformed address: the API will say it knows no such thing
+  }
+}
 
 function route() {
   const path = (location.hash || "#/overview").slice(1);
   for (const [pattern, page] of routes) {
     const match = path.match(pattern);
-    if (match) return { path, page, param: match[1] ? decodeURIComponent(match[1]) : undefined };
+    if (match) return { path, page, param: match[1] ? decode(match[1]) : undefined };
   }
   return { path: "/overview", page: pages.overview };
 }
@@ -92,9 +101,10 @@ function show() {
   const { path } = route();
   markNav(path);
   current = { route: path, key: null, timer: null };
+  const mine = ++generation;
   const loop = async (first) => {
     await render(first);
-    if (route().path === path && token.get()) current.timer = setTimeout(() => loop(false), REFRESH_MS);
+    if (mine === generation && token.get()) current.timer = setTimeout(() => loop(false), REFRESH_MS);
   };
   loop(true);
 }
@@ -106,6 +116,7 @@ function loggedIn(yes) {
   document.getElementById("logout").hidden = !yes;
   if (yes) show();
   else {
+    generation += 1;
     clearTimeout(current.timer);
     view.replaceChildren();
     document.getElementById("token").focus();

@@ -2,7 +2,7 @@
 // answers the app compares between refreshes) and the route's parameters,
 // and returns the page as a node.
 import { post } from "./api.js";
-import { actionButtons } from "./actions.js";
+import { actionButtons, confirmThen } from "./actions.js";
 import { replicationChart } from "./chart.js";
 import { badge, bytes, duration, facts, h, link, problemBox, table, when } from "./dom.js";
 
@@ -197,21 +197,26 @@ export async function plans(load, _params, onStarted) {
 
 function planCard(p, onStarted) {
   const last = p.runs[0];
-  const act = (path, label) => h("button", { type: "button", "data-key": `${p.name}-${label}`,
-    onclick: async () => {
+  const waiting = last?.waiting?.replace(/^waiting for approval: /, "");
+  const act = (path, label, text) => h("button", { type: "button", "data-key": `${p.name}-${label}`,
+    onclick: () => confirmThen(`${label}: ${p.name}`, text, label, async () => {
       const answer = await post(`/v1/recovery-plans/${id(p.id)}/${path}`);
       if (answer.job) onStarted(answer.job);
-    } }, label);
+    }) }, label);
   return h("div", { class: "card" },
     h("h2", {}, p.name),
     h("ol", {}, p.spec.groups.map((g) => h("li", {}, `${g.name}: ${g.items.join(", ")}`,
       (g.before?.length || g.after?.length) ? h("span", { class: "muted" }, ` (${(g.before || []).length} steps before, ${(g.after || []).length} after)`) : ""))),
     last ? facts([["Last run", [last.operation, " ", badge(last.state), " ", link(`#/jobs/${id(last.job)}`, "job")]],
-                  ["Done", last.done.join(", ") || "—"]]) : h("p", { class: "muted" }, "Never run."),
+                  ["Done", last.done.join(", ") || "—"],
+                  ["Waiting for", waiting || undefined]])
+      : h("p", { class: "muted" }, "Never run."),
     last?.error ? problemBox({ code: last.error.code, message: last.error.message, fix: last.error.fix }) : null,
     h("div", { class: "actions" },
-      last?.state === "running" ? act("approve", "Approve waiting step") : null,
-      ["failed", "cancelled"].includes(last?.state) ? act("resume", "Resume") : null));
+      waiting ? act("approve", "Approve waiting step", `${waiting} Approving lets ${p.name} go on.`) : null,
+      ["failed", "cancelled"].includes(last?.state)
+        ? act("resume", "Resume", `Run ${p.name}'s ${last.operation} again from where it stopped; what is done is not done again.`)
+        : null));
 }
 
 export async function infrastructure(load) {
@@ -253,7 +258,9 @@ export async function infrastructure(load) {
 }
 
 export async function traffic(load) {
-  const rows = await load("/v1/traffic-profiles");
+  // The list leaves out routing events; each profile's own answer has them.
+  const list = await load("/v1/traffic-profiles");
+  const rows = await Promise.all(list.map((p) => load(`/v1/traffic-profiles/${id(p.id)}`)));
   return h("section", {},
     h("h1", { id: "page-title" }, "Traffic profiles"),
     rows.length ? rows.map((p) => h("div", { class: "card" },
