@@ -25,8 +25,8 @@ is consistent across the VMs. Without one, the members are read one after
 another in the cut step: each VM's point is crash-consistent, the group's is
 not strictly one instant. The cut's delta sync hashes every block of the
 members' disks (no changed-block tracking on the source here), so the
-quiesce lasts about as long as that: a second for the lab's disks. Either way, failing over the group uses one group point
-for every member.
+quiesce lasts about as long as that: a second for the lab's disks. Either
+way, failing over the group uses one group point for every member.
 
 While members are in a group, the replicator cuts group points (one cycle
 for the group every ``replication_interval``) instead of per-item points.
