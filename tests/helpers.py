@@ -26,6 +26,7 @@ __all__ = [
     "running_lab",
     "snapshot_count",
     "vmdr_json",
+    "wait_resolves",
 ]
 
 
@@ -134,3 +135,18 @@ def add_site_endpoints(lab: Lab, profile: str, servers: list[ThreadingHTTPServer
             "--interval", "1", "--timeout", "1",
         )  # fmt: skip
         assert code == 0, out
+
+
+def wait_resolves(lab: Lab, name: str, addresses: list[str], timeout: float = 30) -> Any:
+    """Wait until the lab's BIND answers ``name`` with ``addresses``; the DNS
+    server's address, for later lookups."""
+    import time
+
+    from tests.functional.routing.test_dns_and_probes import resolve, server_of
+
+    dns = server_of(lab)
+    deadline = time.monotonic() + timeout
+    while resolve(dns, name) != addresses:
+        assert time.monotonic() < deadline, f"{name} never resolved to {addresses}"
+        time.sleep(0.3)
+    return dns

@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import add_site_endpoints, app_servers, blob_client, running_lab, vmdr_json
+from tests.helpers import (
+    add_site_endpoints,
+    app_servers,
+    blob_client,
+    running_lab,
+    vmdr_json,
+    wait_resolves,
+)
 from vmdr.lab.lab import Lab, vcenter_endpoint
 from vmdr.lab.state import load_inventory
 
@@ -468,7 +475,7 @@ def test_test_failover_resync_and_disable_protection(cycle_lab: Lab) -> None:
 def test_failover_and_failback_move_the_dns_name(cycle_lab: Lab) -> None:
     """A traffic profile serves web-01: failover points its name at the cloud
     endpoint once that answers its probe, failback points it home again."""
-    from tests.functional.routing.test_dns_and_probes import resolve, server_of
+    from tests.functional.routing.test_dns_and_probes import resolve
 
     lab, vm = cycle_lab, "web-01"
     with app_servers("127.0.0.2", "127.0.0.3") as servers:
@@ -476,11 +483,7 @@ def test_failover_and_failback_move_the_dns_name(cycle_lab: Lab) -> None:
             code, _ = vmdr(lab, "traffic", "create", "web", "--dns-name", "www", "--item", vm)
             assert code == 0
             add_site_endpoints(lab, "web", servers)
-            dns_server = server_of(lab)
-            deadline = time.monotonic() + 30
-            while resolve(dns_server, "www") != ["127.0.0.2"]:
-                assert time.monotonic() < deadline
-                time.sleep(0.3)
+            dns_server = wait_resolves(lab, "www", ["127.0.0.2"])
 
             job = succeeded(lab, "failover", vm)
             assert ("cutover", "end") in [(e["step"], e["kind"]) for e in job["events"]]

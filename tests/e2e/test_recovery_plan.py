@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.functional.routing.test_dns_and_probes import resolve, server_of
-from tests.helpers import add_site_endpoints, app_servers, running_lab, vmdr_json
+from tests.functional.routing.test_dns_and_probes import resolve
+from tests.helpers import add_site_endpoints, app_servers, running_lab, vmdr_json, wait_resolves
 from vmdr.lab.lab import Lab
 
 TIERS = ("db-01", "app-01", "web-01")
@@ -69,11 +69,7 @@ def test_a_three_tier_plan_fails_over_in_order_and_resumes_after_a_failing_scrip
             ok(lab, "protect", vm)
         ok(lab, "traffic", "create", "shop", "--dns-name", "shop")
         add_site_endpoints(lab, "shop", servers)
-        dns = server_of(lab)
-        deadline = time.monotonic() + 30
-        while resolve(dns, "shop") != ["127.0.0.2"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+        dns = wait_resolves(lab, "shop", ["127.0.0.2"])
 
         spec = {
             "groups": [

@@ -46,7 +46,7 @@ from vmdr.control.db.engine import open_database, session_factory
 from vmdr.control.db.models import Datastore, Host, Job, JobEvent, Machine, Site, VCenter
 from vmdr.control.groups import add_group_routes, group_kind
 from vmdr.control.inventory import store_discovery
-from vmdr.control.jobs import JobKind, JobRunner, JobUnknown, StepContext
+from vmdr.control.jobs import ACTIVE, JobKind, JobRunner, JobUnknown, StepContext
 from vmdr.control.plans import add_plan_routes, plan_job_kind
 from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.scripts import scripts_folder
@@ -354,7 +354,7 @@ def build_app(
         if item is not None:
             query = query.where(Job.item_id == item)
         if active:
-            query = query.where(Job.state.in_(("queued", "running")))
+            query = query.where(Job.state.in_(ACTIVE))
         with cs.sessions() as s:
             if limit is None:
                 return [_job(j) for j in s.scalars(query.order_by(Job.created_at))]

@@ -53,11 +53,11 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vmdr.control.db.models import Job, RecoveryPoint, ReplicationGroup
-from vmdr.control.jobs import JobConflict, JobKind, StepContext
+from vmdr.control.db.models import RecoveryPoint, ReplicationGroup
+from vmdr.control.jobs import JobConflict, JobKind, StepContext, active_job
 from vmdr.control.scripts import run_script
 from vmdr.control.workflows import metrics
-from vmdr.control.workflows.context import Workflows, add_point_rows, to_state
+from vmdr.control.workflows.context import Workflows, add_point_rows, group_of, to_state
 from vmdr.control.workflows.items import find_item, start_operation
 from vmdr.model import lifecycle
 from vmdr.model.errors import VmdrError
@@ -110,13 +110,6 @@ class NewGroup(BaseModel):
 class GroupFailover(BaseModel):
     model_config = ConfigDict(extra="forbid")
     group_point: int | None = Field(default=None, ge=1)
-
-
-def group_of(s: Session, item_id: str) -> ReplicationGroup | None:
-    for group in s.scalars(select(ReplicationGroup)):
-        if item_id in group.items:
-            return group
-    return None
 
 
 def _find(s: Session, ident: str) -> ReplicationGroup:
@@ -174,7 +167,7 @@ def _members(wf: Workflows, ctx: StepContext) -> tuple[ReplicationGroup, list[st
     return group, list(group.items)
 
 
-def _check_ready(wf: Workflows, group: ReplicationGroup, own_job: str | None = None) -> None:
+def _check_ready(wf: Workflows, group: ReplicationGroup) -> None:
     """Every member protected to the cloud (a test failover leaves replication
     running) with no operation and no job of its own."""
     problems = []
@@ -188,13 +181,7 @@ def _check_ready(wf: Workflows, group: ReplicationGroup, own_job: str | None = N
             ):
                 busy = f" running {row.running}" if row.running else ""
                 problems.append(f"{machine.name} is {row.state}{busy}")
-            job = s.scalars(
-                select(Job).where(
-                    Job.item_id == item,
-                    Job.state.in_(("queued", "running")),
-                    Job.id != (own_job or ""),
-                )
-            ).first()
+            job = active_job(s, item)
             if job is not None:  # e.g. its last per-item cycle from before the group
                 problems.append(f"{machine.name} has job {job.id} ({job.kind}) running")
     if problems:
@@ -206,26 +193,21 @@ def _check_ready(wf: Workflows, group: ReplicationGroup, own_job: str | None = N
         )
 
 
-def _synced(wf: Workflows, item: str) -> int:
-    """Bytes the member's last sync moved."""
-    return sum((wf.settings(item).get("last_sync") or {}).get("bytes", {}).values())
-
-
 def _presync(wf: Workflows, ctx: StepContext) -> None:
-    from vmdr.control.workflows.to_cloud import _sync
+    from vmdr.control.workflows.to_cloud import _sync, last_sync_bytes
 
     group, items = _members(wf, ctx)
     _check_ready(wf, group)
     for item in items:
         _sync(wf, ctx.with_params(item=item), "presync")
-        wf.update_settings(item, group_presync_bytes=_synced(wf, item))
+        wf.update_settings(item, group_presync_bytes=last_sync_bytes(wf, item))
 
 
 def _cut(wf: Workflows, ctx: StepContext) -> None:
     """Quiesce, sync the deltas, snapshot every disk, thaw; then store the
     points. Every snapshot taken is deleted on every failure before the
     points are stored; the thaw runs whenever the quiesce was started."""
-    from vmdr.control.workflows.to_cloud import _sync
+    from vmdr.control.workflows.to_cloud import _sync, last_sync_bytes
     from vmdr.providers.azure.pageblob import snapshot
 
     group, items = _members(wf, ctx)
@@ -253,7 +235,9 @@ def _cut(wf: Workflows, ctx: StepContext) -> None:
                 )
         for item in items:
             _sync(wf, ctx.with_params(item=item), "cut")
-            moved[item] = _synced(wf, item) + int(wf.settings(item).get("group_presync_bytes") or 0)
+            moved[item] = last_sync_bytes(wf, item) + int(
+                wf.settings(item).get("group_presync_bytes") or 0
+            )
         when = time.time()
         for item in items:
             for d in wf.settings(item)["disks"]:
@@ -267,7 +251,7 @@ def _cut(wf: Workflows, ctx: StepContext) -> None:
     try:
         # An unplanned failover may have taken a member meanwhile (it is
         # never held back by a cut): then this point is not the group's.
-        _check_ready(wf, group, own_job=ctx.job_id)
+        _check_ready(wf, group)
         gseq = _store(wf, ctx, group, taken, when, "app" if quiesce else "crash", moved)
     except BaseException:
         _discard(taken)
@@ -443,9 +427,7 @@ def add_group_routes(app: FastAPI, wf: Workflows) -> None:
         with wf.sessions.begin() as s:
             group = _find(s, ident)
             name = group.name
-            cutting = s.scalars(
-                select(Job).where(Job.item_id == group.id, Job.state.in_(("queued", "running")))
-            ).first()
+            cutting = active_job(s, group.id)
             if cutting is not None:
                 raise GroupRefused(
                     group=name,

@@ -29,10 +29,26 @@ from sqlalchemy.orm import Session, sessionmaker
 from vmdr.control.db.models import Job, JobEvent
 from vmdr.model.errors import VmdrError
 
-__all__ = ["JobCancelled", "JobConflict", "JobKind", "JobRunner", "StepContext"]
+__all__ = [
+    "ACTIVE",
+    "JobCancelled",
+    "JobConflict",
+    "JobKind",
+    "JobRunner",
+    "StepContext",
+    "active_job",
+]
 
 log = logging.getLogger(__name__)
 ACTIVE = ("queued", "running")
+
+
+def active_job(s: Session, holder: str | None) -> Job | None:
+    """The queued or running job holding ``holder`` (an item, plan or group id)."""
+    job: Job | None = s.scalars(
+        select(Job).where(Job.item_id == holder, Job.state.in_(ACTIVE))
+    ).first()
+    return job
 
 
 class JobConflict(VmdrError):
@@ -115,9 +131,7 @@ class JobRunner:
                 return job.id
         except IntegrityError:
             with self.sessions() as s:
-                other = s.scalars(
-                    select(Job).where(Job.item_id == item_id, Job.state.in_(ACTIVE))
-                ).first()
+                other = active_job(s, item_id)
             if other is None:  # it finished meanwhile: try once more
                 return self.submit(kind, params, item_id)
             raise JobConflict(

@@ -39,7 +39,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from vmdr.control.db.models import Job, JobEvent, RecoveryPlan, TrafficProfile
-from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.jobs import ACTIVE, JobKind, StepContext
 from vmdr.control.scripts import run_script
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.items import find_item, job_accepted, start_operation
@@ -246,7 +246,7 @@ class PlanRunner:
             with self.wf.sessions() as s:
                 job = s.get(Job, job_id)
                 assert job is not None
-                if job.state not in ("queued", "running"):
+                if job.state not in ACTIVE:
                     return job.state, job.error
             time.sleep(0.3)
 

@@ -22,8 +22,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vmdr.blocks.durable import write_atomically
 from vmdr.control.dataplane import DataPlane
-from vmdr.control.db.models import Machine, ProtectedItem, RecoveryPoint, VCenter
-from vmdr.control.jobs import JobKind, JobRunner, StepContext
+from vmdr.control.db.models import (
+    Machine,
+    ProtectedItem,
+    RecoveryPoint,
+    ReplicationGroup,
+    VCenter,
+)
+from vmdr.control.jobs import JobKind, JobRunner, StepContext, active_job
 from vmdr.control.secrets import SecretBox
 from vmdr.model import lifecycle
 from vmdr.model.errors import VmdrError
@@ -210,18 +216,21 @@ class GroupCutting(VmdrError):
     fix = "Retry in a moment: a group point takes seconds (`vmdr jobs watch {job}`)."
 
 
+def group_of(s: Session, item_id: str) -> ReplicationGroup | None:
+    """The replication group the item is a member of, if any."""
+    for group in s.scalars(select(ReplicationGroup)):
+        if item_id in group.items:
+            return group
+    return None
+
+
 def refuse_while_group_cuts(s: Session, item_id: str, name: str) -> None:
     """An operation on a member waits for its group's point (``groups.py``):
     the cut reads and snapshots every member's disks."""
-    from vmdr.control.db.models import Job, ReplicationGroup
-
-    for group in s.scalars(select(ReplicationGroup)):
-        if item_id in group.items:
-            job = s.scalars(
-                select(Job).where(Job.item_id == group.id, Job.state.in_(("queued", "running")))
-            ).first()
-            if job is not None:
-                raise GroupCutting(item=name, group=group.name, job=job.id)
+    group = group_of(s, item_id)
+    job = active_job(s, group.id) if group is not None else None
+    if group is not None and job is not None:
+        raise GroupCutting(item=name, group=group.name, job=job.id)
 
 
 def add_point_rows(

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import select
 
 from vmdr.control.db.models import Job, ProtectedItem, RecoveryPoint, ReplicationGroup
-from vmdr.control.jobs import JobConflict, JobKind, StepContext
+from vmdr.control.jobs import ACTIVE, JobConflict, JobKind, StepContext
 from vmdr.control.workflows import metrics
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.errors import VmdrError
@@ -80,9 +80,10 @@ def _prune(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     prune_continuous(wf, item)
     wf.update_settings(item, replication_error=None, replicated_at=time.time())
-    moved = sum((wf.settings(item).get("last_sync") or {}).get("bytes", {}).values())
+    from vmdr.control.workflows.to_cloud import last_sync_bytes
+
     with wf.sessions.begin() as s:
-        metrics.record_cycle(s, item, ctx.job_id, moved)
+        metrics.record_cycle(s, item, ctx.job_id, last_sync_bytes(wf, item))
 
 
 def replicate_kind(wf: Workflows) -> JobKind:
@@ -140,7 +141,7 @@ class Replicator:
             # be; otherwise (one failed over, say) the others go on alone.
             whole = [g for g in groups if all(i in ready for i in g.items)]
             grouped = {item for g in whole for item in g.items}
-            busy = set(s.scalars(select(Job.item_id).where(Job.state.in_(("queued", "running")))))
+            busy = set(s.scalars(select(Job.item_id).where(Job.state.in_(ACTIVE))))
             due = [
                 ("replicate", {"item": item}, item)
                 for item in ready

@@ -75,6 +75,11 @@ def _sync(wf: Workflows, ctx: StepContext, step: str) -> None:
     wf.update_settings(item, last_sync={"step": step, "bytes": sent})
 
 
+def last_sync_bytes(wf: Workflows, item: str) -> int:
+    """Bytes the item's last sync wrote or zeroed, over all its disks."""
+    return sum((wf.settings(item).get("last_sync") or {}).get("bytes", {}).values())
+
+
 def _verify(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     plane, settings = wf.dataplane, wf.settings(item)
