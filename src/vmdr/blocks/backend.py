@@ -10,13 +10,16 @@ in turn without a shared file position. The interface follows ovirt-imageio:
     zero(offset, length)                makes the range read as zeros, cheaply if it can
     flush()                             durable on return
     extents(context="zero")             Extent values covering the disk, in order
+    map_read(offset, length)            the bytes without a copy (``mappable`` only)
     resize(size)                        grow or shrink (not every backend)
     close(), context manager
 
 Each backend also advertises what a remote store imposes:
 ``block_alignment`` (an Azure page blob takes 512-byte aligned writes),
 ``max_write`` (4 MiB per Put Page) and ``shareable`` (another process can open
-the same ``url`` and see the same bytes, so hashing can move to a worker).
+the same ``url`` and see the same bytes, so hashing can move to a worker)
+and ``mappable`` (``map_read`` lends the bytes without copying them: a file
+is mapped into memory; only worker processes use it, see ``parallel``).
 
 URLs: ``file:///abs/path``, ``file:rel/path`` or a plain path;
 ``memory:NAME?size=N&align=A`` (see ``vmdr.blocks.memory``). New schemes
@@ -31,6 +34,7 @@ import importlib
 import os
 import re
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Literal, Protocol
 
@@ -69,6 +73,7 @@ class Backend(abc.ABC):
     block_alignment: int = 1
     max_write: int = 64 << 20
     shareable: bool = False
+    mappable: bool = False
     # How much one read should ask for at least: a remote store pays a round
     # trip per request, so the page blob asks for 4 MiB where a file takes 1 MiB.
     preferred_read: int = 0
@@ -95,6 +100,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def extents(self, context: str = "zero") -> Iterator[Extent]: ...
+
+    def map_read(self, offset: int, length: int) -> AbstractContextManager[memoryview]:
+        """A read-only view of ``[offset, offset+length)`` without a copy, valid
+        inside the ``with``. Only where ``mappable``."""
+        raise Unsupported(what="map_read", url=self.url, hint="Read with readinto().")
 
     def resize(self, size: int) -> None:
         raise Unsupported(what="resize", url=self.url, hint="Create the target at the right size.")

@@ -6,6 +6,11 @@ descriptors (parsed below: "VMDK descriptors") and block devices.
   1 MiB or more and uses ``fallocate(ZERO_RANGE)`` below that; where the file
   system refuses both, it writes zeros.
 - Writes never extend the file (a disk has a size; ``resize`` changes it).
+- ``map_read`` maps the range read-only and asks the kernel to fill the page
+  tables at once (``MADV_POPULATE_READ``, Linux 5.14+): hashing a mapped
+  window skips the copy into a buffer, about a third less time per disk
+  (docs/performance.md). A file truncated under a mapping raises SIGBUS when
+  the lost pages are touched, so only worker processes map (``parallel``).
 - Write-behind: after every ``write_behind`` bytes written, writeback of that
   window starts (``sync_file_range(SYNC_FILE_RANGE_WRITE)``) and the window
   before it is waited for, as nbdcopy does, so ``flush`` at the end has little
@@ -17,10 +22,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import mmap
 import os
 import re
 import stat
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import unquote, urlsplit
@@ -49,6 +56,7 @@ _SYNC_FILE_RANGE_WRITE = 0x2
 _READONLY_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
 _ZEROS = bytes(1 << 20)
 _DEFAULT_WRITE_BEHIND = 32 << 20
+_MADV_POPULATE_READ = 22  # Linux 5.14; Python 3.11's mmap module lacks the name
 
 
 def _libc_function(
@@ -88,6 +96,7 @@ class FileBackend(Backend):
     """A file or block device, optionally a window of it (a descriptor's extent)."""
 
     shareable = True
+    mappable = True
 
     def __init__(
         self,
@@ -110,6 +119,7 @@ class FileBackend(Backend):
         self._wb_lo = -1
         self._wb_hi = -1
         self._wb_prev: tuple[int, int] | None = None
+        self._populate = True
 
     def size(self) -> int:
         if self._fixed_size is not None:
@@ -129,6 +139,32 @@ class FileBackend(Backend):
                 raise BackendIOError(what="read", url=self.url, detail="file shrank under us")
             done += n
         return done
+
+    @contextmanager
+    def map_read(self, offset: int, length: int) -> Iterator[memoryview]:
+        self._check_range("read", offset, length, self.size())
+        if length == 0:
+            yield memoryview(b"")
+            return
+        try:  # offsets are whole blocks (>= 4 KiB), so page aligned
+            mapping = mmap.mmap(self.fd, length, prot=mmap.PROT_READ, offset=offset)
+        except OSError as exc:
+            raise self._io_error("read", exc) from exc
+        try:
+            if self._populate:
+                try:
+                    mapping.madvise(_MADV_POPULATE_READ)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:  # EFAULT: the file shrank under us
+                        raise self._io_error("read", exc) from exc
+                    self._populate = False  # an older kernel: fault pages in as read
+            view = memoryview(mapping)
+            try:
+                yield view
+            finally:
+                view.release()
+        finally:
+            mapping.close()
 
     def write(self, offset: int, buf: ReadableBuffer) -> int:
         self._check_writable()

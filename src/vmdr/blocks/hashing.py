@@ -47,7 +47,8 @@ __all__ = [
 DEFAULT_BLOCK_SIZE = 64 << 10
 MIN_BLOCK_SIZE = 4 << 10
 MAX_BLOCK_SIZE = 16 << 20
-READ_BYTES = 1 << 20  # measured best of 256 KiB-16 MiB and of mmap (docs/performance.md)
+READ_BYTES = 1 << 20  # measured best of 256 KiB-16 MiB (docs/performance.md)
+MAP_BYTES = 16 << 20  # one mapping per 16 MiB window (hash_segments(mapped=True))
 SEGMENT_BYTES = 32 << 20
 MAX_HOLE_SEGMENT_BLOCKS = 1 << 20
 
@@ -113,6 +114,14 @@ def zero_blocks(view: memoryview, block_size: int) -> npt.NDArray[np.bool_]:
     return out
 
 
+def _digest_chunk(chunk: memoryview, block_size: int, digests: bytearray) -> npt.NDArray[np.bool_]:
+    """Append the digest of each data block of ``chunk``; its zero mask."""
+    zmask = zero_blocks(chunk, block_size)
+    for i in np.flatnonzero(~zmask).tolist():
+        digests += _digest(chunk[i * block_size : (i + 1) * block_size])
+    return zmask
+
+
 def hash_segments(
     backend: Backend,
     block_size: int = DEFAULT_BLOCK_SIZE,
@@ -121,10 +130,14 @@ def hash_segments(
     end_block: int | None = None,
     counters: Counters | None = None,
     check: Check = no_check,
+    mapped: bool = False,
 ) -> Iterator[BlockDigests]:
     """Digests of the disk's blocks ``[start_block, end_block)``, in order.
 
-    ``counters.read`` counts bytes read; holes are skipped without reading."""
+    ``counters.read`` counts bytes read; holes are skipped without reading.
+    ``mapped``: hash the backend's bytes in place (``map_read``, where it is
+    ``mappable``) instead of copying them into a buffer first. Only in a
+    worker process: a mapped file that shrinks kills its reader with SIGBUS."""
     check_block_size(block_size)
     stats = counters if counters is not None else Counters()
     size = backend.size()
@@ -132,8 +145,9 @@ def hash_segments(
     end = nblocks if end_block is None else min(end_block, nblocks)
     seg = segment_blocks(block_size)
     data = block_ranges(backend.extents(), block_size, size)
-    view = memoryview(read_buffer(block_size, backend))
-    buf_blocks = len(view) // block_size
+    map_it = mapped and backend.mappable
+    view = memoryview(bytearray(0) if map_it else read_buffer(block_size, backend))
+    step = max(MAP_BYTES // block_size, 1) if map_it else len(view) // block_size
     ri = 0
     pos = start_block
     while pos < end:
@@ -156,15 +170,17 @@ def hash_segments(
             block, stop = max(data[j][0], pos), min(data[j][1], seg_end)
             while block < stop:
                 check()
-                count = min(stop - block, buf_blocks)
+                count = min(stop - block, step)
                 offset = block * block_size
                 length = min(count * block_size, size - offset)
-                chunk = view[:length]
-                backend.readinto(offset, chunk)
+                if map_it:
+                    with backend.map_read(offset, length) as chunk:
+                        zmask = _digest_chunk(chunk, block_size, digests)
+                else:
+                    chunk = view[:length]
+                    backend.readinto(offset, chunk)
+                    zmask = _digest_chunk(chunk, block_size, digests)
                 stats.read += length
-                zmask = zero_blocks(chunk, block_size)
-                for i in np.flatnonzero(~zmask).tolist():
-                    digests += _digest(chunk[i * block_size : (i + 1) * block_size])
                 zero[block - pos : block - pos + count] = zmask
                 block += count
             j += 1

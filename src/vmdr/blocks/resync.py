@@ -7,14 +7,16 @@ disk segment by segment, compares with numpy, and sends a ``DataRun`` for each
 run of differing data blocks and a ``ZeroRun`` for each run of blocks that
 became zero; then ``Done`` with the source's root.
 
-Locally, ``DiffResync`` hashes the target in a worker process while this
-process hashes the source (one core each; xxhash holds the GIL), then writes
-the differences. Memory stays at a read buffer and a few segments, whatever
+Locally, ``DiffResync`` hashes each disk in a worker process of its own (one
+core each; xxhash holds the GIL), where files are hashed in place, mapped
+rather than copied; this process compares the two digest streams, reads the
+differing blocks and writes them. Memory stays at a read buffer and a few segments, whatever
 the disk size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 
@@ -67,23 +69,31 @@ class DiffResyncSource:
         self.counters.total = self.size
         return DiskInfo(self.size, self.block_size)
 
-    def diff(self, theirs: Iterable[BlockDigests]) -> Iterator[DataRun | ZeroRun | Done]:
-        """Runs that make the target equal to the source, given its digests."""
-        yield from coalesce(self._runs(theirs))
+    def diff(
+        self, theirs: Iterable[BlockDigests], mine: Iterable[BlockDigests] | None = None
+    ) -> Iterator[DataRun | ZeroRun | Done]:
+        """Runs that make the target equal to the source, given its digests.
+        ``mine``: the source's own digests when hashed elsewhere (a worker);
+        by default this half hashes the source itself."""
+        yield from coalesce(self._runs(theirs, mine))
         yield Done(self.size, self.root)
 
-    def _runs(self, theirs: Iterable[BlockDigests]) -> Iterator[DataRun | ZeroRun]:
+    def _runs(
+        self, theirs: Iterable[BlockDigests], mine: Iterable[BlockDigests] | None
+    ) -> Iterator[DataRun | ZeroRun]:
         bs, size = self.block_size, self.size
         nblocks = -(-size // bs)
         stats = self.counters
         cursor = DigestCursor(theirs, bs)
         builder = HashMapBuilder(size, bs)
         reader = SourceReader(self.src, bs, stats, self.check)
-        for seg in hash_segments(self.src, bs, counters=stats, check=self.check):
+        if mine is None:
+            mine = hash_segments(self.src, bs, counters=stats, check=self.check)
+        for seg in mine:
             builder.add(seg)
             mask = seg.zero_mask()
-            mine = (mask, None if seg.all_zero() else seg.rows(mask))
-            differ = differing_blocks(mine, cursor.take(seg.start_block, seg.count))
+            ours = (mask, None if seg.all_zero() else seg.rows(mask))
+            differ = differing_blocks(ours, cursor.take(seg.start_block, seg.count))
             for first, end, value in runs_of(differ):
                 lo = (seg.start_block + first) * bs
                 hi = min((seg.start_block + end) * bs, size)
@@ -103,8 +113,9 @@ class DiffResyncSource:
 class DiffResync(Operation[Counters]):
     """Make ``dst`` equal to ``src`` by copying only the blocks that differ.
 
-    ``parallel``: hash the target in a worker process (default: when the target
-    is shareable, at least 64 MiB, and a second CPU is there to run it)."""
+    ``parallel``: hash each disk in a worker process (default: when the target
+    is at least 64 MiB and a second CPU is there to run it). Only shareable
+    disks move to a worker; a source that is not hashes here."""
 
     name = "resync"
 
@@ -133,10 +144,18 @@ class DiffResync(Operation[Counters]):
         if parallel and self.dst.shareable:
             from vmdr.blocks.parallel import DigestStream
 
-            with DigestStream(self.dst.url, self.block_size, check=self.check) as theirs:
-                for msg in source.diff(theirs):
+            with contextlib.ExitStack() as stack:
+                theirs = stack.enter_context(
+                    DigestStream(self.dst.url, self.block_size, check=self.check)
+                )
+                mine = None
+                if self.src.shareable:
+                    mine = stack.enter_context(
+                        DigestStream(self.src.url, self.block_size, check=self.check)
+                    )
+                for msg in source.diff(theirs, mine):
                     self.writer.apply(msg)
-                self.counters.read += theirs.read
+                self.counters.read += theirs.read + (mine.read if mine is not None else 0)
         else:
             theirs_local = hash_segments(
                 self.dst, self.block_size, counters=self.counters, check=self.check

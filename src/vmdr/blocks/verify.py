@@ -1,7 +1,8 @@
 """Verify: prove two disks equal, or name where they differ.
 
-Side B streams its ``BlockDigests`` (in a worker process when it can); side A
-hashes itself and compares block by block. The result carries both roots, so
+Side B streams its ``BlockDigests``; side A hashes itself and compares block
+by block. Locally each side is hashed in a worker process of its own when it
+can be (``parallel``). The result carries both roots, so
 a later check can compare one value per disk, and the first
 ``max_differences`` differing ranges (block-granular, merged).
 
@@ -12,6 +13,7 @@ not a cryptographic hash; docs/blocks.md).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,17 +103,31 @@ class Verify(Operation[VerifyResult]):
         if parallel and self.b.shareable:
             from vmdr.blocks.parallel import DigestStream
 
-            with DigestStream(self.b.url, self.block_size, check=self.check) as stream:
-                result = self.compare_with(stream, size_b)
-                self.counters.read += stream.read
+            with contextlib.ExitStack() as stack:
+                theirs = stack.enter_context(
+                    DigestStream(self.b.url, self.block_size, check=self.check)
+                )
+                mine = None
+                if self.a.shareable:
+                    mine = stack.enter_context(
+                        DigestStream(self.a.url, self.block_size, check=self.check)
+                    )
+                result = self.compare_with(theirs, size_b, mine)
+                self.counters.read += theirs.read + (mine.read if mine is not None else 0)
             return result
         local = hash_segments(self.b, self.block_size, counters=self.counters, check=self.check)
         return self.compare_with(local, size_b)
 
-    def compare_with(self, theirs: Iterable[BlockDigests], size_b: int) -> VerifyResult:
-        """Side A: hash ``a`` and compare it with B's digest stream."""
+    def compare_with(
+        self,
+        theirs: Iterable[BlockDigests],
+        size_b: int,
+        mine: Iterable[BlockDigests] | None = None,
+    ) -> VerifyResult:
+        """Side A: compare ``a`` with B's digest stream. ``mine``: A's own
+        digests when hashed elsewhere (a worker); by default A is hashed here."""
         builder_b = HashMapBuilder(size_b, self.block_size)
-        root_a = self._compare(_folded(theirs, builder_b), size_b)
+        root_a = self._compare(_folded(theirs, builder_b), size_b, mine)
         root_b = builder_b.finish().root
         size_a = self.a.size()
         if size_a != size_b:
@@ -129,7 +145,9 @@ class Verify(Operation[VerifyResult]):
             counters=self.counters,
         )
 
-    def _compare(self, theirs: Iterable[BlockDigests], size_b: int) -> bytes:
+    def _compare(
+        self, theirs: Iterable[BlockDigests], size_b: int, mine: Iterable[BlockDigests] | None
+    ) -> bytes:
         bs = self.block_size
         size_a = self.a.size()
         self.counters.total = size_a
@@ -138,7 +156,9 @@ class Verify(Operation[VerifyResult]):
         low = min(size_a, size_b)
         cursor = DigestCursor(theirs, bs)
         builder = HashMapBuilder(size_a, bs)
-        for seg in hash_segments(self.a, bs, counters=self.counters, check=self.check):
+        if mine is None:
+            mine = hash_segments(self.a, bs, counters=self.counters, check=self.check)
+        for seg in mine:
             builder.add(seg)
             hi = min(seg.end_block, common)
             if hi > seg.start_block:

@@ -51,7 +51,7 @@ app = typer.Typer(
 
 BLOCK_SIZE_HELP = "Block size for hashing and zero detection: a power of two, e.g. 64K, 1M."
 JSON_HELP = "Print one JSON object with the byte counters at the end."
-PARALLEL_HELP = "Hash the second disk in a worker process (default: for disks of 64 MiB or more)."
+PARALLEL_HELP = "Hash each disk in a worker process of its own (default: 64 MiB or more, 2+ CPUs)."
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMG]?)(?:i?B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}

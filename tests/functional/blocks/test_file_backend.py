@@ -17,8 +17,10 @@ from vmdr.blocks import (
     DiskNotFound,
     Extent,
     FullCopy,
+    OutOfRange,
     ReadOnlyTarget,
     UnknownScheme,
+    Unsupported,
     open_backend,
 )
 
@@ -144,3 +146,28 @@ def test_sparse_vmdk_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"KDMV" + bytes(508))
     with pytest.raises(BadDescriptor):
         open_backend(str(path))
+
+
+def test_map_read_lends_the_bytes_readinto_reads(tmp_path: Path) -> None:
+    """Mapped reads (what hashing workers use) see the file's bytes, holes as
+    zeros, up to an unaligned end; outside the disk they refuse like reads."""
+    size = 3 * MiB + 1000
+    path = make_file(tmp_path / "d.img", size, [(4096, os.urandom(MiB)), (size - 700, b"x" * 700)])
+    expected = path.read_bytes()
+    with open_backend(str(path)) as disk:
+        assert disk.mappable
+        with disk.map_read(0, size) as view:
+            assert view.readonly and bytes(view) == expected
+        with disk.map_read(2 * MiB, size - 2 * MiB) as view:
+            assert bytes(view) == expected[2 * MiB :]
+        with disk.map_read(MiB, 0) as view:
+            assert len(view) == 0
+        with pytest.raises(OutOfRange), disk.map_read(2 * MiB, MiB + 1001):
+            pass
+
+
+def test_backends_that_cannot_map_say_so(tmp_path: Path) -> None:
+    with open_backend("memory:?size=65536", "rw") as disk:
+        assert not disk.mappable
+        with pytest.raises(Unsupported), disk.map_read(0, 4096):
+            pass

@@ -4,12 +4,24 @@ parent."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from vmdr.blocks import DiffResync, DiskNotFound, hash_disk, open_backend
+from vmdr.blocks import (
+    BlocksError,
+    DiffResync,
+    DiskNotFound,
+    Verify,
+    WorkerFailed,
+    hash_disk,
+    hash_segments,
+    open_backend,
+)
 from vmdr.blocks.parallel import DigestStream
 
 from .helpers import MiB, change_blocks, make_file, random_image, same_bytes
@@ -65,3 +77,68 @@ def test_target_grown_before_the_worker_hashes_it(big: Path, tmp_path: Path) -> 
     with open_backend(str(big)) as s, open_backend(str(dst), "rw") as d:
         DiffResync(s, d, parallel=True).run()
     assert same_bytes(big, dst)
+
+
+def test_mapped_hashing_equals_buffered_hashing(tmp_path: Path) -> None:
+    """Workers hash mapped files; the digests must be those of a buffered read,
+    with zero-filled data, holes and a short last block."""
+    path = random_image(tmp_path / "d.img", 40 * MiB + 12345, seed=23, data_fraction=0.5)
+    with open_backend(str(path)) as disk:
+        mapped = list(hash_segments(disk, BS, mapped=True))
+        buffered = list(hash_segments(disk, BS))
+    assert mapped == buffered
+    assert any(not s.all_zero() for s in mapped) and any(s.zero_mask().any() for s in mapped)
+
+
+def test_verify_with_both_sides_in_workers_names_the_difference(big: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.img"
+    other.write_bytes(big.read_bytes())
+    change_blocks(other, [64 * MiB], BS, seed=24)
+    with open_backend(str(big)) as a, open_backend(str(other)) as b:
+        result = Verify(a, b, parallel=True).run()
+        alone = Verify(a, b, parallel=False).run()
+    assert not result.equal
+    assert [(e.start, e.length) for e in result.differences] == [(64 * MiB, BS)]
+    assert (result.root_a, result.root_b) == (alone.root_a, alone.root_b)
+    assert result.counters.read == alone.counters.read
+
+
+def test_a_worker_killed_by_sigbus_is_reported_as_such(tmp_path: Path) -> None:
+    """SIGBUS is what a mapped file truncated under a worker raises; the
+    operation's process hears of it as WorkerFailed, with the cause."""
+    path = random_image(tmp_path / "full.img", 200 * MiB, seed=25, data_fraction=1.0)
+    with DigestStream(str(path), BS) as stream, pytest.raises(WorkerFailed) as info:
+        for _ in stream:  # the worker blocks on its full pipe: alive until killed
+            os.kill(stream._worker.proc.pid, signal.SIGBUS)
+            time.sleep(0.2)
+    assert info.value.code == "VMDR-E0214"
+    assert "SIGBUS" in str(info.value)
+
+
+def test_source_truncated_during_a_resync_fails_with_a_code(tmp_path: Path) -> None:
+    """A disk cut short under a running resync (its hashing worker may be
+    reading it mapped) ends the operation with a coded error, never by a
+    signal in this process; restored, a second run finishes the target."""
+    src = random_image(tmp_path / "src.img", 200 * MiB, seed=26, data_fraction=1.0)
+    keep = src.read_bytes()
+    dst = tmp_path / "dst.img"
+    dst.write_bytes(keep)
+    change_blocks(dst, [i * 4 * MiB for i in range(50)], BS, seed=27)
+    shrunk = False
+
+    def shrink(_: object) -> None:
+        nonlocal shrunk
+        if not shrunk:
+            shrunk = True
+            os.truncate(src, 8 * MiB)
+
+    with open_backend(str(src)) as s, open_backend(str(dst), "rw") as d:
+        op = DiffResync(s, d, parallel=True, progress=shrink)
+        op.progress_interval = 0
+        with pytest.raises(BlocksError) as info:
+            op.run()
+    assert shrunk and info.value.code.startswith("VMDR-E02")
+    src.write_bytes(keep)
+    with open_backend(str(src)) as s, open_backend(str(dst), "rw") as d:
+        DiffResync(s, d, parallel=True).run()
+    assert same_bytes(src, dst)
