@@ -7,7 +7,7 @@ constant ``zero_digest(length)``, and on the wire it is one bit
 (``BlockDigests``). Why 64 KiB and xxh3-128: docs/blocks.md (measured).
 
 ``hash_segments`` walks a disk and yields ``BlockDigests`` of at most
-``segment_blocks`` blocks (32 MiB of disk); a run of holes is one message of
+``segment_blocks`` blocks (32 MiB of disk by default); a run of holes is one message of
 up to 64 GiB. Memory is one read buffer and one segment, whatever the disk
 size. ``DigestCursor`` re-slices the other side's stream so the two sides need
 not agree on segment boundaries.
@@ -73,10 +73,13 @@ def check_block_size(block_size: int) -> int:
     return block_size
 
 
-def segment_blocks(block_size: int) -> int:
+def segment_blocks(block_size: int, segment_bytes: int = SEGMENT_BYTES) -> int:
     """Blocks per digest message; a multiple of 8 (whole bitmap bytes) and of
-    the hash map's chunk, so segments never split either."""
-    return max(8, SEGMENT_BYTES // block_size)
+    the hash map's chunk, so segments never split either. ``segment_bytes``
+    must be a multiple of ``SEGMENT_BYTES``."""
+    if segment_bytes % SEGMENT_BYTES:
+        raise ValueError(f"segment_bytes must be a multiple of {SEGMENT_BYTES}")
+    return max(8, segment_bytes // block_size)
 
 
 def read_buffer(block_size: int, backend: Backend | None = None) -> bytearray:
@@ -131,19 +134,22 @@ def hash_segments(
     counters: Counters | None = None,
     check: Check = no_check,
     mapped: bool = False,
+    segment_bytes: int = SEGMENT_BYTES,
 ) -> Iterator[BlockDigests]:
     """Digests of the disk's blocks ``[start_block, end_block)``, in order.
 
     ``counters.read`` counts bytes read; holes are skipped without reading.
     ``mapped``: hash the backend's bytes in place (``map_read``, where it is
     ``mappable``) instead of copying them into a buffer first. Only in a
-    worker process: a mapped file that shrinks kills its reader with SIGBUS."""
+    worker process: a mapped file that shrinks kills its reader with SIGBUS.
+    ``segment_bytes``: disk bytes per message (a multiple of 32 MiB); larger
+    segments mean fewer messages, which a local pipe prefers (``parallel``)."""
     check_block_size(block_size)
     stats = counters if counters is not None else Counters()
     size = backend.size()
     nblocks = -(-size // block_size)
     end = nblocks if end_block is None else min(end_block, nblocks)
-    seg = segment_blocks(block_size)
+    seg = segment_blocks(block_size, segment_bytes)
     data = block_ranges(backend.extents(), block_size, size)
     map_it = mapped and backend.mappable
     view = memoryview(bytearray(0) if map_it else read_buffer(block_size, backend))

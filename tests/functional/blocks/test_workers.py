@@ -4,10 +4,12 @@ parent."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
+import sys
 import threading
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from vmdr.blocks import (
     hash_disk,
     hash_segments,
     open_backend,
+    parallel,
 )
 from vmdr.blocks.parallel import DigestStream
 
@@ -103,14 +106,26 @@ def test_verify_with_both_sides_in_workers_names_the_difference(big: Path, tmp_p
     assert result.counters.read == alone.counters.read
 
 
+@pytest.fixture
+def quiet_faults() -> Iterator[None]:
+    """Without pytest's faulthandler in the forked worker, a SIGBUS kills it
+    without a "Fatal Python error" traceback in the test log."""
+    enabled = faulthandler.is_enabled()
+    faulthandler.disable()
+    yield
+    if enabled:
+        faulthandler.enable(file=sys.__stderr__)
+
+
+@pytest.mark.usefixtures("quiet_faults")
 def test_a_worker_killed_by_sigbus_is_reported_as_such(tmp_path: Path) -> None:
     """SIGBUS is what a mapped file truncated under a worker raises; the
     operation's process hears of it as WorkerFailed, with the cause."""
-    path = random_image(tmp_path / "full.img", 200 * MiB, seed=25, data_fraction=1.0)
-    with DigestStream(str(path), BS) as stream, pytest.raises(WorkerFailed) as info:
-        for _ in stream:  # the worker blocks on its full pipe: alive until killed
-            os.kill(stream._worker.proc.pid, signal.SIGBUS)
-            time.sleep(0.2)
+    fifo = tmp_path / "held.img"
+    os.mkfifo(fifo)  # opening it for reading blocks: the worker lives until killed
+    with DigestStream(str(fifo), BS) as stream, pytest.raises(WorkerFailed) as info:
+        os.kill(stream._worker.proc.pid, signal.SIGBUS)
+        list(stream)
     assert info.value.code == "VMDR-E0214"
     assert "SIGBUS" in str(info.value)
 
@@ -142,3 +157,22 @@ def test_source_truncated_during_a_resync_fails_with_a_code(tmp_path: Path) -> N
     with open_backend(str(src)) as s, open_backend(str(dst), "rw") as d:
         DiffResync(s, d, parallel=True).run()
     assert same_bytes(src, dst)
+
+
+def test_streams_cut_in_different_segment_sizes_line_up(
+    big: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source hashed here (a memory disk cannot move to a worker) comes in
+    32 MiB segments; the target's worker streams 64 MiB ones. The cursor must
+    line them up block by block."""
+    monkeypatch.setattr(parallel, "STREAM_SEGMENT_BYTES", 64 * MiB)
+    data = big.read_bytes()
+    dst = tmp_path / "dst.img"
+    dst.write_bytes(data)
+    change_blocks(dst, [1 * MiB, 40 * MiB, 90 * MiB], BS, seed=28)
+    with open_backend(f"memory:?size={len(data)}", "rw") as s:
+        s.write(0, data)
+        with open_backend(str(dst), "rw") as d:
+            counters = DiffResync(s, d, parallel=True).run()
+    assert dst.read_bytes() == data
+    assert counters.written + counters.zeroed == 3 * BS
