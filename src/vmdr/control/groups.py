@@ -49,11 +49,11 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vmdr.control.db.models import RecoveryPoint, ReplicationGroup
+from vmdr.control.db.models import RecoveryPoint, ReplicationGroup, by_id_or_name
 from vmdr.control.jobs import JobConflict, JobKind, StepContext, active_job
 from vmdr.control.scripts import run_script
 from vmdr.control.workflows import metrics
@@ -113,11 +113,7 @@ class GroupFailover(BaseModel):
 
 
 def _find(s: Session, ident: str) -> ReplicationGroup:
-    group = s.scalars(
-        select(ReplicationGroup).where(
-            or_(ReplicationGroup.id == ident, ReplicationGroup.name == ident)
-        )
-    ).first()
+    group = by_id_or_name(s, ReplicationGroup, ident)
     if group is None:
         raise GroupNotFound(group=ident)
     return group

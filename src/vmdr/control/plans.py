@@ -35,10 +35,10 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from vmdr.control.db.models import Job, JobEvent, RecoveryPlan, TrafficProfile
+from vmdr.control.db.models import Job, JobEvent, RecoveryPlan, TrafficProfile, by_id_or_name
 from vmdr.control.jobs import ACTIVE, JobKind, StepContext
 from vmdr.control.scripts import run_script
 from vmdr.control.workflows.context import Workflows
@@ -353,9 +353,7 @@ def _plan_dict(plan: RecoveryPlan) -> dict[str, Any]:
 
 def add_plan_routes(app: FastAPI, wf: Workflows) -> None:
     def find(s: Any, ident: str) -> RecoveryPlan:
-        plan: RecoveryPlan | None = s.scalars(
-            select(RecoveryPlan).where(or_(RecoveryPlan.id == ident, RecoveryPlan.name == ident))
-        ).first()
+        plan = by_id_or_name(s, RecoveryPlan, ident)
         if plan is None:
             raise PlanNotFound(plan=ident)
         return plan

@@ -31,6 +31,7 @@ from vmdr.control.db.models import (
     RoutingEvent,
     TrafficEndpoint,
     TrafficProfile,
+    by_id_or_name,
 )
 from vmdr.control.traffic import TrafficManager
 from vmdr.model.errors import VmdrError
@@ -152,11 +153,7 @@ def add_traffic_routes(app: FastAPI, tm: TrafficManager) -> None:
     sessions = tm.sessions
 
     def find(s: Any, ident: str) -> TrafficProfile:
-        p: TrafficProfile | None = s.scalars(
-            select(TrafficProfile).where(
-                or_(TrafficProfile.id == ident, TrafficProfile.name == ident)
-            )
-        ).first()
+        p = by_id_or_name(s, TrafficProfile, ident)
         if p is None:
             raise TrafficNotFound(what="profile", name=ident)
         return p

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -31,9 +31,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    or_,
+    select,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 __all__ = [
     "Base",
@@ -351,3 +353,12 @@ class ReplicationSample(Base):
     rpo_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+Named = TypeVar("Named", RecoveryPlan, ReplicationGroup, TrafficProfile)
+
+
+def by_id_or_name(s: Session, model: type[Named], ident: str) -> Named | None:
+    """The row of ``model`` whose id or (unique) name is ``ident``: how the API
+    and the CLI name plans, groups and traffic profiles."""
+    return s.scalars(select(model).where(or_(model.id == ident, model.name == ident))).first()
