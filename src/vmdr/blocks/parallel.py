@@ -27,13 +27,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
 
-from vmdr.blocks.backend import open_backend
+from vmdr.blocks.backend import Backend, open_backend
 from vmdr.blocks.errors import WorkerFailed, rebuild_error
 from vmdr.blocks.hashing import SEGMENT_BYTES, Check, hash_segments, no_check
 from vmdr.blocks.hashmap import HashMapBuilder
@@ -41,7 +40,7 @@ from vmdr.blocks.messages import BlockDigests
 from vmdr.blocks.operation import Counters
 from vmdr.model.errors import VmdrError
 
-__all__ = ["DigestStream", "hash_ranges"]
+__all__ = ["DigestStream", "DigestStreams", "hash_ranges"]
 
 log = logging.getLogger(__name__)
 Parts = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
@@ -163,7 +162,20 @@ class _Worker:
         self.conn.close()
 
 
-class DigestStream:
+class _Closing:
+    """Closed at the end of a ``with``."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class DigestStream(_Closing):
     """The ``BlockDigests`` of a whole disk, hashed in a worker process while
     the caller does other work. Use as a context manager; after iteration,
     ``read`` is the bytes the worker read."""
@@ -184,16 +196,33 @@ class DigestStream:
     def close(self) -> None:
         self._worker.close()
 
-    def __enter__(self) -> DigestStream:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+class DigestStreams(_Closing):
+    """Both disks of a local two-disk operation (DiffResync, Verify) hashed in
+    workers: ``theirs`` always, ``mine`` too when that disk is shareable
+    (``None`` otherwise: the caller hashes it). ``read`` is the bytes both
+    workers read, once they are drained."""
+
+    def __init__(
+        self, mine: Backend, theirs: Backend, block_size: int, *, check: Check = no_check
     ) -> None:
-        self.close()
+        self.theirs = DigestStream(theirs.url, block_size, check=check)
+        try:
+            self.mine = DigestStream(mine.url, block_size, check=check) if mine.shareable else None
+        except BaseException:
+            self.theirs.close()
+            raise
+
+    @property
+    def read(self) -> int:
+        return self.theirs.read + (self.mine.read if self.mine is not None else 0)
+
+    def close(self) -> None:
+        try:
+            if self.mine is not None:
+                self.mine.close()
+        finally:
+            self.theirs.close()
 
 
 def hash_ranges(

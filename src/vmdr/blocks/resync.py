@@ -16,7 +16,6 @@ the disk size.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterable, Iterator
 
@@ -142,20 +141,12 @@ class DiffResync(Operation[Counters]):
         if parallel is None:
             parallel = worth_a_worker(self.dst.size())
         if parallel and self.dst.shareable:
-            from vmdr.blocks.parallel import DigestStream
+            from vmdr.blocks.parallel import DigestStreams
 
-            with contextlib.ExitStack() as stack:
-                theirs = stack.enter_context(
-                    DigestStream(self.dst.url, self.block_size, check=self.check)
-                )
-                mine = None
-                if self.src.shareable:
-                    mine = stack.enter_context(
-                        DigestStream(self.src.url, self.block_size, check=self.check)
-                    )
-                for msg in source.diff(theirs, mine):
+            with DigestStreams(self.src, self.dst, self.block_size, check=self.check) as streams:
+                for msg in source.diff(streams.theirs, streams.mine):
                     self.writer.apply(msg)
-                self.counters.read += theirs.read + (mine.read if mine is not None else 0)
+                self.counters.read += streams.read
         else:
             theirs_local = hash_segments(
                 self.dst, self.block_size, counters=self.counters, check=self.check

@@ -13,7 +13,6 @@ not a cryptographic hash; docs/blocks.md).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,19 +100,11 @@ class Verify(Operation[VerifyResult]):
         if parallel is None:
             parallel = worth_a_worker(size_b)
         if parallel and self.b.shareable:
-            from vmdr.blocks.parallel import DigestStream
+            from vmdr.blocks.parallel import DigestStreams
 
-            with contextlib.ExitStack() as stack:
-                theirs = stack.enter_context(
-                    DigestStream(self.b.url, self.block_size, check=self.check)
-                )
-                mine = None
-                if self.a.shareable:
-                    mine = stack.enter_context(
-                        DigestStream(self.a.url, self.block_size, check=self.check)
-                    )
-                result = self.compare_with(theirs, size_b, mine)
-                self.counters.read += theirs.read + (mine.read if mine is not None else 0)
+            with DigestStreams(self.a, self.b, self.block_size, check=self.check) as streams:
+                result = self.compare_with(streams.theirs, size_b, streams.mine)
+                self.counters.read += streams.read
             return result
         local = hash_segments(self.b, self.block_size, counters=self.counters, check=self.check)
         return self.compare_with(local, size_b)
