@@ -9,8 +9,10 @@ descriptors (parsed below: "VMDK descriptors") and block devices.
 - ``map_read`` maps the range read-only and asks the kernel to fill the page
   tables at once (``MADV_POPULATE_READ``, Linux 5.14+): hashing a mapped
   window skips the copy into a buffer, about a third less time per disk
-  (docs/performance.md). A file truncated under a mapping raises SIGBUS when
-  the lost pages are touched, so only worker processes map (``parallel``).
+  (docs/performance.md). A file truncated under a mapping, or a failing read
+  of a mapped page, raises SIGBUS when the page is touched, so only worker
+  processes map (``parallel``). Where the file system refuses to map, it
+  reads through a buffer instead.
 - Write-behind: after every ``write_behind`` bytes written, writeback of that
   window starts (``sync_file_range(SYNC_FILE_RANGE_WRITE)``) and the window
   before it is waited for, as nbdcopy does, so ``flush`` at the end has little
@@ -27,7 +29,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import unquote, urlsplit
@@ -57,6 +59,9 @@ _READONLY_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
 _ZEROS = bytes(1 << 20)
 _DEFAULT_WRITE_BEHIND = 32 << 20
 _MADV_POPULATE_READ = 22  # Linux 5.14; Python 3.11's mmap module lacks the name
+# mmap refused by the file system (some FUSE or network mounts): read through
+# a buffer instead, slower but the same bytes.
+_NO_MAP_ERRNOS = {errno.ENODEV, errno.EACCES, errno.EINVAL, errno.EOPNOTSUPP}
 
 
 def _libc_function(
@@ -120,6 +125,7 @@ class FileBackend(Backend):
         self._wb_hi = -1
         self._wb_prev: tuple[int, int] | None = None
         self._populate = True
+        self._mappable = True
 
     def size(self) -> int:
         if self._fixed_size is not None:
@@ -143,28 +149,56 @@ class FileBackend(Backend):
     @contextmanager
     def map_read(self, offset: int, length: int) -> Iterator[memoryview]:
         self._check_range("read", offset, length, self.size())
-        if length == 0:
-            yield memoryview(b"")
+        mapping = self._map(offset, length) if length and self._mappable else None
+        if mapping is None:  # nothing to map, or a file system that cannot
+            buf = bytearray(length)
+            if length:
+                self.readinto(offset, buf)
+            yield memoryview(buf)
             return
-        try:  # offsets are whole blocks (>= 4 KiB), so page aligned
-            mapping = mmap.mmap(self.fd, length, prot=mmap.PROT_READ, offset=offset)
+        view = memoryview(mapping)[offset % mmap.ALLOCATIONGRANULARITY :]
+        try:
+            yield view
+        except BaseException:
+            # An export still held by the traceback (a numpy array over the
+            # view) makes close() raise BufferError, which would hide the
+            # error that matters; the mapping then goes with the garbage.
+            with suppress(BufferError):
+                view.release()
+                mapping.close()
+            raise
+        view.release()
+        mapping.close()
+
+    def _map(self, offset: int, length: int) -> mmap.mmap | None:
+        """``[offset, offset+length)`` mapped from the page below ``offset``
+        with its page tables filled, or None where the file cannot be mapped."""
+        base = offset - offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            mapping = mmap.mmap(self.fd, offset + length - base, prot=mmap.PROT_READ, offset=base)
+        except ValueError as exc:  # Python's own check: the file is shorter now
+            raise BackendIOError(what="read", url=self.url, detail="file shrank under us") from exc
         except OSError as exc:
-            raise self._io_error("read", exc) from exc
+            if exc.errno not in _NO_MAP_ERRNOS:
+                raise self._io_error("read", exc) from exc
+            log.debug("url=%s mmap errno=%d: reading through a buffer", self.url, exc.errno)
+            self._mappable = False
+            return None
         try:
             if self._populate:
                 try:
                     mapping.madvise(_MADV_POPULATE_READ)
                 except OSError as exc:
-                    if exc.errno != errno.EINVAL:  # EFAULT: the file shrank under us
+                    if exc.errno == errno.EFAULT:
+                        detail = "file shrank under us, or a read of it failed"
+                        raise BackendIOError(what="read", url=self.url, detail=detail) from exc
+                    if exc.errno != errno.EINVAL:
                         raise self._io_error("read", exc) from exc
                     self._populate = False  # an older kernel: fault pages in as read
-            view = memoryview(mapping)
-            try:
-                yield view
-            finally:
-                view.release()
-        finally:
+        except BaseException:
             mapping.close()
+            raise
+        return mapping
 
     def write(self, offset: int, buf: ReadableBuffer) -> int:
         self._check_writable()

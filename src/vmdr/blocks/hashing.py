@@ -76,9 +76,10 @@ def check_block_size(block_size: int) -> int:
 def segment_blocks(block_size: int, segment_bytes: int = SEGMENT_BYTES) -> int:
     """Blocks per digest message; a multiple of 8 (whole bitmap bytes) and of
     the hash map's chunk, so segments never split either. ``segment_bytes``
-    must be a multiple of ``SEGMENT_BYTES``."""
-    if segment_bytes % SEGMENT_BYTES:
-        raise ValueError(f"segment_bytes must be a multiple of {SEGMENT_BYTES}")
+    must be a power-of-two multiple of ``SEGMENT_BYTES``."""
+    times, rest = divmod(segment_bytes, SEGMENT_BYTES)
+    if rest or times < 1 or times & (times - 1):
+        raise ValueError(f"segment_bytes must be a power-of-two multiple of {SEGMENT_BYTES}")
     return max(8, segment_bytes // block_size)
 
 
@@ -142,7 +143,7 @@ def hash_segments(
     ``mapped``: hash the backend's bytes in place (``map_read``, where it is
     ``mappable``) instead of copying them into a buffer first. Only in a
     worker process: a mapped file that shrinks kills its reader with SIGBUS.
-    ``segment_bytes``: disk bytes per message (a multiple of 32 MiB); larger
+    ``segment_bytes``: disk bytes per message (32 MiB times a power of two); larger
     segments mean fewer messages, which a local pipe prefers (``parallel``)."""
     check_block_size(block_size)
     stats = counters if counters is not None else Counters()

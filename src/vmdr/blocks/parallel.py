@@ -2,14 +2,16 @@
 
 xxhash holds the GIL, so threads do not hash in parallel; processes do. A
 worker opens the disk again by URL (only ``shareable`` backends can be), hashes
-its block range and sends back either every ``BlockDigests`` message (a
-DiffResync or Verify target side running beside the source side) or only the
-coarse map of its range (``hash_disk`` split across workers).
+its block range and sends back either every ``BlockDigests`` message (one
+disk of a DiffResync or Verify, each disk in a worker of its own:
+``DigestStreams``) or only the coarse map of its range (``hash_disk`` split
+across workers).
 
 Workers hash mapped files in place (``hash_segments(mapped=True)``): no copy
 into a buffer, about a third less time per disk. A file truncated under a
-mapping raises SIGBUS in the worker, never in the operation's process, which
-reports it as ``WorkerFailed``.
+mapping, or a failing read of a mapped page, raises SIGBUS in the worker,
+never in the operation's process, which reports it as ``WorkerFailed``. (A
+shrink seen before the mapping is an ``OutOfRange`` or ``BackendIOError``.)
 
 Workers start with ``fork`` while the parent has a single thread (fast: no
 re-import), else with ``forkserver``; they ignore SIGINT so that Ctrl-C reaches
@@ -106,7 +108,7 @@ def _worker(
 
 def _exit_detail(code: int | None) -> str:
     if code == -signal.SIGBUS:
-        return "SIGBUS: the disk shrank while it was being read"
+        return "SIGBUS: the disk shrank, or a read of it failed, while it was mapped"
     if not code:
         return "it exited without an answer"
     return f"exit code {code}"

@@ -42,8 +42,8 @@ PARALLEL_MIN_BYTES = 64 << 20
 
 
 def worth_a_worker(size: int) -> bool:
-    """Hash the other disk in a worker? Only for disks of 64 MiB or more, and
-    only with a second CPU to run it on (docs/performance.md)."""
+    """Hash the disks in workers? Only for disks of 64 MiB or more, and only
+    with a second CPU (measured on two: docs/performance.md)."""
     return size >= PARALLEL_MIN_BYTES and len(os.sched_getaffinity(0)) >= 2
 
 
@@ -113,8 +113,9 @@ class DiffResync(Operation[Counters]):
     """Make ``dst`` equal to ``src`` by copying only the blocks that differ.
 
     ``parallel``: hash each disk in a worker process (default: when the target
-    is at least 64 MiB and a second CPU is there to run it). Only shareable
-    disks move to a worker; a source that is not hashes here."""
+    is at least 64 MiB and a second CPU is there to run it). Workers need a
+    shareable target; the source then moves to a worker too if it is
+    shareable, else it is hashed here."""
 
     name = "resync"
 

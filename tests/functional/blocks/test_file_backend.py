@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vmdr.blocks import (
@@ -160,10 +161,34 @@ def test_map_read_lends_the_bytes_readinto_reads(tmp_path: Path) -> None:
             assert view.readonly and bytes(view) == expected
         with disk.map_read(2 * MiB, size - 2 * MiB) as view:
             assert bytes(view) == expected[2 * MiB :]
+        with disk.map_read(4096 + 1000, 5000) as view:  # not page aligned
+            assert bytes(view) == expected[5096:10096]
         with disk.map_read(MiB, 0) as view:
             assert len(view) == 0
         with pytest.raises(OutOfRange), disk.map_read(2 * MiB, MiB + 1001):
             pass
+
+
+def test_map_read_keeps_the_error_that_matters(tmp_path: Path) -> None:
+    """An error raised while a numpy array still holds the mapped view must
+    come out as itself, not as the BufferError of closing the mapping."""
+    path = make_file(tmp_path / "d.img", MiB, [(0, os.urandom(MiB))])
+    held = []
+    with (
+        open_backend(str(path)) as disk,
+        pytest.raises(KeyError),
+        disk.map_read(0, MiB) as view,
+    ):
+        held.append(np.frombuffer(view, dtype=np.uint8))
+        raise KeyError("the real error")
+
+
+def test_a_file_system_that_cannot_map_is_read_through_a_buffer(tmp_path: Path) -> None:
+    path = make_file(tmp_path / "d.img", MiB, [(8192, os.urandom(8192))])
+    with open_backend(str(path)) as disk:
+        disk._mappable = False  # as after mmap failed with ENODEV (some FUSE mounts)
+        with disk.map_read(4096, 16384) as view:
+            assert bytes(view) == path.read_bytes()[4096:20480]
 
 
 def test_backends_that_cannot_map_say_so(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import resource
 import signal
 import sys
 import threading
@@ -107,17 +108,20 @@ def test_verify_with_both_sides_in_workers_names_the_difference(big: Path, tmp_p
 
 
 @pytest.fixture
-def quiet_faults() -> Iterator[None]:
-    """Without pytest's faulthandler in the forked worker, a SIGBUS kills it
-    without a "Fatal Python error" traceback in the test log."""
+def quiet_crash() -> Iterator[None]:
+    """A worker killed by SIGBUS leaves neither a "Fatal Python error"
+    traceback (pytest's faulthandler, inherited by fork) nor a core file."""
     enabled = faulthandler.is_enabled()
     faulthandler.disable()
+    core = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, core[1]))
     yield
+    resource.setrlimit(resource.RLIMIT_CORE, core)
     if enabled:
         faulthandler.enable(file=sys.__stderr__)
 
 
-@pytest.mark.usefixtures("quiet_faults")
+@pytest.mark.usefixtures("quiet_crash")
 def test_a_worker_killed_by_sigbus_is_reported_as_such(tmp_path: Path) -> None:
     """SIGBUS is what a mapped file truncated under a worker raises; the
     operation's process hears of it as WorkerFailed, with the cause."""
@@ -131,9 +135,11 @@ def test_a_worker_killed_by_sigbus_is_reported_as_such(tmp_path: Path) -> None:
 
 
 def test_source_truncated_during_a_resync_fails_with_a_code(tmp_path: Path) -> None:
-    """A disk cut short under a running resync (its hashing worker may be
-    reading it mapped) ends the operation with a coded error, never by a
-    signal in this process; restored, a second run finishes the target."""
+    """A disk cut short under a running resync ends the operation with a
+    coded error, never by a signal in this process: mostly this process's
+    read of a differing block meets the shorter file (OutOfRange); a worker
+    still mapping it would die by SIGBUS (WorkerFailed). Restored, a second
+    run finishes the target."""
     src = random_image(tmp_path / "src.img", 200 * MiB, seed=26, data_fraction=1.0)
     keep = src.read_bytes()
     dst = tmp_path / "dst.img"
@@ -165,6 +171,8 @@ def test_streams_cut_in_different_segment_sizes_line_up(
     """A source hashed here (a memory disk cannot move to a worker) comes in
     32 MiB segments; the target's worker streams 64 MiB ones. The cursor must
     line them up block by block."""
+    # The worker sees the patched size only if it is forked from this process.
+    assert parallel._context().get_start_method() == "fork"
     monkeypatch.setattr(parallel, "STREAM_SEGMENT_BYTES", 64 * MiB)
     data = big.read_bytes()
     dst = tmp_path / "dst.img"
