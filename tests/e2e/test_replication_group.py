@@ -140,20 +140,39 @@ def test_group_points_hold_one_moment_of_the_application(
 def test_the_replicator_cuts_group_points_instead_of_per_vm_ones(
     group_lab: Lab, writer: subprocess.Popen[bytes]
 ) -> None:
+    """...and keeps only ``point_retention`` of them, their snapshots deleted
+    with them (the members' per-VM points from before are pruned too)."""
     lab = group_lab
     plane_file = lab.directory / "configuration-server" / "dataplane.json"
     plane = json.loads(plane_file.read_text())
     started = time.time()
+    newest_before = max(
+        (p["group_point"] for p in ok(lab, "groups", "show", "shop")["points"]), default=0
+    )
     try:
-        plane_file.write_text(json.dumps({**plane, "replication_interval": 2}))
+        fast = {**plane, "replication_interval": 2, "point_retention": 2}
+        plane_file.write_text(json.dumps(fast))
         deadline = time.monotonic() + 120
-        while (
-            len([p for p in ok(lab, "groups", "show", "shop")["points"] if p["time"] > started]) < 2
-        ):
+        while True:
+            points = ok(lab, "groups", "show", "shop")["points"]
+            cut = max((p["group_point"] for p in points), default=0) - newest_before
+            if cut >= 3 and len([p for p in points if p["time"] > started]) >= 2:
+                break
             assert time.monotonic() < deadline
             time.sleep(1)
+        # No new cycle from here; the one running prunes to 2 as well.
+        plane_file.write_text(json.dumps({**plane, "point_retention": 2}))
+        wait_idle(lab)
     finally:
         plane_file.write_text(json.dumps(plane))
+    assert len(ok(lab, "groups", "show", "shop")["points"]) == 2
+    held = 0
+    for vm in MEMBERS:
+        points = ok(lab, "items", "points", vm)
+        assert len([p for p in points if p["tag"] == "group:shop"]) == 2, points
+        assert len([p for p in points if p["tag"] == "continuous"]) <= 2, points
+        held += sum(len(p["disks"]) for p in points)
+    assert snapshots_of_members(lab) == held  # the pruned points' snapshots are gone
     for vm in MEMBERS:
         later = [p for p in ok(lab, "items", "points", vm) if p["time"] > started]
         assert later and {p["tag"] for p in later} == {"group:shop"}, later

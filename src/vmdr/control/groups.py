@@ -67,7 +67,6 @@ __all__ = ["add_group_routes", "common_point", "group_kind", "group_of"]
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ITEM = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$"
-DEFAULT_RETENTION = 24
 REPLICATING = (State.PROTECTED, State.TEST_FAILOVER_COMPLETED)
 log = logging.getLogger(__name__)
 
@@ -314,29 +313,12 @@ def _thaw(
 
 
 def _prune(wf: Workflows, ctx: StepContext) -> None:
-    from vmdr.control.workflows.replicator import prune_continuous
-    from vmdr.providers.azure.pageblob import delete
+    from vmdr.control.workflows.replicator import prune_continuous, prune_points
 
     group, items = _members(wf, ctx)
     for item in items:  # points from before the group, or from a spell alone
         prune_continuous(wf, item)
-    keep = int(wf.dataplane.raw().get("point_retention") or DEFAULT_RETENTION)
-    with wf.sessions() as s:
-        rows = list(s.scalars(select(RecoveryPoint).where(RecoveryPoint.group_id == group.id)))
-    seqs = sorted({r.group_seq for r in rows if r.group_seq is not None})
-    old = set(seqs[:-keep]) if len(seqs) > keep else set()
-    if not old:
-        return
-    for row in rows:
-        if row.group_seq in old and row.location:
-            delete(row.location)
-    with wf.sessions.begin() as s:
-        for row in s.scalars(
-            select(RecoveryPoint).where(
-                RecoveryPoint.group_id == group.id, RecoveryPoint.group_seq.in_(old)
-            )
-        ):
-            s.delete(row)
+    prune_points(wf, RecoveryPoint.group_id == group.id, RecoveryPoint.group_seq)
 
 
 def group_kind(wf: Workflows) -> JobKind:

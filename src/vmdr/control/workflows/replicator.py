@@ -26,7 +26,8 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from vmdr.control.db.models import Job, ProtectedItem, RecoveryPoint, ReplicationGroup
 from vmdr.control.jobs import ACTIVE, JobConflict, JobKind, StepContext
@@ -48,32 +49,33 @@ def _options(wf: Workflows) -> tuple[float, int]:
     return max(interval, 1.0), int(raw.get("point_retention") or DEFAULT_RETENTION)
 
 
-def prune_continuous(wf: Workflows, item: str) -> None:
-    """Delete the item's oldest continuous points beyond ``point_retention``."""
+def prune_points(
+    wf: Workflows, where: ColumnElement[bool], seq: InstrumentedAttribute[Any]
+) -> None:
+    """Delete the points matching ``where`` beyond ``point_retention``, oldest
+    by ``seq`` (a point's number: ``RecoveryPoint.seq`` or ``.group_seq``)
+    first: their snapshots, then their rows."""
     from vmdr.providers.azure.pageblob import delete
 
     _, keep = _options(wf)
     with wf.sessions() as s:
-        rows = list(
-            s.scalars(
-                select(RecoveryPoint).where(
-                    RecoveryPoint.item_id == item, RecoveryPoint.tag == "continuous"
-                )
-            )
-        )
-    seqs = sorted({r.seq for r in rows})
+        rows = list(s.scalars(select(RecoveryPoint).where(where)))
+    seqs = sorted({getattr(r, seq.key) for r in rows} - {None})
     old = set(seqs[:-keep]) if len(seqs) > keep else set()
+    if not old:
+        return
     for row in rows:
-        if row.seq in old and row.location:
+        if getattr(row, seq.key) in old and row.location:
             delete(row.location)
-    if old:
-        with wf.sessions.begin() as s:
-            for row in s.scalars(
-                select(RecoveryPoint).where(
-                    RecoveryPoint.item_id == item, RecoveryPoint.seq.in_(old)
-                )
-            ):
-                s.delete(row)
+    with wf.sessions.begin() as s:
+        for row in s.scalars(select(RecoveryPoint).where(where, seq.in_(old))):
+            s.delete(row)
+
+
+def prune_continuous(wf: Workflows, item: str) -> None:
+    """Delete the item's oldest continuous points beyond ``point_retention``."""
+    where = (RecoveryPoint.item_id == item) & (RecoveryPoint.tag == "continuous")
+    prune_points(wf, where, RecoveryPoint.seq)
 
 
 def _prune(wf: Workflows, ctx: StepContext) -> None:
