@@ -125,7 +125,6 @@ class FileBackend(Backend):
         self._wb_hi = -1
         self._wb_prev: tuple[int, int] | None = None
         self._populate = True
-        self._mappable = True
 
     def size(self) -> int:
         if self._fixed_size is not None:
@@ -149,7 +148,7 @@ class FileBackend(Backend):
     @contextmanager
     def map_read(self, offset: int, length: int) -> Iterator[memoryview]:
         self._check_range("read", offset, length, self.size())
-        mapping = self._map(offset, length) if length and self._mappable else None
+        mapping = self._map(offset, length) if length and self.mappable else None
         if mapping is None:  # nothing to map, or a file system that cannot
             buf = bytearray(length)
             if length:
@@ -182,7 +181,7 @@ class FileBackend(Backend):
             if exc.errno not in _NO_MAP_ERRNOS:
                 raise self._io_error("read", exc) from exc
             log.debug("url=%s mmap errno=%d: reading through a buffer", self.url, exc.errno)
-            self._mappable = False
+            self.mappable = False  # this file, from now on
             return None
         try:
             if self._populate:

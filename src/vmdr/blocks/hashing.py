@@ -7,8 +7,8 @@ constant ``zero_digest(length)``, and on the wire it is one bit
 (``BlockDigests``). Why 64 KiB and xxh3-128: docs/blocks.md (measured).
 
 ``hash_segments`` walks a disk and yields ``BlockDigests`` of at most
-``segment_blocks`` blocks (32 MiB of disk by default); a run of holes is one message of
-up to 64 GiB. Memory is one read buffer and one segment, whatever the disk
+``segment_blocks`` blocks (32 MiB of disk by default); a run of holes is one
+message of up to 64 GiB. Memory is one read buffer and one segment, whatever the disk
 size. ``DigestCursor`` re-slices the other side's stream so the two sides need
 not agree on segment boundaries.
 """
@@ -143,8 +143,9 @@ def hash_segments(
     ``mapped``: hash the backend's bytes in place (``map_read``, where it is
     ``mappable``) instead of copying them into a buffer first. Only in a
     worker process: a mapped file that shrinks kills its reader with SIGBUS.
-    ``segment_bytes``: disk bytes per message (32 MiB times a power of two); larger
-    segments mean fewer messages, which a local pipe prefers (``parallel``)."""
+    ``segment_bytes``: disk bytes per message (32 MiB times a power of two);
+    larger segments mean fewer messages, which a local pipe prefers
+    (``parallel``)."""
     check_block_size(block_size)
     stats = counters if counters is not None else Counters()
     size = backend.size()

@@ -10,8 +10,8 @@ became zero; then ``Done`` with the source's root.
 Locally, ``DiffResync`` hashes each disk in a worker process of its own (one
 core each; xxhash holds the GIL), where files are hashed in place, mapped
 rather than copied; this process compares the two digest streams, reads the
-differing blocks and writes them. Memory stays at a read buffer and a few segments, whatever
-the disk size.
+differing blocks and writes them. Memory stays at a read buffer and a few
+segments, whatever the disk size.
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ def test_map_read_keeps_the_error_that_matters(tmp_path: Path) -> None:
 def test_a_file_system_that_cannot_map_is_read_through_a_buffer(tmp_path: Path) -> None:
     path = make_file(tmp_path / "d.img", MiB, [(8192, os.urandom(8192))])
     with open_backend(str(path)) as disk:
-        disk._mappable = False  # as after mmap failed with ENODEV (some FUSE mounts)
+        disk.mappable = False  # as after mmap failed with ENODEV (some FUSE mounts)
         with disk.map_read(4096, 16384) as view:
             assert bytes(view) == path.read_bytes()[4096:20480]
 

@@ -228,8 +228,10 @@ def refuse_while_group_cuts(s: Session, item_id: str, name: str) -> None:
     """An operation on a member waits for its group's point (``groups.py``):
     the cut reads and snapshots every member's disks."""
     group = group_of(s, item_id)
-    job = active_job(s, group.id) if group is not None else None
-    if group is not None and job is not None:
+    if group is None:
+        return
+    job = active_job(s, group.id)
+    if job is not None:
         raise GroupCutting(item=name, group=group.name, job=job.id)
 
 
