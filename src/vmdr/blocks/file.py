@@ -13,10 +13,11 @@ descriptors (parsed below: "VMDK descriptors") and block devices.
   of a mapped page, raises SIGBUS when the page is touched, so only worker
   processes map (``parallel``). Where the file system refuses to map, it
   reads through a buffer instead.
-- Write-behind: after every ``write_behind`` bytes written, writeback of that
-  window starts (``sync_file_range(SYNC_FILE_RANGE_WRITE)``) and the window
-  before it is waited for, as nbdcopy does, so ``flush`` at the end has little
-  left to do and dirty pages stay bounded (docs/performance.md has numbers).
+- Write-behind: after every ``write_behind`` bytes of a sequential stream,
+  writeback of that window starts (``sync_file_range(SYNC_FILE_RANGE_WRITE)``)
+  and the window before it is waited for, as nbdcopy does; scattered writes
+  are kicked every 2 MiB without waiting. So ``flush`` at the end has little
+  left to do (docs/performance.md has numbers).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ _SYNC_FILE_RANGE_WRITE = 0x2
 _READONLY_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
 _ZEROS = bytes(1 << 20)
 _DEFAULT_WRITE_BEHIND = 32 << 20
+_SCATTERED_WRITE_BEHIND = 2 << 20
 _MADV_POPULATE_READ = 22  # Linux 5.14; Python 3.11's mmap module lacks the name
 # mmap refused by the file system (some FUSE or network mounts): read through
 # a buffer instead, slower but the same bytes.
@@ -121,8 +123,8 @@ class FileBackend(Backend):
             self._fixed_size = os.lseek(fd, 0, os.SEEK_END)
         self._unsupported: set[int] = set()
         self._write_behind = write_behind if _sync_file_range is not None else 0
-        self._wb_lo = -1
-        self._wb_hi = -1
+        self._wb_lo = self._wb_hi = self._wb_bytes = 0  # written since the last kick
+        self._wb_jumped = False  # ... not as one sequential stream
         self._wb_prev: tuple[int, int] | None = None
         self._populate = True
 
@@ -244,7 +246,7 @@ class FileBackend(Backend):
             os.fsync(self.fd)
         except OSError as exc:
             raise self._io_error("flush", exc) from exc
-        self._wb_lo = self._wb_hi = -1
+        self._wb_bytes = 0
         self._wb_prev = None
 
     def extents(self, context: str = "zero") -> Iterator[Extent]:
@@ -290,21 +292,30 @@ class FileBackend(Backend):
             os.close(self.fd)
 
     def _start_writeback(self, lo: int, hi: int) -> None:
-        # Only a sequential stream of writes is worth kicking early; scattered
-        # writes (a resync) are left to flush().
-        if lo != self._wb_hi:
-            self._wb_lo = lo
-        self._wb_hi = hi
-        if hi - self._wb_lo < self._write_behind or _sync_file_range is None:
+        # A sequential stream is kicked every write_behind bytes and the window
+        # before is waited for (bounded dirty pages, as nbdcopy). Scattered
+        # writes (a resync) are kicked every _SCATTERED_WRITE_BEHIND bytes and
+        # never waited for: their I/O then runs while the disks are hashed,
+        # and the fsync at Done finds almost nothing left (14 ms -> 1 ms on
+        # the bench pair, docs/performance.md).
+        if not self._wb_bytes:
+            self._wb_lo, self._wb_hi, self._wb_jumped = lo, hi, False
+        else:
+            self._wb_jumped = self._wb_jumped or lo != self._wb_hi
+            self._wb_lo, self._wb_hi = min(self._wb_lo, lo), max(self._wb_hi, hi)
+        self._wb_bytes += hi - lo
+        if self._wb_bytes < (_SCATTERED_WRITE_BEHIND if self._wb_jumped else self._write_behind):
             return
-        window = (self._wb_lo, hi - self._wb_lo)
+        assert _sync_file_range is not None  # else _write_behind is 0 and we are not called
+        window = (self._wb_lo, self._wb_hi - self._wb_lo)
         _sync_file_range(self.fd, window[0], window[1], _SYNC_FILE_RANGE_WRITE)
-        if self._wb_prev is not None:
-            # Wait for the window before: bounds dirty pages at two windows.
-            flags = _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE
-            _sync_file_range(self.fd, self._wb_prev[0], self._wb_prev[1], flags)
-        self._wb_prev = window
-        self._wb_lo = hi
+        if not self._wb_jumped:
+            if self._wb_prev is not None:
+                # Wait for the window before: bounds dirty pages at two windows.
+                flags = _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE
+                _sync_file_range(self.fd, self._wb_prev[0], self._wb_prev[1], flags)
+            self._wb_prev = window
+        self._wb_bytes = 0
 
     def _io_error(self, what: str, exc: OSError) -> BackendIOError | ReadOnlyTarget:
         if exc.errno in _READONLY_ERRNOS and what != "read":

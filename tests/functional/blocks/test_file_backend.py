@@ -196,3 +196,66 @@ def test_backends_that_cannot_map_say_so(tmp_path: Path) -> None:
         assert not disk.mappable
         with pytest.raises(Unsupported), disk.map_read(0, 4096):
             pass
+
+
+@pytest.fixture
+def writeback_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
+    """Every sync_file_range the file backend makes (still made for real)."""
+    from vmdr.blocks import file as file_module
+
+    real = file_module._sync_file_range
+    if real is None:
+        pytest.fail("this libc has no sync_file_range; write-behind cannot be tested")
+    calls: list[tuple[int, int, int]] = []
+
+    def record(fd: int, offset: int, length: int, flags: int) -> int:
+        calls.append((offset, length, flags))
+        return int(real(fd, offset, length, flags))
+
+    monkeypatch.setattr(file_module, "_sync_file_range", record)
+    return calls
+
+
+def test_sequential_writes_start_writeback_and_wait_for_the_window_before(
+    tmp_path: Path, writeback_calls: list[tuple[int, int, int]]
+) -> None:
+    from vmdr.blocks.file import FileBackend
+
+    path = make_file(tmp_path / "d.img", 16 * MiB, [])
+    data = np.random.default_rng(1).bytes(12 * MiB)
+    fd = os.open(path, os.O_RDWR)
+    with FileBackend(f"file:{path}", "rw", fd, write_behind=4 * MiB) as disk:
+        for pos in range(0, len(data), MiB):
+            disk.write(pos, data[pos : pos + MiB])
+        write, wait = 0x2, 0x1 | 0x2
+        assert writeback_calls == [
+            (0, 4 * MiB, write),
+            (4 * MiB, 4 * MiB, write),
+            (0, 4 * MiB, wait),
+            (8 * MiB, 4 * MiB, write),
+            (4 * MiB, 4 * MiB, wait),
+        ]
+        disk.flush()
+    assert path.read_bytes()[: len(data)] == data
+
+
+def test_scattered_writes_start_writeback_every_2_mib_without_waiting(
+    tmp_path: Path, writeback_calls: list[tuple[int, int, int]]
+) -> None:
+    """A resync writes differing blocks here and there: their writeback starts
+    while hashing goes on, so the fsync at the end has little left."""
+    from vmdr.blocks.file import FileBackend
+
+    path = make_file(tmp_path / "d.img", 16 * MiB, [])
+    block, stride = 64 << 10, 256 << 10
+    rng = np.random.default_rng(2)
+    written = {i * stride: rng.bytes(block) for i in range(40)}  # 2.5 MiB
+    fd = os.open(path, os.O_RDWR)
+    with FileBackend(f"file:{path}", "rw", fd) as disk:
+        for offset, payload in written.items():
+            disk.write(offset, payload)
+        # One kick after 32 blocks (2 MiB), spanning them, and no wait.
+        assert writeback_calls == [(0, 31 * stride + block, 0x2)]
+        disk.flush()
+    with open(path, "rb") as f:
+        assert all(os.pread(f.fileno(), block, o) == p for o, p in written.items())
