@@ -128,6 +128,11 @@ class FileBackend(Backend):
         self._wb_prev: tuple[int, int] | None = None
         self._populate = True
 
+    @property
+    def fixed_size(self) -> int | None:
+        """The size of a device or a descriptor's extent; None for a file."""
+        return self._fixed_size
+
     def size(self) -> int:
         if self._fixed_size is not None:
             return self._fixed_size

@@ -27,6 +27,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator, Sequence
+from multiprocessing import reduction
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any, Self
@@ -42,7 +43,7 @@ from vmdr.blocks.messages import BlockDigests
 from vmdr.blocks.operation import Counters
 from vmdr.model.errors import VmdrError
 
-__all__ = ["DigestStream", "DigestStreams", "hash_ranges"]
+__all__ = ["DigestStream", "DigestStreams", "SharedFile", "hash_ranges"]
 
 log = logging.getLogger(__name__)
 Parts = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
@@ -66,9 +67,52 @@ def _vmdr_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("VMDR_")}
 
 
+class SharedFile:
+    """An open file for a worker to hash, handed over as the descriptor
+    itself, never reopened by path: a service checked the file it opened (a
+    datastore path must not lead outside its datastore), and a path can be
+    swapped after that check. Under ``fork`` the worker inherits the
+    descriptor; through the fork server it is passed with ``SCM_RIGHTS``
+    (multiprocessing's ``DupFd``) when the worker's arguments are pickled."""
+
+    def __init__(
+        self, url: str, fd: int, fixed_size: int | None = None, *, owned: bool = False
+    ) -> None:
+        self.url, self.fd, self.fixed_size = url, fd, fixed_size
+        self._owned = owned  # received through the fork server: ours to close
+
+    @classmethod
+    def of(cls, backend: Backend) -> SharedFile | None:
+        """For a mappable file backend; None for any other."""
+        from vmdr.blocks.file import FileBackend
+
+        if not isinstance(backend, FileBackend) or not backend.mappable:
+            return None
+        return cls(backend.url, backend.fd, backend.fixed_size)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_shared, (self.url, reduction.DupFd(self.fd), self.fixed_size))
+
+    def open(self) -> Backend:
+        from vmdr.blocks.file import FileBackend
+
+        # The backend closes its descriptor: give it a duplicate unless this
+        # one came through the fork server and is ours alone.
+        fd = self.fd if self._owned else os.dup(self.fd)
+        return FileBackend(self.url, "r", fd, fixed_size=self.fixed_size)
+
+
+def _rebuild_shared(url: str, dup: Any, fixed_size: int | None) -> SharedFile:
+    return SharedFile(url, dup.detach(), fixed_size, owned=True)
+
+
+def _open_source(source: str | SharedFile) -> Backend:
+    return open_backend(source, "r") if isinstance(source, str) else source.open()
+
+
 def _worker(
     conn: multiprocessing.connection.Connection,
-    url: str,
+    source: str | SharedFile,
     block_size: int,
     start: int,
     end: int | None,
@@ -79,9 +123,10 @@ def _worker(
     # A forkserver started earlier holds the environment of that moment; the
     # worker must see the caller's (e.g. VMDR_STORAGE_ACCOUNTS for pageblob:).
     os.environ.update(env)
+    url = source if isinstance(source, str) else source.url
     try:
         counters = Counters()
-        with open_backend(url, "r") as backend:
+        with _open_source(source) as backend:
             builder = HashMapBuilder(backend.size(), block_size, start, end)
             for seg in hash_segments(
                 backend,
@@ -117,18 +162,18 @@ def _exit_detail(code: int | None) -> str:
 class _Worker:
     def __init__(
         self,
-        url: str,
+        source: str | SharedFile,
         block_size: int,
         start: int,
         end: int | None,
         send_segments: bool,
     ) -> None:
         ctx = _context()
-        self.url = url
+        self.url = url = source if isinstance(source, str) else source.url
         self.conn, child = ctx.Pipe(duplex=False)
         self.proc: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
             target=_worker,
-            args=(child, url, block_size, start, end, send_segments, _vmdr_env()),
+            args=(child, source, block_size, start, end, send_segments, _vmdr_env()),
             daemon=True,
             name=f"vmdr-hash {url}",
         )
@@ -182,8 +227,15 @@ class DigestStream(_Closing):
     the caller does other work. Use as a context manager; after iteration,
     ``read`` is the bytes the worker read."""
 
-    def __init__(self, url: str, block_size: int, *, check: Check = no_check) -> None:
-        self._worker = _Worker(url, block_size, 0, None, send_segments=True)
+    def __init__(
+        self,
+        source: str | SharedFile,
+        block_size: int,
+        *,
+        start_block: int = 0,
+        check: Check = no_check,
+    ) -> None:
+        self._worker = _Worker(source, block_size, start_block, None, send_segments=True)
         self._check = check
         self.read = 0
 

@@ -22,7 +22,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ from vmdr.blocks.backend import Backend
 from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE, check_block_size, hash_segments
 from vmdr.blocks.messages import BlockDigests
 from vmdr.blocks.operation import prepare_target
+from vmdr.blocks.parallel import DigestStream, SharedFile
+from vmdr.blocks.resync import worth_a_worker
 from vmdr.blocks.retention import RecoveryPoint, RetentionStore
 from vmdr.model.errors import VmdrError
 from vmdr.model.ids import is_id
@@ -260,17 +263,24 @@ class MasterTarget:
             target.close()
             raise
 
-        def segments() -> Iterator[BlockDigests]:
-            # Hashed in this process's worker thread, not in a worker process:
-            # measured (docs/performance.md), a process per side on a 2-core
-            # machine beats two hashing processes plus two service processes.
-            return hash_segments(target, req.block_size, start_block=req.start_block)
+        shared = SharedFile.of(target) if worth_a_worker(target.size()) else None
 
         def stream() -> Iterator[bytes]:
             encoder = frames.Encoder()
             try:
-                for seg in segments():
-                    yield b"".join(encoder.encode(seg))
+                with ExitStack() as stack:
+                    if shared is not None:
+                        # A worker process hashes the opened file mapped (the
+                        # descriptor is handed over, the path is not reopened).
+                        segments: Iterable[BlockDigests] = stack.enter_context(
+                            DigestStream(shared, req.block_size, start_block=req.start_block)
+                        )
+                    else:
+                        segments = hash_segments(
+                            target, req.block_size, start_block=req.start_block
+                        )
+                    for seg in segments:
+                        yield b"".join(encoder.encode(seg))
                 yield b"".join(encoder.encode(frames.End()))
             finally:
                 target.close()

@@ -29,6 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ from typing import Any
 from vmdr.blocks.backend import open_backend
 from vmdr.blocks.copy import DirtyCopySource, FullCopySource
 from vmdr.blocks.messages import BlockDigests, Message
-from vmdr.blocks.resync import DiffResyncSource
+from vmdr.blocks.parallel import DigestStream, SharedFile
+from vmdr.blocks.resync import DiffResyncSource, worth_a_worker
 from vmdr.model.errors import VmdrError
 from vmdr.providers.azure.tracking import DirtyMap
 from vmdr.roles.outbox import Outbox
@@ -215,12 +217,21 @@ class Replication:
         bs = self.spec.block_size
         request = {"block_size": bs, "start_block": 0, "size": size}
         source = DiffResyncSource(src, bs)
-        with client.download(f"/v1/disks/{self.spec.disk}/digests", request) as raw:
+        with ExitStack() as stack:
+            raw = stack.enter_context(
+                client.download(f"/v1/disks/{self.spec.disk}/digests", request)
+            )
             theirs = _digests(raw)
+            # The source is hashed in a worker process where it can be (mapped,
+            # from the descriptor opened here), else in this thread.
+            mine = None
+            handoff = SharedFile.of(src) or (src.url if src.shareable else None)
+            if handoff is not None and worth_a_worker(size):
+                mine = stack.enter_context(DigestStream(handoff, bs))
 
             def messages() -> Iterator[Message]:
                 yield source.begin()
-                yield from source.diff(theirs)
+                yield from source.diff(theirs, mine)
 
             return self._send(client, INITIAL, trim(messages(), offset), offset, True)
 

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vmdr.blocks import (
@@ -26,7 +27,8 @@ from vmdr.blocks import (
     open_backend,
     parallel,
 )
-from vmdr.blocks.parallel import DigestStream
+from vmdr.blocks.messages import BlockDigests
+from vmdr.blocks.parallel import DigestStream, SharedFile
 
 from .helpers import MiB, change_blocks, make_file, random_image, same_bytes
 
@@ -184,3 +186,47 @@ def test_streams_cut_in_different_segment_sizes_line_up(
             counters = DiffResync(s, d, parallel=True).run()
     assert dst.read_bytes() == data
     assert counters.written + counters.zeroed == 3 * BS
+
+
+def per_block(segments: list[BlockDigests]) -> np.ndarray:
+    """One row per block (zero blocks as zero rows), however the stream was cut."""
+    assert [s.start_block for s in segments[1:]] == [s.end_block for s in segments[:-1]]
+    return np.concatenate([s.rows() for s in segments])
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["fork", "forkserver"])
+def test_shared_file_is_hashed_as_opened_even_after_its_path_is_swapped(
+    big: Path, tmp_path: Path, threaded: bool
+) -> None:
+    """A service hands a worker the file it opened and checked, never its
+    path: after another file is renamed over the path, the worker still hashes
+    the opened one (inherited under fork; passed with SCM_RIGHTS through the
+    fork server when other threads are alive)."""
+    other = random_image(tmp_path / "other.img", 100 * MiB, seed=23, data_fraction=0.1)
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    with open_backend(str(big)) as disk:
+        expected = per_block(list(hash_segments(disk, BS)))
+        shared = SharedFile.of(disk)
+        assert shared is not None
+        os.rename(other, big)  # the path now names a different file
+        if threaded:
+            thread.start()
+        try:
+            assert parallel._context().get_start_method() == ("forkserver" if threaded else "fork")
+            with DigestStream(shared, BS) as stream:
+                got = per_block(list(stream))
+        finally:
+            stop.set()
+            if threaded:
+                thread.join()
+        assert disk.size() == 100 * MiB  # and this process's descriptor is still open
+    with open_backend(str(big)) as now:
+        swapped = per_block(list(hash_segments(now, BS)))
+    assert (got == expected).all()
+    assert not (swapped == expected).all()  # the swap did change what the path names
+
+
+def test_shared_file_is_only_for_mappable_files() -> None:
+    with open_backend("memory:?size=1048576", "rw") as disk:
+        assert SharedFile.of(disk) is None
