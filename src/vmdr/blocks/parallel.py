@@ -1,11 +1,13 @@
 """Hashing in worker processes.
 
 xxhash holds the GIL, so threads do not hash in parallel; processes do. A
-worker opens the disk again by URL (only ``shareable`` backends can be), hashes
-its block range and sends back either every ``BlockDigests`` message (one
-disk of a DiffResync or Verify, each disk in a worker of its own:
-``DigestStreams``) or only the coarse map of its range (``hash_disk`` split
-across workers).
+worker opens the disk again by URL (only ``shareable`` backends can be), or
+takes over the descriptor of a file already open (``SharedFile``: what the
+services use, which checked the file they opened and must not reopen a path),
+hashes its block range and sends back either every ``BlockDigests`` message
+(one disk of a DiffResync or Verify, or of a replication's differential sync,
+each disk in a worker of its own: ``DigestStream``) or only the coarse map of
+its range (``hash_disk`` split across workers).
 
 Workers hash mapped files in place (``hash_segments(mapped=True)``): no copy
 into a buffer, about a third less time per disk. A file truncated under a
