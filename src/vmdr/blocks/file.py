@@ -303,6 +303,8 @@ class FileBackend(Backend):
         # never waited for: their I/O then runs while the disks are hashed,
         # and the fsync at Done finds almost nothing left (14 ms -> 1 ms on
         # the bench pair, docs/performance.md).
+        if hi <= lo:
+            return
         if not self._wb_bytes:
             self._wb_lo, self._wb_hi, self._wb_jumped = lo, hi, False
         else:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.context
 import os
 import signal
 import threading
@@ -93,14 +94,20 @@ class SharedFile:
         return cls(backend.url, backend.fd, backend.fixed_size)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # Only while a worker starts: pickled anywhere else, DupFd would fall
+        # back to a descriptor-sharing thread and keep a duplicate open.
+        multiprocessing.context.assert_spawning(self)
         return (_rebuild_shared, (self.url, reduction.DupFd(self.fd), self.fixed_size))
 
     def open(self) -> Backend:
         from vmdr.blocks.file import FileBackend
 
         # The backend closes its descriptor: give it a duplicate unless this
-        # one came through the fork server and is ours alone.
-        fd = self.fd if self._owned else os.dup(self.fd)
+        # one came through the fork server and is ours alone (then only once).
+        if self._owned:
+            fd, self.fd, self._owned = self.fd, -1, False
+        else:
+            fd = os.dup(self.fd)  # EBADF after a hand-over
         return FileBackend(self.url, "r", fd, fixed_size=self.fixed_size)
 
 
@@ -129,7 +136,11 @@ def _worker(
     try:
         counters = Counters()
         with _open_source(source) as backend:
-            builder = HashMapBuilder(backend.size(), block_size, start, end)
+            # Only a coarse map needs segment-aligned ranges; a stream may
+            # start anywhere (a master target resuming at the caller's block).
+            builder = (
+                None if send_segments else HashMapBuilder(backend.size(), block_size, start, end)
+            )
             for seg in hash_segments(
                 backend,
                 block_size,
@@ -139,11 +150,11 @@ def _worker(
                 mapped=True,
                 segment_bytes=STREAM_SEGMENT_BYTES if send_segments else SEGMENT_BYTES,
             ):
-                if send_segments:
+                if builder is None:
                     conn.send(("seg", seg))
                 else:
                     builder.add(seg)
-            result: Any = None if send_segments else builder.parts()
+            result: Any = None if builder is None else builder.parts()
         conn.send(("end", counters.read, result))
     except VmdrError as exc:
         conn.send(("error", type(exc), exc.fields))

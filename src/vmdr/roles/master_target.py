@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +82,35 @@ def check_id(what: str, value: str) -> str:
     if not is_id(value):
         raise BadId(what=what, value=value)
     return value
+
+
+class _ClosingStream(StreamingResponse):
+    """A streaming response that closes its generator when the response ends,
+    a client that went away included. Starlette leaves a sync generator to the
+    garbage collector, and until then a digest stream's hashing worker would
+    keep running and the disk stay open."""
+
+    def __init__(self, content: Generator[bytes, None, None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._generator = content
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await run_in_threadpool(_close_generator, self._generator)
+
+
+def _close_generator(generator: Generator[bytes, None, None]) -> None:
+    # A disconnect cancels the response while a thread may still be inside
+    # next(): wait for it (one digest segment at most) before closing.
+    for _ in range(200):
+        try:
+            generator.close()
+            return
+        except ValueError:  # generator already executing
+            time.sleep(0.05)
+    log.warning("a digest stream could not be closed; it ends when collected")
 
 
 @dataclass
@@ -265,7 +294,7 @@ class MasterTarget:
 
         shared = SharedFile.of(target) if worth_a_worker(target.size()) else None
 
-        def stream() -> Iterator[bytes]:
+        def stream() -> Generator[bytes, None, None]:
             encoder = frames.Encoder()
             try:
                 with ExitStack() as stack:
@@ -285,7 +314,7 @@ class MasterTarget:
             finally:
                 target.close()
 
-        return StreamingResponse(stream(), media_type="application/octet-stream")
+        return _ClosingStream(stream(), media_type="application/octet-stream")
 
     def materialise(self, disk_id: str, req: MaterialiseRequest) -> dict[str, Any]:
         disk = self.disk(disk_id)

@@ -230,3 +230,27 @@ def test_shared_file_is_hashed_as_opened_even_after_its_path_is_swapped(
 def test_shared_file_is_only_for_mappable_files() -> None:
     with open_backend("memory:?size=1048576", "rw") as disk:
         assert SharedFile.of(disk) is None
+
+
+@pytest.mark.parametrize("start_block", [1, 700, 5000])
+def test_a_stream_may_start_at_any_block(big: Path, start_block: int) -> None:
+    """A master target resuming a digest stream starts where the process
+    server asks, not only at a segment boundary; past the end is empty."""
+    with open_backend(str(big)) as disk:
+        in_process = list(hash_segments(disk, BS, start_block=start_block))
+        with DigestStream(SharedFile.of(disk) or "", BS, start_block=start_block) as stream:
+            in_worker = list(stream)
+    if not in_process:
+        assert in_worker == []
+        return
+    assert in_worker[0].start_block == start_block
+    assert (per_block(in_worker) == per_block(in_process)).all()
+
+
+def test_a_shared_file_is_not_pickled_outside_a_worker_start(big: Path) -> None:
+    import pickle
+
+    with open_backend(str(big)) as disk:
+        shared = SharedFile.of(disk)
+        with pytest.raises(RuntimeError):
+            pickle.dumps(shared)

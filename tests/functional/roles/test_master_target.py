@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,41 @@ def test_unknown_fields_and_bad_ids_are_4xx(pair: Pair) -> None:
             c.get("/v1/disks/nope")
         assert err.value.status == 404 and err.value.remote_code == "VMDR-E0423"
     assert not Path("/etc/vmdr").exists()
+
+
+def holders(path: Path) -> set[int]:
+    """The processes that have ``path`` open (from /proc/*/fd)."""
+    pids = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            links = list(fd_dir.iterdir())
+        except OSError:  # gone, or not ours to read
+            continue
+        for link in links:
+            try:
+                if os.readlink(link) == str(path):
+                    pids.add(int(fd_dir.parent.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_a_digest_stream_the_client_drops_releases_the_disk(pair: Pair) -> None:
+    """A process server that goes away mid-stream (restart, network) must not
+    leave the master target hashing, or holding the disk open, for ever."""
+    size = 2048 * MiB  # big enough for a hashing worker, and to be cut mid-way
+    with pair.mt_client() as c:
+        c.put("/v1/disks/d1", {"datastore": "ds1", "path": "d1/d1-flat.vmdk",
+                               "size": size, "create": True})  # fmt: skip
+    target = pair.ds / "d1" / "d1-flat.vmdk"
+    with open(target, "r+b") as f:
+        chunk = b"\x01" * (16 * MiB)  # data, not zeros: every block is hashed
+        for offset in range(0, size, len(chunk)):
+            os.pwrite(f.fileno(), chunk, offset)
+    request = {"block_size": 65536, "start_block": 0, "size": size}
+    with pair.mt_client() as c, c.download("/v1/disks/d1/digests", request) as raw:
+        assert next(iter(raw))  # the stream has begun; now drop it
+    deadline = time.monotonic() + 10
+    while holders(target) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert holders(target) == set()
