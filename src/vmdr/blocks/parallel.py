@@ -29,7 +29,8 @@ import multiprocessing.context
 import os
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from multiprocessing import reduction
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -46,7 +47,7 @@ from vmdr.blocks.messages import BlockDigests
 from vmdr.blocks.operation import Counters
 from vmdr.model.errors import VmdrError
 
-__all__ = ["DigestStream", "DigestStreams", "SharedFile", "hash_ranges"]
+__all__ = ["DigestStream", "DigestStreams", "SharedFile", "digests", "hash_ranges"]
 
 log = logging.getLogger(__name__)
 Parts = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
@@ -290,6 +291,27 @@ class DigestStreams(_Closing):
                 self.mine.close()
         finally:
             self.theirs.close()
+
+
+def digests(
+    backend: Backend,
+    block_size: int,
+    stack: ExitStack,
+    *,
+    start_block: int = 0,
+    reopen: bool = False,
+) -> Iterable[BlockDigests]:
+    """The disk's ``BlockDigests`` from ``start_block``: streamed by a worker
+    process (closed with ``stack``) where one is worth it, else hashed in this
+    thread as they are read. A worker takes over the descriptor of an open
+    file; ``reopen`` also lets it open another shareable backend by URL, which
+    a service must not do with a disk whose path it checked once."""
+    from vmdr.blocks.resync import worth_a_worker
+
+    handoff = SharedFile.of(backend) or (backend.url if reopen and backend.shareable else None)
+    if handoff is None or not worth_a_worker(backend.size()):
+        return hash_segments(backend, block_size, start_block=start_block)
+    return stack.enter_context(DigestStream(handoff, block_size, start_block=start_block))
 
 
 def hash_ranges(

@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Generator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from vmdr.blocks.backend import Backend
-from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE, check_block_size, hash_segments
-from vmdr.blocks.messages import BlockDigests
+from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE, check_block_size
 from vmdr.blocks.operation import prepare_target
-from vmdr.blocks.parallel import DigestStream, SharedFile
-from vmdr.blocks.resync import worth_a_worker
+from vmdr.blocks.parallel import digests
 from vmdr.blocks.retention import RecoveryPoint, RetentionStore
 from vmdr.model.errors import VmdrError
 from vmdr.model.ids import is_id
@@ -292,23 +290,13 @@ class MasterTarget:
             target.close()
             raise
 
-        shared = SharedFile.of(target) if worth_a_worker(target.size()) else None
-
         def stream() -> Generator[bytes, None, None]:
             encoder = frames.Encoder()
             try:
+                # In a worker process where worth it: it hashes the opened file
+                # mapped (its descriptor is handed over, the path not reopened).
                 with ExitStack() as stack:
-                    if shared is not None:
-                        # A worker process hashes the opened file mapped (the
-                        # descriptor is handed over, the path is not reopened).
-                        segments: Iterable[BlockDigests] = stack.enter_context(
-                            DigestStream(shared, req.block_size, start_block=req.start_block)
-                        )
-                    else:
-                        segments = hash_segments(
-                            target, req.block_size, start_block=req.start_block
-                        )
-                    for seg in segments:
+                    for seg in digests(target, req.block_size, stack, start_block=req.start_block):
                         yield b"".join(encoder.encode(seg))
                 yield b"".join(encoder.encode(frames.End()))
             finally:

@@ -37,8 +37,8 @@ from typing import Any
 from vmdr.blocks.backend import open_backend
 from vmdr.blocks.copy import DirtyCopySource, FullCopySource
 from vmdr.blocks.messages import BlockDigests, Message
-from vmdr.blocks.parallel import DigestStream, SharedFile
-from vmdr.blocks.resync import DiffResyncSource, worth_a_worker
+from vmdr.blocks.parallel import digests
+from vmdr.blocks.resync import DiffResyncSource
 from vmdr.model.errors import VmdrError
 from vmdr.providers.azure.tracking import DirtyMap
 from vmdr.roles.outbox import Outbox
@@ -222,12 +222,9 @@ class Replication:
                 client.download(f"/v1/disks/{self.spec.disk}/digests", request)
             )
             theirs = _digests(raw)
-            # The source is hashed in a worker process where it can be (mapped,
+            # The source is hashed in a worker process where worth it (mapped,
             # from the descriptor opened here), else in this thread.
-            mine = None
-            handoff = SharedFile.of(src) or (src.url if src.shareable else None)
-            if handoff is not None and worth_a_worker(size):
-                mine = stack.enter_context(DigestStream(handoff, bs))
+            mine = digests(src, bs, stack, reopen=True)
 
             def messages() -> Iterator[Message]:
                 yield source.begin()
