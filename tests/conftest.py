@@ -120,5 +120,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        conn.execute(sqlalchemy.text("DROP SCHEMA IF EXISTS dbos CASCADE"))
     engine.dispose()
     return url

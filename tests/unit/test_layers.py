@@ -1,5 +1,8 @@
 """The layer map of docs/ARCHITECTURE.md, checked: a module imports only
-from its own layer or the layers below it (function-level imports count)."""
+from its own layer or the layers below it, and no modules import each other
+in a cycle. Function-level imports count, and so do modules loaded by name
+through ``importlib`` (a string naming a ``vmdr`` module in a file that
+calls ``importlib.import_module``)."""
 
 from __future__ import annotations
 
@@ -13,26 +16,45 @@ ORDER = ["model", "blocks", "transport", "routing", "providers", "roles", "contr
          "cli"]  # fmt: skip
 # The lab's compute driver plays Azure compute with local processes, which the
 # lab's process helpers start and stop (docs/azure.md).
-ALLOWED = {("providers/azure/lab_compute.py", "lab")}
+# The backend registry maps a URL scheme to the module that opens it, loaded
+# by name when such a URL is opened: ``pageblob:`` is the Azure provider's.
+ALLOWED = {("providers/azure/lab_compute.py", "lab"), ("blocks/urls.py", "providers")}
+ROOT = Path(vmdr.__file__).parent
 
 
-def imported_layers(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
+def imported_modules(path: Path) -> set[str]:
+    """The ``vmdr`` modules a file imports, at any level, or loads by name."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    loads_by_name = "import_module" in path.read_text()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vmdr"):
+            found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
         elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        found |= {n.split(".")[1] for n in names if n.startswith("vmdr.") and n.count(".") >= 1}
+            found |= {a.name for a in node.names if a.name.startswith("vmdr")}
+        elif (
+            loads_by_name
+            and isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.startswith("vmdr.")
+        ):
+            found.add(node.value)
     return found
 
 
+def imported_layers(path: Path) -> set[str]:
+    return {n.split(".")[1] for n in imported_modules(path) if n.count(".") >= 1}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def test_every_layer_imports_only_downwards() -> None:
-    root = Path(vmdr.__file__).parent
     upward = []
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
         if len(rel.parts) < 2:
             continue  # vmdr/__init__.py, __main__.py
         layer = rel.parts[0]
@@ -42,3 +64,60 @@ def test_every_layer_imports_only_downwards() -> None:
             if above and (rel.as_posix(), dep) not in ALLOWED:
                 upward.append(f"{rel} imports vmdr.{dep}")
     assert upward == []
+
+
+def test_no_import_cycles() -> None:
+    modules = {module_name(p): p for p in ROOT.rglob("*.py")}
+    graph = {
+        name: {m for m in imported_modules(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+    cycles = strongly_connected(graph)
+    assert cycles == [], f"modules that import each other: {cycles}"
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iterative: the components of more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, edges = work[-1]
+            nxt = next(edges, None)
+            if nxt is not None:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(sorted(graph[nxt]))))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert strongly_connected(graph) == [["a", "b", "c"]]

@@ -7,7 +7,7 @@ that move data between disks (see docs/blocks.md).
         counters = DiffResync(src, dst).run()
 """
 
-from vmdr.blocks.backend import SCHEMES, Backend, Mode, open_backend
+from vmdr.blocks.backend import Backend, Mode
 from vmdr.blocks.copy import DirtyCopy, DirtyCopySource, FullCopy, FullCopySource
 from vmdr.blocks.errors import (
     BackendIOError,
@@ -29,10 +29,12 @@ from vmdr.blocks.errors import (
 )
 from vmdr.blocks.extent import Extent, bitmap_to_extents
 from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE, check_block_size, hash_segments, zero_digest
-from vmdr.blocks.hashmap import HashMap, hash_disk
+from vmdr.blocks.hashmap import HashMap
 from vmdr.blocks.messages import BlockDigests, DataRun, DiskInfo, Done, Message, ZeroRun
 from vmdr.blocks.operation import Counters, Operation, ProgressCallback, TargetWriter
+from vmdr.blocks.parallel import hash_disk
 from vmdr.blocks.resync import DiffResync, DiffResyncSource
+from vmdr.blocks.urls import SCHEMES, open_backend
 from vmdr.blocks.verify import Verify, VerifyResult
 
 __all__ = [

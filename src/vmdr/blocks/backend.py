@@ -1,4 +1,4 @@
-"""The one io-like interface every disk has, and opening disks by URL.
+"""The one io-like interface every disk has.
 
 A backend is a random-access disk of a fixed size (``resize`` changes it).
 Offsets are explicit on every call, so one backend can serve several readers
@@ -21,34 +21,25 @@ the same ``url`` and see the same bytes, so hashing can move to a worker)
 and ``mappable`` (``map_read`` lends the bytes without copying them: a file
 is mapped into memory; only worker processes use it, see ``parallel``).
 
-URLs: ``file:///abs/path``, ``file:rel/path`` or a plain path;
-``memory:NAME?size=N&align=A`` (see ``vmdr.blocks.memory``). New schemes
-register a module in ``SCHEMES``; its ``open_url(url, mode, create)`` builds the
-backend.
+Opening a backend by URL is ``vmdr.blocks.urls``.
 """
 
 from __future__ import annotations
 
 import abc
-import importlib
-import os
-import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Literal
 
-from vmdr.blocks.errors import Misaligned, OutOfRange, ReadOnlyTarget, UnknownScheme, Unsupported
+from vmdr.blocks.errors import Misaligned, OutOfRange, ReadOnlyTarget, Unsupported
 from vmdr.blocks.extent import Extent
 
 __all__ = [
-    "SCHEMES",
     "Backend",
     "Mode",
     "ReadableBuffer",
     "WritableBuffer",
-    "open_backend",
-    "split_scheme",
 ]
 
 Mode = Literal["r", "rw"]
@@ -56,14 +47,6 @@ ReadableBuffer = bytes | bytearray | memoryview
 WritableBuffer = bytearray | memoryview
 
 # scheme -> module holding ``open_url``; imported on first use.
-SCHEMES: dict[str, str] = {
-    "file": "vmdr.blocks.file",
-    "memory": "vmdr.blocks.memory",
-    # Providers register their backends by module name, imported only when used.
-    "pageblob": "vmdr.providers.azure.pageblob",
-}
-
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
 class Backend(abc.ABC):
@@ -146,35 +129,3 @@ class Backend(abc.ABC):
                 url=self.url,
                 hint="Give DirtyCopy a dirty map from change tracking instead.",
             )
-
-
-class _Opener(Protocol):
-    def __call__(self, url: str, mode: Mode, create: bool) -> Backend: ...
-
-
-def split_scheme(url: str) -> tuple[str, str]:
-    """``(scheme, url)``; a plain path is ``("file", path)``.
-
-    A string that only looks like it has a scheme (``disk:1.img``) is taken as a
-    path when no such scheme is known and the file exists, so such file names
-    still work; otherwise an unknown scheme is an error, never a guess."""
-    match = _SCHEME_RE.match(url)
-    if match is None:
-        return "file", url
-    scheme = match.group(1).lower()
-    if scheme in SCHEMES:
-        return scheme, url
-    if "://" not in url and os.path.exists(url):
-        return "file", url
-    raise UnknownScheme(url=url, scheme=scheme, known=", ".join(f"{s}:" for s in sorted(SCHEMES)))
-
-
-def open_backend(url: str, mode: Mode = "r", *, create: bool = False) -> Backend:
-    """Open the disk at ``url``. ``create`` makes a missing disk (empty, size 0;
-    copy operations grow it to the source's size)."""
-    if mode not in ("r", "rw"):
-        raise ValueError(f"mode must be 'r' or 'rw', not {mode!r}")
-    scheme, url = split_scheme(url)
-    module = importlib.import_module(SCHEMES[scheme])
-    opener: _Opener = module.open_url
-    return opener(url, mode, create)

@@ -30,20 +30,13 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from vmdr.blocks.backend import Backend
 from vmdr.blocks.errors import StreamError
 from vmdr.blocks.extent import Extent
 from vmdr.blocks.hashing import (
-    DEFAULT_BLOCK_SIZE,
-    Check,
-    check_block_size,
-    hash_segments,
-    no_check,
     segment_blocks,
     zero_digest,
 )
 from vmdr.blocks.messages import DIGEST_SIZE, BlockDigests
-from vmdr.blocks.operation import Counters
 
 __all__ = [
     "COARSE_BYTES",
@@ -52,7 +45,6 @@ __all__ = [
     "assemble",
     "chunk_blocks",
     "compute_root",
-    "hash_disk",
 ]
 
 COARSE_BYTES = 1 << 20
@@ -221,30 +213,3 @@ def assemble(
     coarse = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 16), np.uint8)
     zero = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.uint8)
     return HashMap(size, block_size, cb, coarse, zero, compute_root(size, block_size, cb, coarse))
-
-
-def hash_disk(
-    backend: Backend,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    *,
-    workers: int = 1,
-    counters: Counters | None = None,
-    check: Check = no_check,
-) -> HashMap:
-    """The hash map of a whole disk. With ``workers > 1`` and a shareable
-    backend, ranges of the disk are hashed in that many processes."""
-    check_block_size(block_size)
-    size = backend.size()
-    nblocks = -(-size // block_size)
-    seg = segment_blocks(block_size)
-    if workers > 1 and backend.shareable and nblocks >= 2 * seg:
-        from vmdr.blocks.parallel import hash_ranges
-
-        step = -(-nblocks // workers // seg) * seg
-        ranges = [(lo, min(lo + step, nblocks)) for lo in range(0, nblocks, step)]
-        parts = hash_ranges(backend.url, block_size, ranges, counters=counters, check=check)
-        return assemble(size, block_size, parts)
-    builder = HashMapBuilder(size, block_size)
-    for segment in hash_segments(backend, block_size, counters=counters, check=check):
-        builder.add(segment)
-    return builder.finish()

@@ -39,15 +39,33 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from vmdr.blocks.backend import Backend, open_backend
+from vmdr.blocks.backend import Backend
 from vmdr.blocks.errors import WorkerFailed, rebuild_error
-from vmdr.blocks.hashing import SEGMENT_BYTES, Check, hash_segments, no_check
-from vmdr.blocks.hashmap import HashMapBuilder
+from vmdr.blocks.hashing import (
+    DEFAULT_BLOCK_SIZE,
+    SEGMENT_BYTES,
+    Check,
+    check_block_size,
+    hash_segments,
+    no_check,
+    segment_blocks,
+)
+from vmdr.blocks.hashmap import HashMap, HashMapBuilder, assemble
 from vmdr.blocks.messages import BlockDigests
 from vmdr.blocks.operation import Counters
+from vmdr.blocks.urls import open_backend
 from vmdr.model.errors import VmdrError
 
-__all__ = ["DigestStream", "DigestStreams", "SharedFile", "digests", "hash_ranges"]
+__all__ = [
+    "PARALLEL_MIN_BYTES",
+    "DigestStream",
+    "DigestStreams",
+    "SharedFile",
+    "digests",
+    "hash_disk",
+    "hash_ranges",
+    "worth_a_worker",
+]
 
 log = logging.getLogger(__name__)
 Parts = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
@@ -57,6 +75,38 @@ _POLL_SECONDS = 0.05
 # 32 MiB, 0.518 s with 128 MiB and 0.517 s with 256 MiB (medians of 6
 # interleaved runs); 512 MiB was slower again (docs/performance.md).
 STREAM_SEGMENT_BYTES = 256 << 20
+PARALLEL_MIN_BYTES = 64 << 20
+
+
+def worth_a_worker(size: int) -> bool:
+    """Hash the disks in workers? Only for disks of 64 MiB or more, and only
+    with a second CPU (measured on two: docs/performance.md)."""
+    return size >= PARALLEL_MIN_BYTES and len(os.sched_getaffinity(0)) >= 2
+
+
+def hash_disk(
+    backend: Backend,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    *,
+    workers: int = 1,
+    counters: Counters | None = None,
+    check: Check = no_check,
+) -> HashMap:
+    """The hash map of a whole disk. With ``workers > 1`` and a shareable
+    backend, ranges of the disk are hashed in that many processes."""
+    check_block_size(block_size)
+    size = backend.size()
+    nblocks = -(-size // block_size)
+    seg = segment_blocks(block_size)
+    if workers > 1 and backend.shareable and nblocks >= 2 * seg:
+        step = -(-nblocks // workers // seg) * seg
+        ranges = [(lo, min(lo + step, nblocks)) for lo in range(0, nblocks, step)]
+        parts = hash_ranges(backend.url, block_size, ranges, counters=counters, check=check)
+        return assemble(size, block_size, parts)
+    builder = HashMapBuilder(size, block_size)
+    for segment in hash_segments(backend, block_size, counters=counters, check=check):
+        builder.add(segment)
+    return builder.finish()
 
 
 def _context() -> BaseContext:
@@ -306,8 +356,6 @@ def digests(
     thread as they are read. A worker takes over the descriptor of an open
     file; ``reopen`` also lets it open another shareable backend by URL, which
     a service must not do with a disk whose path it checked once."""
-    from vmdr.blocks.resync import worth_a_worker
-
     handoff = SharedFile.of(backend) or (backend.url if reopen and backend.shareable else None)
     if handoff is None or not worth_a_worker(backend.size()):
         return hash_segments(backend, block_size, start_block=start_block)

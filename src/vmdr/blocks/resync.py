@@ -16,7 +16,6 @@ segments, whatever the disk size.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 
 from vmdr.blocks.backend import Backend
@@ -35,18 +34,10 @@ from vmdr.blocks.hashmap import HashMapBuilder
 from vmdr.blocks.messages import BlockDigests, DataRun, DiskInfo, Done, ZeroRun
 from vmdr.blocks.operation import Counters, Operation, ProgressCallback, TargetWriter
 
-__all__ = ["PARALLEL_MIN_BYTES", "DiffResync", "DiffResyncSource", "worth_a_worker"]
+__all__ = ["DiffResync", "DiffResyncSource"]
+
 
 # Below this a worker process costs more than it saves.
-PARALLEL_MIN_BYTES = 64 << 20
-
-
-def worth_a_worker(size: int) -> bool:
-    """Hash the disks in workers? Only for disks of 64 MiB or more, and only
-    with a second CPU (measured on two: docs/performance.md)."""
-    return size >= PARALLEL_MIN_BYTES and len(os.sched_getaffinity(0)) >= 2
-
-
 class DiffResyncSource:
     """Source half of DiffResync."""
 
@@ -140,6 +131,8 @@ class DiffResync(Operation[Counters]):
         self.writer.apply(source.begin())
         parallel = self.parallel
         if parallel is None:
+            from vmdr.blocks.parallel import worth_a_worker
+
             parallel = worth_a_worker(self.dst.size())
         if parallel and self.dst.shareable:
             from vmdr.blocks.parallel import DigestStreams

@@ -30,7 +30,7 @@ from vmdr.blocks.hashing import (
 from vmdr.blocks.hashmap import HashMapBuilder
 from vmdr.blocks.messages import BlockDigests
 from vmdr.blocks.operation import Counters, Operation, ProgressCallback
-from vmdr.blocks.resync import worth_a_worker
+from vmdr.blocks.parallel import worth_a_worker
 
 __all__ = ["Verify", "VerifyResult"]
 

@@ -8,7 +8,7 @@ import os
 import typer
 
 from vmdr import __version__
-from vmdr.cli import disk, groups, lab, plans, remote, serve, traffic, workflows
+from vmdr.cli import disk, groups, jobs, lab, plans, remote, serve, traffic, workflows
 
 app = typer.Typer(
     name="vmdr",
@@ -20,6 +20,7 @@ app.add_typer(lab.app, name="lab")
 app.add_typer(disk.app, name="disk")
 app.add_typer(serve.app, name="serve")
 remote.add_commands(app)
+jobs.add_commands(app)
 workflows.add_commands(app)
 traffic.add_commands(app)
 plans.add_commands(app)

@@ -17,9 +17,9 @@ from typing import Any
 
 import typer
 
+from vmdr.cli.jobs import WaitOption, follow
 from vmdr.cli.output import console, emit_json, fail
 from vmdr.cli.remote import JsonOption, call, show
-from vmdr.cli.workflows import WaitOption, follow
 from vmdr.model.errors import UsageError
 
 __all__ = ["add_commands"]

@@ -141,7 +141,7 @@ def login(
         console.print(f"logged in to {server}; saved in {LOGIN_FILE} (mode 0600)")
 
 
-def _lister(path: str, columns: list[str], title: str) -> Any:
+def lister(path: str, columns: list[str], title: str) -> Any:
     def command(as_json: bool = JsonOption) -> None:
         show(call("GET", path, as_json), columns, title, as_json)
 
@@ -162,30 +162,8 @@ def add_commands(app: typer.Typer) -> None:
         ("master-targets", "/v1/master-targets", ["name", "url", "healthy", "heartbeat_at"]),
     ):  # fmt: skip
         group = typer.Typer(help=f"The {name} the configuration server knows.")
-        group.command("list")(_lister(path, columns, name))
+        group.command("list")(lister(path, columns, name))
         app.add_typer(group, name=name)
-    jobs = typer.Typer(help="Jobs of the configuration server.")
-    jobs.command("list")(_lister("/v1/jobs", ["id", "kind", "state", "step", "item"], "jobs"))
-
-    @jobs.command("watch")
-    def watch_job(job: str, as_json: bool = JsonOption) -> None:
-        """Follow a job to its end, with a live bar per step."""
-        from vmdr.cli.workflows import watch
-
-        watch(job, as_json)
-
-    @jobs.command("show")
-    def show_job(job: str, as_json: bool = JsonOption) -> None:
-        """One job with its events."""
-        data = call("GET", f"/v1/jobs/{job}", as_json)
-        if as_json:
-            emit_json(data)
-            return
-        console.print(f"job {data['id']} ({data['kind']}): {data['state']}")
-        show(data["events"], ["time", "step", "kind", "bytes", "message"], "events", False)
-
-    app.add_typer(jobs, name="jobs")
-
     server = typer.Typer(help="The configuration server itself: backup and restore.")
 
     @server.command("backup")

@@ -266,6 +266,12 @@ def configuration_server(
     database: str | None = typer.Option(
         None, help="SQLAlchemy URL (default: SQLite in the state folder)."
     ),
+    worker: bool | None = typer.Option(
+        None,
+        "--worker/--no-worker",
+        help="Run jobs in this process too (default; always with SQLite). With PostgreSQL, "
+        "--no-worker makes an API replica beside `vmdr serve worker` processes.",
+    ),
     log_level: str = LogOpt,
 ) -> None:
     """The inventory database, discovery and jobs, behind a REST API."""
@@ -274,9 +280,12 @@ def configuration_server(
     try:
         s = _settings(
             config,
-            dict(state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, database=database),
+            dict(state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, database=database,
+                 worker=worker),
+        )  # fmt: skip
+        settings = ConfigServerSettings(
+            Path(_need(s, "state_dir")), s.get("database"), worker=s.get("worker", True)
         )
-        settings = ConfigServerSettings(Path(_need(s, "state_dir")), s.get("database"))
     except VmdrError as exc:
         fail(exc)
     from vmdr.web.dashboard import Dashboard
@@ -287,3 +296,50 @@ def configuration_server(
         log_level,
         lambda tokens: build_app(settings, tokens, Dashboard()),
     )
+
+
+@app.command("worker")
+def worker(
+    config: Path | None = ConfigOpt,
+    state_dir: Path | None = typer.Option(
+        None,
+        "--state-dir",
+        help="Its id, the data-plane file, the credentials key and scripts/ (as the "
+        "configuration server's own folder has them).",
+    ),
+    database: str | None = typer.Option(
+        None, help="The configuration server's PostgreSQL URL (SQLAlchemy form)."
+    ),
+    log_level: str = LogOpt,
+) -> None:
+    """Run jobs: workflow steps from the shared database, beside any number
+    of other workers (PostgreSQL). A dead worker's jobs move to the others
+    within a minute; this one resumes its own when restarted."""
+    import logging
+    import signal
+
+    from vmdr.control.api import ConfigServer, ConfigServerSettings
+
+    try:
+        s = _settings(config, dict(state_dir=state_dir, database=database))
+        url = str(_need(s, "database"))
+        if url.startswith("sqlite"):
+            raise UsageError(
+                detail="a separate worker needs PostgreSQL: with SQLite the configuration "
+                "server runs the jobs itself"
+            )
+        state = Path(_need(s, "state_dir"))
+        state.mkdir(parents=True, exist_ok=True)
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+        cs = ConfigServer(ConfigServerSettings(state, url))
+        cs.start_worker()
+    except VmdrError as exc:
+        fail(exc)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    sys.stdout.write(json.dumps({"service": "worker", "id": cs.lease.worker_id if cs.lease
+                                 else None, "state": str(state)}) + "\n")  # fmt: skip
+    sys.stdout.flush()
+    stop.wait()
+    cs.stop_worker()

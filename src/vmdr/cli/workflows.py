@@ -23,9 +23,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from vmdr.cli.jobs import JobFailed, WaitOption, follow
 from vmdr.cli.output import console, emit_json, err_console, fail
 from vmdr.cli.remote import JsonOption, call, show
-from vmdr.model.errors import UsageError, VmdrError
+from vmdr.control.jobs.kinds import ACTIVE
+from vmdr.model.errors import UsageError
 
 __all__ = ["add_commands"]
 
@@ -58,87 +60,9 @@ def _print_report(report: dict[str, Any]) -> None:
         console.print(disks)
 
 
-WaitOption = typer.Option(True, "--wait/--no-wait", help="Watch the job to its end.")
-
-
-class JobFailed(VmdrError):
-    code = "VMDR-E0515"
-    msg = "job {job} ({kind}) {state}: {detail}"
-    fix = "{fix}"
-
-
-def watch(job_id: str, as_json: bool) -> None:
-    """Follow a job until it ends: a bar per step in a terminal, the final
-    job as JSON with --json; exit 1 with its error code when it failed."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    live = sys.stdout.isatty() and not as_json
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not live,
-    )
-    tasks: dict[str, Any] = {}
-    seen = 0
-    with progress:
-        while True:
-            job = call("GET", f"/v1/jobs/{job_id}", as_json)
-            for event in job["events"][seen:]:
-                step = event["step"]
-                if step not in tasks:
-                    tasks[step] = progress.add_task(step, total=1, info="")
-                if event["kind"] == "end":
-                    progress.update(tasks[step], completed=1)
-                elif event["message"]:
-                    progress.update(tasks[step], info=event["message"][:70])
-                if not live and event["kind"] in ("end", "error", "cancelled") and not as_json:
-                    sys.stdout.write(f"{step}\t{event['kind']}\t{event['message'] or ''}\n")
-            seen = len(job["events"])
-            if job["state"] not in ("queued", "running"):
-                break
-            time.sleep(0.3)
-    if as_json:
-        emit_json(job)
-    elif live:
-        console.print(f"job {job['id']} ({job['kind']}): [bold]{job['state']}[/]")
-    if job["state"] != "succeeded":
-        error = job.get("error") or {}
-        failure = JobFailed(
-            job=job_id,
-            kind=job["kind"],
-            state=job["state"],
-            detail=error.get("message", job["state"]),
-            fix=error.get("fix", ""),
-        )
-        if error.get("code"):
-            failure.code = error["code"]  # type: ignore[misc]
-        if as_json:
-            raise typer.Exit(1)
-        fail(failure)
-
-
 def _operate(item: str, operation: str, body: dict[str, Any], wait: bool, as_json: bool) -> None:
     started = call("POST", f"/v1/protected-items/{item}/{operation}", as_json, body)
     follow(started, wait, as_json)
-
-
-def follow(started: dict[str, Any], wait: bool, as_json: bool, what: str | None = None) -> None:
-    """A job just started: watch it to its end, or (``--no-wait``) say how to."""
-    what = what or f"{started['kind']} of item {started.get('item')}"
-    if not wait:
-        if as_json:
-            emit_json(started)
-        else:
-            console.print(
-                f"{what} started: job {started['job']} (`vmdr jobs watch {started['job']}`)"
-            )
-        return
-    if not as_json:
-        console.print(f"{what}: job {started['job']}")
-    watch(started["job"], as_json)
 
 
 def protect(
@@ -303,7 +227,7 @@ def reprotect(
 
 def _show_plan(item: str, body: dict[str, Any], as_json: bool) -> None:
     started = call("POST", f"/v1/protected-items/{item}/reprotect-plan", as_json, body)
-    while (job := call("GET", started["url"], as_json))["state"] in ("queued", "running"):
+    while (job := call("GET", started["url"], as_json))["state"] in ACTIVE:
         time.sleep(0.2)
     if job["state"] != "succeeded":
         error = job.get("error") or {}
@@ -362,7 +286,15 @@ def add_commands(app: typer.Typer) -> None:
     @items.command("list")
     def list_items(as_json: bool = JsonOption) -> None:
         """List protected items."""
-        rows = call("GET", "/v1/protected-items", as_json)
+        from urllib.parse import quote
+
+        rows: list[dict[str, Any]] = []
+        while True:  # a page of 1000 at a time, by VM name
+            after = f"&after={quote(rows[-1]['vm'])}" if rows else ""
+            page = call("GET", f"/v1/protected-items?limit=1000{after}", as_json)
+            rows += page
+            if len(page) < 1000:
+                break
         show(rows, ["vm", "state", "active_site", "direction", "running", "id"], "items", as_json)
 
     @items.command("show")

@@ -13,9 +13,7 @@ Served by ``vmdr serve configuration-server`` over HTTPS with token auth
     POST /v1/vcenters/{id}/discover     202 + the job's URL
     GET  /v1/hosts | /v1/datastores | /v1/machines[/{id}]
     POST /v1/prechecks/reprotect        every reprotect precheck, nothing changed
-    GET  /v1/jobs[?item=&active=&limit=]  oldest first; limit keeps the newest
-    GET  /v1/jobs/{id}                  a job with its events
-    POST /v1/jobs/{id}/cancel
+    /v1/jobs…                           jobs: list, one, events, cancel, retry (jobs_api.py)
     GET  /v1/server/backup[?with_key=true]   a consistent archive (control.backup)
     POST /v1/server/restore             archive in; only onto a fresh server
 
@@ -24,29 +22,34 @@ Passwords are sealed (``control.secrets``) before they reach the database.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import tempfile
-import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.concurrency import run_in_threadpool
 
 from vmdr.blocks.durable import write_atomically
 from vmdr.control import roles_api
 from vmdr.control.backup import BackupCorrupt, backup, restore
 from vmdr.control.db.engine import open_database, session_factory
-from vmdr.control.db.models import Datastore, Host, Job, JobEvent, Machine, Site, VCenter
+from vmdr.control.db.models import Datastore, Host, Machine, Site, VCenter
 from vmdr.control.groups import add_group_routes, group_kind
 from vmdr.control.inventory import store_discovery
-from vmdr.control.jobs import ACTIVE, JobKind, JobRunner, JobUnknown, StepContext
+from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.jobs.engine import Engine, QueueLimits
+from vmdr.control.jobs.workers import WorkerLease, worker_id
+from vmdr.control.jobs_api import add_job_routes
+from vmdr.control.overview import add_overview_routes
 from vmdr.control.plans import add_plan_routes, plan_job_kind
 from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.scripts import scripts_folder
@@ -56,13 +59,13 @@ from vmdr.control.traffic_api import add_traffic_routes
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.items import add_item_routes, job_accepted
 from vmdr.control.workflows.plan import plan_kind
-from vmdr.control.workflows.replicator import Replicator, replicate_kind
+from vmdr.control.workflows.replicator import DEFAULT_TICK, replicate_kind, schedule_due
 from vmdr.control.workflows.to_cloud import cloud_kinds
 from vmdr.control.workflows.to_onprem import onprem_kinds
 from vmdr.control.workflows.upkeep import upkeep_kinds
 from vmdr.model.errors import VmdrError
 from vmdr.transport.auth import TokenStore
-from vmdr.transport.service import PublicPages, create_app
+from vmdr.transport.service import PublicPages, create_app, problem
 
 __all__ = ["ConfigServerSettings", "build_app"]
 
@@ -78,6 +81,13 @@ class NotFound(VmdrError):
     fix = "List them with GET /v1/{what}s."
 
 
+class ChangedMeanwhile(VmdrError):
+    code = "VMDR-E0518"
+    http_status = 409
+    msg = "{what} was changed by another request while this one ran"
+    fix = "Read it again and retry if the change still applies."
+
+
 class AlreadyExists(VmdrError):
     code = "VMDR-E0541"
     http_status = 409
@@ -89,6 +99,13 @@ class AlreadyExists(VmdrError):
 class ConfigServerSettings:
     state_dir: Path
     database_url: str | None = None  # default: SQLite in the state folder
+    # Run jobs in this process too (always with SQLite, whose file one
+    # process owns); off for API replicas beside ``vmdr serve worker``s.
+    worker: bool = True
+    limits: QueueLimits = field(default_factory=QueueLimits)
+    scheduler_tick: float = DEFAULT_TICK
+    # Finished jobs (with their events) are kept this many days.
+    job_retention_days: float = 30.0
 
     @property
     def url(self) -> str:
@@ -141,17 +158,10 @@ def _machine(m: Machine) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _job(j: Job, events: list[JobEvent] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": j.id, "kind": j.kind, "item": j.item_id, "state": j.state, "step": j.step,
-        "error": j.error, "created_at": j.created_at, "updated_at": j.updated_at,
-    }  # fmt: skip
-    if events is not None:
-        out["events"] = [
-            {"time": e.time, "step": e.step, "kind": e.kind, "bytes": e.bytes,
-             "message": e.message} for e in events
-        ]  # fmt: skip
-    return out
+def job_kinds(wf: Workflows) -> list[JobKind]:
+    """Every job kind of the configuration server's workflows."""
+    kinds = [*cloud_kinds(wf), *onprem_kinds(wf), *upkeep_kinds(wf), plan_kind(wf)]
+    return [*kinds, group_kind(wf), replicate_kind(wf), plan_job_kind(wf)]
 
 
 class ConfigServer:
@@ -160,16 +170,41 @@ class ConfigServer:
         self.engine = open_database(settings.url)
         self.sessions = session_factory(self.engine)
         self.secrets = SecretBox.in_folder(settings.state_dir)
-        self.runner = JobRunner(self.sessions)
-        self.runner.register(JobKind("discover", [("discover", self._discover_step)]))
+        self.jobs = Engine(self.sessions, settings.url)
+        self.jobs.register(JobKind("discover", [("discover", self._discover_step)]))
         self.workflows = Workflows(
-            self.sessions, self.runner, lambda: self.secrets, settings.state_dir
+            self.sessions, self.jobs, lambda: self.secrets, settings.state_dir
         )
-        kinds = [*cloud_kinds(self.workflows), *onprem_kinds(self.workflows)]
-        kinds += [*upkeep_kinds(self.workflows), plan_kind(self.workflows)]
-        kinds.append(group_kind(self.workflows))
-        for kind in (*kinds, replicate_kind(self.workflows), plan_job_kind(self.workflows)):
-            self.runner.register(kind)
+        for kind in job_kinds(self.workflows):
+            self.jobs.register(kind)
+        self.jobs.every(
+            "replication", settings.scheduler_tick, lambda: schedule_due(self.workflows)
+        )
+        self.jobs.every("retention", 3600, self.prune)
+        self.lease: WorkerLease | None = None
+        # Cutover steps move DNS; the probe loop starts only with the API.
+        self.traffic = TrafficManager(self.sessions, lambda: self.workflows.dataplane)
+        self.workflows.traffic = self.traffic
+
+    def start_worker(self) -> None:
+        """Run jobs in this process: a lease, then the engine's executor."""
+        ident = worker_id(self.settings.state_dir)
+        self.lease = WorkerLease(self.sessions, ident)
+        self.lease.start()
+        self.jobs.launch_worker(ident, self.settings.limits)
+
+    def stop_worker(self) -> None:
+        """A clean stop: the lease ends at once (others take over what runs)."""
+        if self.lease is not None:
+            self.lease.close()
+        self.jobs.shutdown()
+
+    def prune(self) -> int:
+        """Finished jobs older than the retention go (the scheduler's ticks
+        after an hour)."""
+        now = dt.datetime.now(dt.UTC)
+        keep = dt.timedelta(days=self.settings.job_retention_days)
+        return self.jobs.prune(now - keep, now - dt.timedelta(hours=1))
 
     def _discover_step(self, ctx: StepContext) -> None:
         from vmdr.providers.vsphere.discovery import discover
@@ -238,21 +273,31 @@ def build_app(
     )
     if pages is not None:
         pages.add_to(app)
+
+    @app.exception_handler(StaleDataError)
+    async def changed_meanwhile(request: Request, exc: StaleDataError) -> JSONResponse:
+        # Two requests (or a request and a job) changed the same row: the
+        # second is refused whole, nothing of it is written.
+        return problem(ChangedMeanwhile(what=request.url.path))
+
     cs = ConfigServer(settings)
     roles_api.add_role_routes(app, cs.sessions, tokens)
     add_item_routes(app, cs.workflows)
-    traffic = TrafficManager(cs.sessions, lambda: cs.workflows.dataplane)
-    cs.workflows.traffic = traffic
+    traffic = cs.traffic
     add_traffic_routes(app, traffic)
     add_plan_routes(app, cs.workflows)
+    add_job_routes(app, cs.workflows)
+    add_overview_routes(app, cs.workflows)
     add_group_routes(app, cs.workflows)
     scripts_folder(settings.state_dir)
     app.state.config_server = cs
     admin = settings.state_dir / "admin.token"
     if not admin.exists():
         write_atomically(admin, tokens.issue("admin").encode())
-    threading.Thread(target=cs.runner.resume_all, name="resume-jobs", daemon=True).start()
-    Replicator(cs.workflows).start()
+    if settings.worker or cs.engine.dialect.name == "sqlite":
+        cs.start_worker()
+    else:
+        cs.jobs.prepare_schema()  # the engine's tables, for submitting jobs
     traffic.start()
 
     @app.post("/v1/sites", status_code=201)
@@ -303,7 +348,7 @@ def build_app(
     @app.post("/v1/vcenters/{ident}/discover", status_code=202)
     def post_discover(ident: str) -> JSONResponse:
         cs.get(VCenter, "vcenter", ident)
-        return job_accepted(cs.runner.launch("discover", {"vcenter": ident}))
+        return job_accepted(cs.jobs.submit("discover", {"vcenter": ident}))
 
     @app.get("/v1/hosts")
     def get_hosts() -> list[dict[str, Any]]:
@@ -343,36 +388,6 @@ def build_app(
             ]  # fmt: skip
         return out
 
-    @app.get("/v1/jobs")
-    def get_jobs(
-        item: str | None = Query(default=None, max_length=36),
-        active: bool = False,
-        limit: int | None = Query(default=None, ge=1, le=10000),
-    ) -> list[dict[str, Any]]:
-        """Jobs oldest first; ``item`` / ``active`` filter, ``limit`` keeps the newest."""
-        query = select(Job)
-        if item is not None:
-            query = query.where(Job.item_id == item)
-        if active:
-            query = query.where(Job.state.in_(ACTIVE))
-        with cs.sessions() as s:
-            if limit is None:
-                return [_job(j) for j in s.scalars(query.order_by(Job.created_at))]
-            newest = s.scalars(query.order_by(Job.created_at.desc()).limit(limit))
-            return [_job(j) for j in reversed(list(newest))]
-
-    @app.get("/v1/jobs/{ident}")
-    def get_job(ident: str) -> dict[str, Any]:
-        with cs.sessions() as s:
-            job = s.get(Job, ident)
-            if job is None:
-                raise JobUnknown(job=ident)
-            events = list(
-                s.scalars(select(JobEvent).where(JobEvent.job_id == ident).order_by(JobEvent.id))
-            )
-            kind = cs.runner.kinds.get(job.kind)
-            return {**_job(job, events), "steps": [n for n, _ in kind.steps] if kind else []}
-
     @app.get("/v1/server/backup")
     def get_backup(with_key: bool = False) -> Response:
         """A consistent archive of the database (and the credentials key if asked)."""
@@ -393,12 +408,7 @@ def build_app(
                 raise BackupCorrupt(path="upload", detail=f"larger than {MAX_BACKUP} bytes")
         manifest = await run_in_threadpool(cs.restore, bytes(body))
         roles_api.adopt_role_tokens(cs.sessions, tokens)
-        threading.Thread(target=cs.runner.resume_all, daemon=True).start()
+        await run_in_threadpool(cs.jobs.adopt_orphans)
         return {"restored": True, "tables": manifest["tables"], "created": manifest["created"]}
-
-    @app.post("/v1/jobs/{ident}/cancel", status_code=202)
-    def post_cancel(ident: str) -> dict[str, Any]:
-        cs.runner.cancel(ident)
-        return {"job": ident, "cancel_requested": True}
 
     return app

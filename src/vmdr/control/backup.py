@@ -38,7 +38,7 @@ from sqlalchemy import DateTime, Engine, LargeBinary, func, insert, select
 
 from vmdr import __version__
 from vmdr.blocks.durable import write_atomically
-from vmdr.control.db.engine import _alembic, current_revision
+from vmdr.control.db.engine import alembic_config, current_revision
 from vmdr.control.db.models import Base
 from vmdr.model.errors import VmdrError
 
@@ -86,6 +86,15 @@ def _decode(column: Any, value: Any) -> Any:
     return value
 
 
+# Which processes run jobs now, with their leases: the state of this
+# deployment, not data; a restored server has its own workers.
+RUNTIME = frozenset({"workers"})
+
+
+def _data_tables() -> list[Any]:
+    return [t for t in Base.metadata.sorted_tables if t.name not in RUNTIME]
+
+
 def backup(engine: Engine, path: Path, *, key_file: Path | None = None) -> dict[str, Any]:
     """Write a consistent archive of the database to ``path``; returns its manifest."""
     tables: dict[str, bytes] = {}
@@ -94,7 +103,7 @@ def backup(engine: Engine, path: Path, *, key_file: Path | None = None) -> dict[
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
     with conn, conn.begin():  # one snapshot for every table
         revision = current_revision_in(conn)
-        for table in Base.metadata.sorted_tables:
+        for table in _data_tables():
             rows = conn.execute(select(table).order_by(*table.primary_key.columns)).mappings()
             lines = [json.dumps({k: _encode(v) for k, v in r.items()}) for r in rows]
             tables[table.name] = ("\n".join(lines) + "\n" if lines else "").encode()
@@ -193,18 +202,20 @@ def _advance_sequences(conn: Any) -> None:
 def restore(engine: Engine, path: Path, *, key_file: Path | None = None) -> dict[str, Any]:
     """Load a verified backup into an empty, migrated database."""
     manifest, members = verify(path)
-    known = {r.revision for r in ScriptDirectory.from_config(_alembic(engine)).walk_revisions()}
+    known = {
+        r.revision for r in ScriptDirectory.from_config(alembic_config(engine)).walk_revisions()
+    }
     revision = manifest["schema_revision"]
     if revision not in known:
         raise BackupTooNew(path=str(path), detail=f"database schema {revision}")
     if current_revision(engine) is None:
         raise VmdrError(detail="the target database has no schema: open it with vmdr first")
     with engine.begin() as conn:
-        for table in Base.metadata.sorted_tables:
+        for table in _data_tables():
             rows = conn.execute(select(func.count()).select_from(table)).scalar_one()
             if rows:
                 raise RestoreTargetNotEmpty(table=table.name, rows=rows)
-        for table in Base.metadata.sorted_tables:
+        for table in _data_tables():
             data = members.get(f"tables/{table.name}.jsonl", b"")
             rows_in = [json.loads(line) for line in data.splitlines() if line]
             if rows_in:

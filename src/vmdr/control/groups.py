@@ -54,7 +54,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vmdr.control.db.models import RecoveryPoint, ReplicationGroup, by_id_or_name
-from vmdr.control.jobs import JobConflict, JobKind, StepContext, active_job
+from vmdr.control.jobs import JobConflict, JobKind, StepContext
+from vmdr.control.jobs.store import active_job
 from vmdr.control.scripts import run_script
 from vmdr.control.workflows import metrics
 from vmdr.control.workflows.context import Workflows, add_point_rows, group_of, to_state
@@ -189,12 +190,12 @@ def _check_ready(wf: Workflows, group: ReplicationGroup) -> None:
 
 
 def _presync(wf: Workflows, ctx: StepContext) -> None:
-    from vmdr.control.workflows.to_cloud import _sync, last_sync_bytes
+    from vmdr.control.workflows.to_cloud import last_sync_bytes, sync_disks
 
     group, items = _members(wf, ctx)
     _check_ready(wf, group)
     for item in items:
-        _sync(wf, ctx.with_params(item=item), "presync")
+        sync_disks(wf, ctx.with_params(item=item), "presync")
         wf.update_settings(item, group_presync_bytes=last_sync_bytes(wf, item))
 
 
@@ -202,7 +203,7 @@ def _cut(wf: Workflows, ctx: StepContext) -> None:
     """Quiesce, sync the deltas, snapshot every disk, thaw; then store the
     points. Every snapshot taken is deleted on every failure before the
     points are stored; the thaw runs whenever the quiesce was started."""
-    from vmdr.control.workflows.to_cloud import _sync, last_sync_bytes
+    from vmdr.control.workflows.to_cloud import last_sync_bytes, sync_disks
     from vmdr.providers.azure.pageblob import snapshot
 
     group, items = _members(wf, ctx)
@@ -229,7 +230,7 @@ def _cut(wf: Workflows, ctx: StepContext) -> None:
                     fix="See the script's output on the job (`vmdr jobs show JOB`).",
                 )
         for item in items:
-            _sync(wf, ctx.with_params(item=item), "cut")
+            sync_disks(wf, ctx.with_params(item=item), "cut")
             moved[item] = last_sync_bytes(wf, item) + int(
                 wf.settings(item).get("group_presync_bytes") or 0
             )
@@ -340,6 +341,7 @@ def group_kind(wf: Workflows) -> JobKind:
         ],
         None,
         failed,
+        queue="replication",
     )
 
 
@@ -380,7 +382,8 @@ def add_group_routes(app: FastAPI, wf: Workflows) -> None:
         try:
             with wf.sessions.begin() as s:
                 quiesce = body.quiesce.model_dump() if body.quiesce else None
-                group = ReplicationGroup(name=body.name, items=ids, quiesce=quiesce)
+                group = ReplicationGroup(name=body.name, items=ids, quiesce=quiesce,
+                                         cycle_anchor=0.0)  # fmt: skip
                 s.add(group)
                 s.flush()
                 return _group_dict(wf, s, group)
@@ -424,7 +427,7 @@ def add_group_routes(app: FastAPI, wf: Workflows) -> None:
             s.expunge(group)
         _check_ready(wf, group)
         try:
-            job = wf.runner.launch("groupPoint", {"group": group.id}, group.id)
+            job = wf.engine.submit("groupPoint", {"group": group.id}, group.id)
         except JobConflict as exc:  # the replicator's cycle, or another request's
             raise GroupRefused(
                 group=group.name,

@@ -30,6 +30,8 @@ else. Their output (the last 8 KiB) is kept on the job.
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI
@@ -39,17 +41,19 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from vmdr.control.db.models import Job, JobEvent, RecoveryPlan, TrafficProfile, by_id_or_name
-from vmdr.control.jobs import ACTIVE, JobKind, StepContext
+from vmdr.control.jobs import Flow, JobCancelled, JobKind, JobState, StepContext
 from vmdr.control.scripts import run_script
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.items import find_item, job_accepted, start_operation
 from vmdr.model.errors import VmdrError
 from vmdr.model.lifecycle import Direction, Operation
 
-__all__ = ["add_plan_routes", "plan_job_kind"]
+__all__ = ["add_plan_routes", "cancel_waiting", "plan_job_kind"]
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 APPROVAL_WAIT = 24 * 3600.0
+WAITING = "waiting for approval: "
+APPROVED, CANCELLED = "approved", "cancelled"  # the messages a manual step receives
 
 
 class PlanError(VmdrError):
@@ -161,63 +165,101 @@ def _units(spec: PlanSpec) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-class PlanRunner:
-    def __init__(self, wf: Workflows) -> None:
-        self.wf = wf
+class PlanFlow:
+    """One run of a plan, as a flow of durable steps (``jobs.kinds.Flow``):
+    each unit is a step; a group's items are jobs of their own (children,
+    queued with the plan's id as parent) that the plan waits on; a manual
+    step waits for a message. After a crash the flow replays from its record:
+    nothing done is done again, and it goes on by itself."""
 
-    def run(self, ctx: StepContext) -> None:
+    def __init__(self, wf: Workflows, flow: Flow) -> None:
+        self.wf, self.flow = wf, flow
+
+    def run(self) -> None:
+        name, spec = self.flow.step("load-plan", self._load)
+        self.name = name
+        done = set(self.flow.params.get("done", []))
+        for key, unit in _units(PlanSpec.model_validate(spec)):
+            if key in done:
+                continue
+            getattr(self, f"_{unit['kind']}")(key, unit)
+
+    def _load(self, ctx: StepContext) -> tuple[str, dict[str, Any]]:
         with self.wf.sessions() as s:
             plan = s.get(RecoveryPlan, ctx.params["plan"])
             if plan is None:
                 raise PlanNotFound(plan=ctx.params["plan"])
-            name, spec = plan.name, PlanSpec.model_validate(plan.spec)
-        done = set(ctx.params.get("done", []))
-        for key, unit in _units(spec):
-            if key in done:
-                ctx.progress(key, 0, "done in an earlier run")
-                continue
+            done = ctx.params.get("done", [])
+            if done:
+                ctx.progress("load-plan", 0, f"done in an earlier run: {', '.join(done)}")
+            return plan.name, dict(plan.spec)
+
+    def _unit(self, key: str, unit: dict[str, Any], fn: Callable[[StepContext], None]) -> None:
+        """A unit as one step, marked done on the job in that step."""
+
+        def run(ctx: StepContext) -> None:
             ctx.progress(key, 0, f"{unit['kind']} starts")
             try:
-                getattr(self, f"_{unit['kind']}")(ctx, name, key, unit)
+                fn(ctx)
+            except PlanError:
+                raise
             except VmdrError as exc:
-                raise PlanError(plan=name, detail=f"{key} ({unit['kind']}): {exc}") from exc
+                raise PlanError(plan=self.name, detail=f"{key} ({unit['kind']}): {exc}") from exc
             self._mark_done(ctx, key)
+
+        self.flow.step(key, run)
 
     def _mark_done(self, ctx: StepContext, key: str) -> None:
         with self.wf.sessions.begin() as s:
             job = s.get(Job, ctx.job_id)
             assert job is not None
             job.params = {**job.params, "done": [*job.params.get("done", []), key]}
-        ctx.params["done"] = [*ctx.params.get("done", []), key]
         ctx.progress(key, 0, "done")
 
     # -- units ----------------------------------------------------------------------------
-    def _items(self, ctx: StepContext, plan: str, key: str, unit: dict[str, Any]) -> None:
-        op = PLAN_OPERATIONS[ctx.params["operation"]]
-        done = set(ctx.params.get("done", []))
-        options = {k: v for k, v in ctx.params.get("options", {}).items() if v}
-        jobs: dict[str, str] = {}
+    def _items(self, key: str, unit: dict[str, Any]) -> None:
+        op = PLAN_OPERATIONS[self.flow.params["operation"]]
+        done = set(self.flow.params.get("done", []))
+        children: dict[str, str] = {}
         for name in unit["items"]:
             if f"{key}:{name}" in done:
                 continue
+            child = str(uuid.uuid5(uuid.NAMESPACE_URL, f"vmdr:{self.flow.job_id}/{key}/{name}"))
+            self.flow.step(f"{key}:{name}", self._starter(key, name, op, child))
+            children[name] = child
+        failed = []
+        for name, child in children.items():  # the group runs in parallel; wait for all
+            state, error = self.flow.wait_job(child)
+            if state == JobState.SUCCEEDED:
+                self.flow.step(f"{key}:{name}:done", self._marker(f"{key}:{name}"))
+            else:
+                failed.append(f"{name}: {(error or {}).get('code')} {(error or {}).get('message')}")
+        if failed:
+            raise PlanError(plan=self.name, detail=f"group {unit['group']}: " + "; ".join(failed))
+        self.flow.step(key, self._marker(key))
+
+    def _marker(self, key: str) -> Callable[[StepContext], None]:
+        return lambda ctx: self._mark_done(ctx, key)
+
+    def _starter(
+        self, key: str, name: str, op: Operation, child: str
+    ) -> Callable[[StepContext], None]:
+        def start(ctx: StepContext) -> None:
+            options = {k: v for k, v in ctx.params.get("options", {}).items() if v}
             with self.wf.sessions() as s:
                 row, _ = find_item(self.wf, s, name)
             params = {**options, "skip_cutover": True}
             to_cloud = row.direction == Direction.PRIMARY_TO_RECOVERY
             if to_cloud and op in (Operation.UNPLANNED_FAILOVER, Operation.TEST_FAILOVER):
                 params.update(self._group_point(ctx, row.id))
-            job_id, kind = start_operation(self.wf, row.id, op, params)
-            jobs[name] = job_id
+            try:
+                job_id, kind = start_operation(self.wf, row.id, op, params, job_id=child,
+                                               parent=ctx.job_id)  # fmt: skip
+            except VmdrError as exc:
+                raise PlanError(plan=self.name, detail=f"{key}: {name}: {exc}") from exc
             ctx.progress(key, 0, f"{name}: {kind} job {job_id}")
-        failed = []
-        for name, job_id in jobs.items():  # the group runs in parallel; wait for all
-            state, error = self._wait(job_id)
-            if state == "succeeded":
-                self._mark_done(ctx, f"{key}:{name}")
-            else:
-                failed.append(f"{name}: {(error or {}).get('code')} {(error or {}).get('message')}")
-        if failed:
-            raise PlanError(plan=plan, detail=f"group {unit['group']}: " + "; ".join(failed))
+
+        return start
 
     def _group_point(self, ctx: StepContext, item: str) -> dict[str, Any]:
         """A member of a replication group fails over at the group's point:
@@ -229,7 +271,9 @@ class PlanRunner:
             group = group_of(s, item)
             if group is None:
                 return {}
-            pinned = ctx.params.get("group_points", {}).get(group.id)
+            job = s.get(Job, ctx.job_id)
+            assert job is not None
+            pinned = job.params.get("group_points", {}).get(group.id)
             gseq, seqs = common_point(s, group, pinned)
         if pinned is None:
             with self.wf.sessions.begin() as s:
@@ -237,87 +281,78 @@ class PlanRunner:
                 assert job is not None
                 points = {**job.params.get("group_points", {}), group.id: gseq}
                 job.params = {**job.params, "group_points": points}
-            ctx.params["group_points"] = points
             ctx.progress("group-point", 0, f"replication group {group.name}: group point {gseq}")
         return {"recovery_point": seqs[item]}
 
-    def _wait(self, job_id: str) -> tuple[str, dict[str, Any] | None]:
-        while True:
-            with self.wf.sessions() as s:
-                job = s.get(Job, job_id)
-                assert job is not None
-                if job.state not in ACTIVE:
-                    return job.state, job.error
-            time.sleep(0.3)
-
-    def _script(self, ctx: StepContext, plan: str, key: str, unit: dict[str, Any]) -> None:
-        env = {
-            "VMDR_PLAN": plan,
-            "VMDR_PLAN_OPERATION": ctx.params["operation"],
-            "VMDR_PLAN_STEP": key,
-        }
-        done = run_script(self.wf.state_dir, unit["script"], unit["args"], unit["timeout"], env)
-        ctx.progress(key, 0, f"script {unit['script']} exited {done.returncode}: {done.output}")
-        if done.returncode != 0:
-            raise PlanError(plan=plan, detail=f"script {unit['script']} exited {done.returncode}")
-
-    def _manual(self, ctx: StepContext, plan: str, key: str, unit: dict[str, Any]) -> None:
-        ctx.progress(key, 0, f"waiting for approval: {unit['message']}")
-        deadline = time.monotonic() + APPROVAL_WAIT
-        while time.monotonic() < deadline:
-            with self.wf.sessions() as s:
-                approved = s.scalars(
-                    select(JobEvent).where(
-                        JobEvent.job_id == ctx.job_id,
-                        JobEvent.step == key,
-                        JobEvent.kind == "approved",
-                    )
-                ).first()
-            if approved is not None:
-                return
-            time.sleep(0.3)
-        raise PlanError(plan=plan, detail=f"{key} was not approved in time")
-
-    def _cutover(self, ctx: StepContext, plan: str, key: str, unit: dict[str, Any]) -> None:
-        profile = self._profile(plan, unit["profile"])
-        address = self.wf.traffic.cutover(profile, unit["site"])
-        ctx.progress(key, 0, f"{unit['profile']} now points at {address} ({unit['site']})")
-
-    def _probe(self, ctx: StepContext, plan: str, key: str, unit: dict[str, Any]) -> None:
-        from vmdr.control.db.models import TrafficEndpoint
-
-        profile = self._profile(plan, unit["profile"])
-        deadline = time.monotonic() + unit["timeout"]
-        while True:
-            with self.wf.sessions() as s:
-                e = s.scalars(
-                    select(TrafficEndpoint).where(
-                        TrafficEndpoint.profile_id == profile,
-                        TrafficEndpoint.name == unit["endpoint"],
-                    )
-                ).first()
-                if e is None:
-                    raise PlanError(plan=plan, detail=f"no endpoint {unit['endpoint']}")
-                endpoint_id, healthy, detail = e.id, e.healthy, e.detail
-            if healthy:
-                return
-            if time.monotonic() > deadline:
+    def _script(self, key: str, unit: dict[str, Any]) -> None:
+        def run(ctx: StepContext) -> None:
+            env = {"VMDR_PLAN": self.name, "VMDR_PLAN_OPERATION": ctx.params["operation"],
+                   "VMDR_PLAN_STEP": key}  # fmt: skip
+            done = run_script(self.wf.state_dir, unit["script"], unit["args"], unit["timeout"], env)
+            ctx.progress(key, 0, f"script {unit['script']} exited {done.returncode}: {done.output}")
+            if done.returncode != 0:
                 raise PlanError(
-                    plan=plan, detail=f"probe of {unit['endpoint']} did not pass: {detail}"
+                    plan=self.name, detail=f"script {unit['script']} exited {done.returncode}"
                 )
-            self.wf.traffic.probe_due(force={endpoint_id})
-            time.sleep(1.0)
 
-    def _profile(self, plan: str, name: str) -> str:
+        self._unit(key, unit, run)
+
+    def _manual(self, key: str, unit: dict[str, Any]) -> None:
+        self.flow.step(f"{key}:ask", lambda ctx: ctx.progress(
+            key, 0, f"{WAITING}{unit['message']}"))  # fmt: skip
+        answer = self.flow.receive(key, APPROVAL_WAIT)
+        if answer == CANCELLED:
+            raise JobCancelled(job=self.flow.job_id, step=key)
+        if answer != APPROVED:
+            raise PlanError(plan=self.name, detail=f"{key} was not approved in time")
+        self.flow.step(key, self._marker(key))
+
+    def _cutover(self, key: str, unit: dict[str, Any]) -> None:
+        def run(ctx: StepContext) -> None:
+            profile = self._profile(unit["profile"])
+            address = self.wf.traffic.cutover(profile, unit["site"])
+            ctx.progress(key, 0, f"{unit['profile']} now points at {address} ({unit['site']})")
+
+        self._unit(key, unit, run)
+
+    def _probe(self, key: str, unit: dict[str, Any]) -> None:
+        def run(ctx: StepContext) -> None:
+            from vmdr.control.db.models import TrafficEndpoint
+
+            profile = self._profile(unit["profile"])
+            deadline = time.monotonic() + unit["timeout"]
+            while True:
+                with self.wf.sessions() as s:
+                    e = s.scalars(
+                        select(TrafficEndpoint).where(
+                            TrafficEndpoint.profile_id == profile,
+                            TrafficEndpoint.name == unit["endpoint"],
+                        )
+                    ).first()
+                    if e is None:
+                        raise PlanError(plan=self.name, detail=f"no endpoint {unit['endpoint']}")
+                    endpoint_id, healthy, detail = e.id, e.healthy, e.detail
+                if healthy:
+                    return
+                if time.monotonic() > deadline:
+                    raise PlanError(
+                        plan=self.name, detail=f"probe of {unit['endpoint']} did not pass: {detail}"
+                    )
+                self.wf.traffic.probe_due(force={endpoint_id})
+                ctx.sleep(1.0)
+
+        self._unit(key, unit, run)
+
+    def _profile(self, name: str) -> str:
         with self.wf.sessions() as s:
             found = s.scalars(select(TrafficProfile.id).where(TrafficProfile.name == name)).first()
         if found is None:
-            raise PlanError(plan=plan, detail=f"no traffic profile {name!r}")
+            raise PlanError(plan=self.name, detail=f"no traffic profile {name!r}")
         return found
 
 
 def plan_job_kind(wf: Workflows) -> JobKind:
-    return JobKind("recoveryPlan", [("run-plan", PlanRunner(wf).run)], cancellable_before=None)
+    return JobKind("recoveryPlan", flow=lambda flow: PlanFlow(wf, flow).run(), queue="plans")
 
 
 def _waiting_event(s: Any, job_id: str) -> JobEvent | None:
@@ -327,11 +362,20 @@ def _waiting_event(s: Any, job_id: str) -> JobEvent | None:
         .where(
             JobEvent.job_id == job_id,
             JobEvent.kind == "progress",
-            JobEvent.message.like("waiting for approval:%"),
+            JobEvent.message.like(f"{WAITING}%"),
         )
         .order_by(JobEvent.id.desc())
     ).first()
     return event
+
+
+def cancel_waiting(wf: Workflows, job_id: str) -> None:
+    """A cancelled plan that waits for an approval stops waiting."""
+    with wf.sessions() as s:
+        event = _waiting_event(s, job_id)
+        step = event.step if event is not None and _waiting(s, job_id) else None
+    if step is not None:
+        wf.engine.send(job_id, step, CANCELLED)
 
 
 def _waiting(s: Any, job_id: str) -> str | None:
@@ -409,7 +453,7 @@ def add_plan_routes(app: FastAPI, wf: Workflows) -> None:
         return {"deleted": ident}
 
     def start(plan_id: str, params: dict[str, Any]) -> JSONResponse:
-        return job_accepted(wf.runner.launch("recoveryPlan", params, plan_id), plan=plan_id)
+        return job_accepted(wf.engine.submit("recoveryPlan", params, plan_id), plan=plan_id)
 
     @app.post("/v1/recovery-plans/{ident}/resume", status_code=202)
     def post_resume(ident: str) -> JSONResponse:
@@ -440,7 +484,9 @@ def add_plan_routes(app: FastAPI, wf: Workflows) -> None:
                     job_id=job.id, step=waiting.step, kind="approved", bytes=0, message="approved"
                 )
             )
-            return {"plan": plan.name, "job": job.id, "approved": waiting.step}
+            answer = {"plan": plan.name, "job": job.id, "approved": waiting.step}
+        wf.engine.send(answer["job"], answer["approved"], APPROVED)
+        return answer
 
     @app.post("/v1/recovery-plans/{ident}/{operation}", status_code=202)
     def post_run(ident: str, operation: PlanOperation, body: PlanRun) -> JSONResponse:

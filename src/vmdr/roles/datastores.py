@@ -20,7 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmdr.blocks.backend import Backend, open_backend
+from vmdr.blocks.backend import Backend
+from vmdr.blocks.urls import open_backend
 from vmdr.model.errors import VmdrError
 
 __all__ = ["DatastorePath", "DatastoreRoots", "PathRefused", "UnknownDatastore"]

@@ -30,8 +30,8 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
-from vmdr.blocks.backend import open_backend
 from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE, check_block_size
+from vmdr.blocks.urls import open_backend
 from vmdr.model.errors import VmdrError
 from vmdr.model.ids import ID_PATTERN
 from vmdr.roles.replication import Replication, ReplicationSpec

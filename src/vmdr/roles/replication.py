@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vmdr.blocks.backend import open_backend
 from vmdr.blocks.copy import DirtyCopySource, FullCopySource
 from vmdr.blocks.messages import BlockDigests, Message
 from vmdr.blocks.parallel import digests
 from vmdr.blocks.resync import DiffResyncSource
+from vmdr.blocks.urls import open_backend
 from vmdr.model.errors import VmdrError
 from vmdr.providers.azure.tracking import DirtyMap
 from vmdr.roles.outbox import Outbox

@@ -27,19 +27,25 @@ def server(tmp_path: Path, database_url: str) -> Iterator[tuple[Service, Service
     svc.stop()
 
 
+def add_lab_vcenter(c: ServiceClient, lab: Lab) -> dict[str, Any]:
+    """A site and the lab's vCenter, registered with its credentials and CA."""
+    state = lab.state()
+    assert state is not None
+    vcenter, creds = state.service("vcenter"), lab.credentials()["vcenter"]
+    site = c.post("/v1/sites", {"name": "on-premises", "role": "primary"})
+    vc: dict[str, Any] = c.post("/v1/vcenters", {
+        "site": site["id"], "name": "vc-lab", "url": vcenter.url, "user": creds["user"],
+        "password": creds["password"], "ca_pem": Path(vcenter.details["ca"]).read_text(),
+    })  # fmt: skip
+    return vc
+
+
 def test_discover_the_lab_vcenter_through_a_job(
     server: tuple[Service, ServiceClient], lab: Lab, lab_inventory: dict[str, Any]
 ) -> None:
     svc, c = server
-    state = lab.state()
-    assert state is not None
-    vcenter = state.service("vcenter")
+    vc = add_lab_vcenter(c, lab)
     creds = lab.credentials()["vcenter"]
-    site = c.post("/v1/sites", {"name": "on-premises", "role": "primary"})
-    vc = c.post("/v1/vcenters", {
-        "site": site["id"], "name": "vc-lab", "url": vcenter.url, "user": creds["user"],
-        "password": creds["password"], "ca_pem": Path(vcenter.details["ca"]).read_text(),
-    })  # fmt: skip
     assert "password" not in vc and "secret" not in str(vc)
     answer = c.post(f"/v1/vcenters/{vc['id']}/discover")
     assert answer["url"] == f"/v1/jobs/{answer['job']}"
@@ -118,14 +124,7 @@ def test_a_vanished_vm_is_marked_not_deleted(
     from vmdr.providers.vsphere.session import session
 
     _, c = server
-    state = lab.state()
-    assert state is not None
-    vcenter, creds = state.service("vcenter"), lab.credentials()["vcenter"]
-    site = c.post("/v1/sites", {"name": "on-premises", "role": "primary"})
-    vc = c.post("/v1/vcenters", {
-        "site": site["id"], "name": "vc-lab", "url": vcenter.url, "user": creds["user"],
-        "password": creds["password"], "ca_pem": Path(vcenter.details["ca"]).read_text(),
-    })  # fmt: skip
+    vc = add_lab_vcenter(c, lab)
 
     def discover() -> dict[str, Any]:
         job = c.post(f"/v1/vcenters/{vc['id']}/discover")
@@ -175,3 +174,47 @@ def test_an_endpoint_of_the_wrong_kind_is_refused_by_discovery(
     assert [m["name"] for m in c.get("/v1/machines")] == ["branch-01"]
     (disk,) = c.get("/v1/machines")[0]["disks"]
     assert (disk["address"], disk["controller"], disk["backing"]) == ("scsi0:0", "pvscsi", "flat")
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_an_api_replica_without_a_worker_and_a_separate_worker_run_a_job(
+    tmp_path: Path, database_url: str, lab: Lab
+) -> None:
+    """PostgreSQL: the API only queues; ``vmdr serve worker`` (here sharing the
+    API's state folder for the credentials key) runs the discovery."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    svc = Service("configuration-server", ["--database", database_url, "--no-worker"],
+                  tmp_path / "cs", tmp_path / "pki")  # fmt: skip
+    svc.start()
+    worker = None
+    try:
+        token = (tmp_path / "cs" / "admin.token").read_text()
+        with svc.client(token) as c:
+            vc = add_lab_vcenter(c, lab)
+            answer = c.post(f"/v1/vcenters/{vc['id']}/discover")
+            time.sleep(3)
+            assert c.get(answer["url"])["state"] == "queued"  # nobody runs jobs yet
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "vmdr", "serve", "worker", "--database", database_url,
+                 "--state-dir", str(tmp_path / "cs")],
+                stdout=subprocess.PIPE, text=True, start_new_session=True,
+            )  # fmt: skip
+            assert worker.stdout is not None
+            assert '"service": "worker"' in worker.stdout.readline()
+            deadline = time.monotonic() + 60
+            while (job := c.get(answer["url"]))["state"] in ("queued", "running"):
+                assert time.monotonic() < deadline, job
+                time.sleep(0.2)
+            assert job["state"] == "succeeded", job
+            assert {m["name"] for m in c.get("/v1/machines")} >= {"web-01", "db-01"}
+    finally:
+        svc.stop()
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
+            assert worker.stdout is not None
+            worker.stdout.close()

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vmdr.blocks.backend import open_backend
 from vmdr.blocks.copy import FullCopy
+from vmdr.blocks.urls import open_backend
 from vmdr.blocks.verify import Verify
 from vmdr.lab.lab import Lab
 from vmdr.transport.client import ServiceClient

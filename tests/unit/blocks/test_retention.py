@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmdr.blocks.backend import Backend, open_backend
+from vmdr.blocks.backend import Backend
 from vmdr.blocks.retention import RetentionStore
 from vmdr.blocks.retention_errors import (
     BadDiskId,
@@ -21,6 +21,7 @@ from vmdr.blocks.retention_errors import (
     RetentionFull,
     RetentionMissing,
 )
+from vmdr.blocks.urls import open_backend
 
 KiB, MiB = 1 << 10, 1 << 20
 SIZE = 4 * MiB

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 
 from vmdr.blocks import BadDescriptor, BadURL, DiskNotFound, UnknownScheme, open_backend
-from vmdr.blocks.backend import split_scheme
 from vmdr.blocks.file import parse_descriptor, path_of, sniff
 from vmdr.blocks.memory import delete
+from vmdr.blocks.urls import split_scheme
 
 DESCRIPTOR = """# Disk DescriptorFile
 version=1

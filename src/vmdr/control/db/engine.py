@@ -34,7 +34,7 @@ class DatabaseError(VmdrError):
     fix = "Check the --database URL, that the server runs and that vmdr may write to it."
 
 
-def _alembic(engine: Engine) -> Config:
+def alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -42,7 +42,9 @@ def _alembic(engine: Engine) -> Config:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_alembic(create_engine("sqlite://"))).get_current_head()
+    head = ScriptDirectory.from_config(
+        alembic_config(create_engine("sqlite://"))
+    ).get_current_head()
     assert head is not None
     return head
 
@@ -64,11 +66,15 @@ def open_database(url: str, *, migrate: bool = True) -> Engine:
     """An engine for ``url`` with the schema at the newest migration."""
     safe = url.split("@")[-1] if "@" in url else url  # never log a password
     try:
-        engine = create_engine(url, pool_pre_ping=True)
+        # A pool as large as the API's worker threads plus the job engine's,
+        # so that a burst of requests waits for the database, not for a
+        # connection (PostgreSQL's default max_connections is 100).
+        pool = {} if url.startswith("sqlite") else {"pool_size": 20, "max_overflow": 30}
+        engine = create_engine(url, pool_pre_ping=True, **pool)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         if migrate:
-            command.upgrade(_alembic(engine), "head")
+            command.upgrade(alembic_config(engine), "head")
     except VmdrError:
         raise
     except Exception as exc:  # the driver's own errors, for any backend

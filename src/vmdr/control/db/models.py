@@ -54,6 +54,7 @@ __all__ = [
     "ReplicationSample",
     "Site",
     "VCenter",
+    "Worker",
 ]
 
 
@@ -212,6 +213,10 @@ class ProtectedItem(Base):
     process_server_id: Mapped[str | None] = mapped_column(String(36), default=None)
     master_target_id: Mapped[str | None] = mapped_column(String(36), default=None)
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # What the replication interval counts from (epoch seconds: the last
+    # cycle's start, jittered): the next cycle is due one interval later, so
+    # a changed interval applies at once. None while it does not replicate.
+    cycle_anchor: Mapped[float | None] = mapped_column(Float, default=None, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=now)
     updated_at: Mapped[dt.datetime] = mapped_column(default=now, onupdate=now)
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -244,6 +249,7 @@ class ReplicationGroup(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     items: Mapped[list[str]] = mapped_column(JSON, default=list)  # protected item ids
     quiesce: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    cycle_anchor: Mapped[float | None] = mapped_column(Float, default=None, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=now)
 
 
@@ -255,8 +261,9 @@ class RecoveryPlan(Base):
 
 
 class Job(Base):
-    """A durable job: a named sequence of idempotent steps; ``step`` is the
-    index of the next step to run, persisted before and after each step."""
+    """A job's public record (``control/jobs``): a named sequence of
+    idempotent steps run as a DBOS workflow of the same id; ``step`` is the
+    index of the next step to run; ``parent_id`` the plan that started it."""
 
     __tablename__ = "jobs"
     # One queued or running job per protected item, enforced by the database.
@@ -277,8 +284,22 @@ class Job(Base):
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[dt.datetime] = mapped_column(default=now)
-    updated_at: Mapped[dt.datetime] = mapped_column(default=now, onupdate=now)
+    parent_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=now, index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=now, onupdate=now, index=True)
+
+
+class Worker(Base):
+    """A process that runs jobs, with its lease (``control/jobs/workers.py``)."""
+
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the DBOS executor id
+    host: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="alive")  # alive | dead
+    started_at: Mapped[dt.datetime] = mapped_column(default=now)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(default=now)
+    taken_over_by: Mapped[str | None] = mapped_column(String(128), default=None)
 
 
 class JobEvent(Base):

@@ -10,12 +10,13 @@ change.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,13 +30,19 @@ from vmdr.control.db.models import (
     ReplicationGroup,
     VCenter,
 )
-from vmdr.control.jobs import JobKind, JobRunner, StepContext, active_job
+from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.jobs.store import active_job
 from vmdr.control.secrets import SecretBox
 from vmdr.model import lifecycle
 from vmdr.model.errors import VmdrError
 from vmdr.model.lifecycle import Direction, ItemState, Operation, Site, State
 
-__all__ = ["ItemGone", "Workflows"]
+if TYPE_CHECKING:
+    from vmdr.control.jobs.engine import Engine
+
+__all__ = ["DEFAULT_INTERVAL", "ItemGone", "Workflows", "replicating"]
+
+DEFAULT_INTERVAL = 300.0
 
 
 class ItemGone(VmdrError):
@@ -58,6 +65,23 @@ def to_state(row: ProtectedItem, name: str) -> ItemState:
     )
 
 
+def replicating(item: ItemState) -> bool:
+    """Does the item replicate to the cloud between operations? (A test
+    failover leaves replication running: it works on copies.)"""
+    return (
+        item.running is None
+        and item.direction is Direction.PRIMARY_TO_RECOVERY
+        and item.state in (State.PROTECTED, State.TEST_FAILOVER_COMPLETED)
+    )
+
+
+def jitter(interval: float) -> float:
+    """Up to ±10 % of an interval (at most ±30 s), so that items protected
+    together do not all start their cycles in the same second."""
+    spread = min(interval * 0.1, 30.0)
+    return random.uniform(-spread, spread)
+
+
 def store_state(row: ProtectedItem, state: ItemState) -> None:
     row.state, row.active_site, row.direction = state.state, state.active_site, state.direction
     row.running = state.running.value if state.running else None
@@ -68,7 +92,7 @@ def store_state(row: ProtectedItem, state: ItemState) -> None:
 @dataclass
 class Workflows:
     sessions: sessionmaker[Session]
-    runner: JobRunner
+    engine: Engine
     secrets: Callable[[], SecretBox]
     state_dir: Path
     traffic: Any = None  # control.traffic.TrafficManager, for cutover steps
@@ -87,6 +111,10 @@ class Workflows:
     def dataplane_option(self, key: str, default: float) -> float:
         """A number from the data-plane file (e.g. ``rpo_threshold``)."""
         return float(self.dataplane.raw().get(key) or default)
+
+    def interval(self) -> float:
+        """Seconds between two replication cycles of an item (``replication_interval``)."""
+        return max(self.dataplane_option("replication_interval", DEFAULT_INTERVAL), 1.0)
 
     # -- job kinds -------------------------------------------------------------------
     def step(self, fn: Callable[..., None], *args: Any) -> Callable[[StepContext], None]:
@@ -112,6 +140,19 @@ class Workflows:
         assert machine is not None
         return row, machine
 
+    def items_with_machines(
+        self, s: Session, ids: set[str] | list[str]
+    ) -> list[tuple[ProtectedItem, Machine]]:
+        """Several items with their machines, in one query."""
+        if not ids:
+            return []
+        rows = s.execute(
+            select(ProtectedItem, Machine)
+            .join(Machine, Machine.id == ProtectedItem.machine_id)
+            .where(ProtectedItem.id.in_(list(ids)))
+        ).all()
+        return [(row, machine) for row, machine in rows]
+
     def settings(self, item_id: str) -> dict[str, Any]:
         with self.sessions() as s:
             return dict(self.item(s, item_id)[0].settings or {})
@@ -124,10 +165,22 @@ class Workflows:
 
     def transition(self, item_id: str, change: Callable[[ItemState], ItemState]) -> ItemState:
         with self.sessions.begin() as s:
-            row, machine = self.item(s, item_id)
-            new = change(to_state(row, machine.name))
-            store_state(row, new)
-            return new
+            return self.transition_in(s, item_id, change)
+
+    def transition_in(
+        self, s: Session, item_id: str, change: Callable[[ItemState], ItemState]
+    ) -> ItemState:
+        """The item's state changed in the caller's transaction; its next
+        replication cycle is scheduled when it starts replicating and
+        unscheduled when it stops."""
+        row, machine = self.item(s, item_id)
+        new = change(to_state(row, machine.name))
+        store_state(row, new)
+        if not replicating(new):
+            row.cycle_anchor = None
+        elif row.cycle_anchor is None:  # its first cycle one interval from now
+            row.cycle_anchor = time.time() + jitter(self.interval())
+        return new
 
     def complete(self, ctx: StepContext) -> None:
         """The last step of an operation: the item reaches its end state

@@ -18,7 +18,6 @@ while the direction is recovery → primary is a failback.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 from fastapi import FastAPI, Query
@@ -34,6 +33,7 @@ from vmdr.control.db.models import (
     ProtectedItem,
     RecoveryPoint,
 )
+from vmdr.control.rpo import RpoView
 from vmdr.control.workflows import metrics
 from vmdr.control.workflows.context import (
     ItemGone,
@@ -43,10 +43,9 @@ from vmdr.control.workflows.context import (
 )
 from vmdr.model import lifecycle
 from vmdr.model.errors import VmdrError
-from vmdr.model.health import DEFAULT_RPO_THRESHOLD, replication_health
 from vmdr.model.lifecycle import Direction, ItemState, Operation, Site, State
 
-__all__ = ["add_item_routes", "find_item", "job_kind_for", "start_operation"]
+__all__ = ["add_item_routes", "find_item", "job_kind_for", "list_items", "start_operation"]
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$"
 
@@ -120,37 +119,6 @@ def job_kind_for(item: ItemState, op: Operation) -> str:
     return kind
 
 
-def _rpo(s: Any, row: ProtectedItem, ps_health: dict[str, Any]) -> float | None:
-    """Seconds since the newest recovery point of the current direction."""
-    if row.state != State.PROTECTED:
-        return None
-    if row.direction == _TO_CLOUD:
-        newest = s.scalar(
-            select(func.max(RecoveryPoint.time)).where(RecoveryPoint.item_id == row.id)
-        )
-        return round(time.time() - newest, 1) if newest else None
-    lags = [
-        r.get("lag_seconds")
-        for r in ps_health.get("replications") or []
-        if str(r.get("id", "")).startswith(f"fb-{row.id}-")
-    ]
-    return max(lags) if lags and None not in lags else None
-
-
-def _health(s: Any, wf: Workflows, row: ProtectedItem) -> dict[str, Any]:
-    ps = s.scalars(select(ProcessServer)).first()
-    rpo = _rpo(s, row, (ps.health or {}) if ps else {})
-    error = (row.settings or {}).get("replication_error")
-    if row.state != State.PROTECTED:
-        return {"rpo_seconds": None, "health": None, "replication_error": error}
-    threshold = wf.dataplane_option("rpo_threshold", DEFAULT_RPO_THRESHOLD)
-    return {
-        "rpo_seconds": rpo,
-        "health": replication_health(rpo, threshold, error is not None),
-        "replication_error": error,
-    }
-
-
 def _item(row: ProtectedItem, machine: Machine, points: int | None = None) -> dict[str, Any]:
     state = to_state(row, machine.name)
     settings = row.settings or {}
@@ -215,24 +183,56 @@ def job_accepted(job_id: str, **fields: Any) -> JSONResponse:
     return JSONResponse(body, status_code=202, headers={"location": body["url"]})
 
 
+class ItemChanged(VmdrError):
+    code = "VMDR-E0516"
+    http_status = 409
+    msg = "{item} changed while {operation} was being started (now {state}, {direction})"
+    fix = "Look at the item (`vmdr items show {item}`); retry if the operation still applies."
+
+
 def start_operation(
-    wf: Workflows, item_id: str, op: Operation, params: dict[str, Any]
+    wf: Workflows,
+    item_id: str,
+    op: Operation,
+    params: dict[str, Any],
+    *,
+    job_id: str | None = None,
+    parent: str | None = None,
 ) -> tuple[str, str]:
-    """Start ``op`` on the item (the life cycle says whether it may), queue its
-    job and run it in a thread; return (job id, job kind)."""
+    """Start ``op`` on the item: in one transaction the job takes the item's
+    lock, the life cycle says whether the operation may start (and the item
+    enters it) and the job is queued; return (job id, job kind)."""
     with wf.sessions() as s:
         row, machine = wf.item(s, item_id)
         kind = job_kind_for(to_state(row, machine.name), op)
         if op is not Operation.UNPLANNED_FAILOVER:  # the disaster path never waits
             refuse_while_group_cuts(s, item_id, machine.name)
-    wf.transition(item_id, lambda item: lifecycle.start(item, op))
-    try:
-        job_id = wf.runner.launch(kind, {"item": item_id, **params}, item_id=item_id)
-    except BaseException as exc:
-        message = exc.message if isinstance(exc, VmdrError) else repr(exc)
-        wf.transition(item_id, lambda item: lifecycle.fail(item, message))
-        raise
+
+    def start(item: ItemState) -> ItemState:
+        if job_kind_for(item, op) != kind:  # the direction turned since the read above
+            raise ItemChanged(item=item.name, operation=str(op), state=str(item.state),
+                              direction=str(item.direction))  # fmt: skip
+        return lifecycle.start(item, op)
+
+    job_id = wf.engine.submit(
+        kind, {"item": item_id, "operation": str(op), **params}, item_id,
+        job_id=job_id, parent=parent,
+        prepare=lambda s, _job: wf.transition_in(s, item_id, start),
+    )  # fmt: skip
     return job_id, kind
+
+
+def list_items(s: Any, wf: Workflows, limit: int, after: str | None) -> list[dict[str, Any]]:
+    """A page of items by VM name: four queries, whatever the page's size."""
+    query = select(ProtectedItem, Machine).join(Machine).order_by(Machine.name)
+    if after is not None:
+        query = query.where(Machine.name > after)
+    rows = s.execute(query.limit(limit)).all()
+    view = RpoView.load(s, wf, [r.id for r, _ in rows])
+    roles = _roles(s, wf)
+    return [
+        {**_item(r, m), **view.of(r), **_route(r, roles, view.newest.get(r.id))} for r, m in rows
+    ]
 
 
 def add_item_routes(app: FastAPI, wf: Workflows) -> None:
@@ -274,23 +274,14 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
         return operate(item_id, Operation.ENABLE_PROTECTION, {})
 
     @app.get("/v1/protected-items")
-    def get_items() -> list[dict[str, Any]]:
+    def get_items(
+        limit: int = Query(default=1000, ge=1, le=1000),
+        after: str | None = Query(default=None, max_length=255, description="a VM name"),
+    ) -> list[dict[str, Any]]:
+        """Items by VM name, ``limit`` at a time (the next page: ``after`` the
+        last name), in a constant number of queries."""
         with wf.sessions() as s:
-            rows = s.execute(
-                select(ProtectedItem, Machine).join(Machine).order_by(Machine.name)
-            ).all()
-            newest = dict(
-                s.execute(
-                    select(RecoveryPoint.item_id, func.max(RecoveryPoint.time)).group_by(
-                        RecoveryPoint.item_id
-                    )
-                ).all()
-            )
-            roles = _roles(s, wf)
-            return [
-                {**_item(r, m), **_health(s, wf, r), **_route(r, roles, newest.get(r.id))}
-                for r, m in rows
-            ]
+            return list_items(s, wf, limit, after)
 
     @app.get("/v1/protected-items/{ident}")
     def get_item(ident: str) -> dict[str, Any]:
@@ -302,7 +293,8 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
                 ).where(RecoveryPoint.item_id == row.id)
             ).one()
             route = _route(row, _roles(s, wf), last)
-            return {**_item(row, machine, points=points), **_health(s, wf, row), **route}
+            view = RpoView.load(s, wf, [row.id])
+            return {**_item(row, machine, points=points), **view.of(row), **route}
 
     @app.get("/v1/protected-items/{ident}/recovery-points")
     def get_points(ident: str) -> list[dict[str, Any]]:
@@ -340,7 +332,7 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
             State.TEST_FAILOVER_COMPLETED,
         ):
             raise PointRefused(item=machine.name, state=str(state.state))
-        job_id = wf.runner.launch("recoveryPoint", {"item": item_id, "tag": body.tag}, item_id)
+        job_id = wf.engine.submit("recoveryPoint", {"item": item_id, "tag": body.tag}, item_id)
         return job_accepted(job_id, item=item_id, kind="recoveryPoint")
 
     @app.post("/v1/protected-items/{ident}/reprotect-plan", status_code=202)
@@ -351,7 +343,7 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
             item_id = row.id
         params = {"item": item_id, **body.model_dump(exclude_defaults=True)}
         return job_accepted(
-            wf.runner.launch("reprotectPlan", params), item=item_id, kind="reprotectPlan"
+            wf.engine.submit("reprotectPlan", params), item=item_id, kind="reprotectPlan"
         )
 
     @app.post("/v1/protected-items/{ident}/{operation}", status_code=202)

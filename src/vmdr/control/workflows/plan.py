@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmdr.blocks.backend import open_backend
 from vmdr.blocks.hashing import resync_bytes
+from vmdr.blocks.urls import open_backend
 from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.lifecycle import Direction

@@ -10,6 +10,16 @@ points beyond ``point_retention`` (default 24) are deleted with their
 snapshots. A failed cycle is kept on the item (``replication_error``) and
 shows in its health until the next cycle succeeds.
 
+**The scheduler** is one periodic task of the job engine (a DBOS schedule:
+it fires on one worker at a time, every ``scheduler_tick`` seconds, default
+5). A tick reads the items and groups whose ``cycle_anchor`` lies one
+interval back, by index: two statements when nothing is due, whatever the
+number of items. An item's anchor is set when it starts replicating
+(``context.py``) and, ±10 % jittered, each time a cycle is queued; a changed
+interval applies at the next tick. The cycles queue per
+process server (the ``replication`` queue, partitioned, with a concurrency
+limit per process server).
+
 Members of a replication group (``control/groups.py``) are not replicated
 one by one: while every member can replicate, the group gets one
 ``groupPoint`` job each interval, whose points all members share; while one
@@ -22,31 +32,28 @@ itself; its RPO comes from the process server's heartbeat.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import InstrumentedAttribute
 
 from vmdr.control.db.models import Job, ProtectedItem, RecoveryPoint, ReplicationGroup
 from vmdr.control.jobs import ACTIVE, JobConflict, JobKind, StepContext
 from vmdr.control.workflows import metrics
-from vmdr.control.workflows.context import Workflows
-from vmdr.model.errors import VmdrError
-from vmdr.model.lifecycle import Direction, State
+from vmdr.control.workflows.context import Workflows, jitter, replicating, to_state
 
-__all__ = ["Replicator", "replicate_kind"]
+__all__ = ["DEFAULT_TICK", "prune_points", "replicate_kind", "schedule_due"]
 
 log = logging.getLogger(__name__)
-DEFAULT_INTERVAL = 300.0
 DEFAULT_RETENTION = 24
+DEFAULT_TICK = 5.0
+BATCH = 500  # cycles queued per tick at most; the rest are still due at the next
+RETRY = 5.0  # seconds before a busy item or group is tried again
 
 
-def _options(wf: Workflows) -> tuple[float, int]:
-    raw = wf.dataplane.raw()
-    interval = float(raw.get("replication_interval") or DEFAULT_INTERVAL)
-    return max(interval, 1.0), int(raw.get("point_retention") or DEFAULT_RETENTION)
+def _retention(wf: Workflows) -> int:
+    return int(wf.dataplane.raw().get("point_retention") or DEFAULT_RETENTION)
 
 
 def prune_points(
@@ -57,7 +64,7 @@ def prune_points(
     first: their snapshots, then their rows."""
     from vmdr.providers.azure.pageblob import delete
 
-    _, keep = _options(wf)
+    keep = _retention(wf)
     with wf.sessions() as s:
         rows = list(s.scalars(select(RecoveryPoint).where(where)))
     seqs = sorted({getattr(r, seq.key) for r in rows} - {None})
@@ -89,7 +96,7 @@ def _prune(wf: Workflows, ctx: StepContext) -> None:
 
 
 def replicate_kind(wf: Workflows) -> JobKind:
-    from vmdr.control.workflows.to_cloud import _point, _sync
+    from vmdr.control.workflows.to_cloud import sync_disks, take_point
 
     def failed(ctx: StepContext, error: dict[str, Any]) -> None:
         wf.update_settings(ctx.params["item"], replication_error=error)
@@ -97,82 +104,93 @@ def replicate_kind(wf: Workflows) -> JobKind:
     return JobKind(
         "replicate",
         [
-            ("sync", lambda ctx: _sync(wf, ctx, "sync")),
-            ("recovery-point", lambda ctx: _point(wf, ctx, "continuous")),
+            ("sync", lambda ctx: sync_disks(wf, ctx, "sync")),
+            ("recovery-point", lambda ctx: take_point(wf, ctx, "continuous")),
             ("prune", lambda ctx: _prune(wf, ctx)),
         ],
         None,
         failed,
+        queue="replication",
     )
 
 
-class Replicator:
-    """The thread that starts each item's next cycle when it is due."""
-
-    def __init__(self, wf: Workflows, tick: float = 1.0) -> None:
-        self.wf, self.tick = wf, tick
-        self.stop = threading.Event()
-
-    def start(self) -> None:
-        threading.Thread(target=self._run, name="replicator", daemon=True).start()
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.tick):
-            try:
-                self.once()
-            except Exception:  # a bad cycle must not end the thread
-                log.exception("replicator")
-
-    def once(self) -> list[str]:
-        interval, _ = _options(self.wf)
-        now = time.time()
-        with self.wf.sessions() as s:
-            groups = list(s.scalars(select(ReplicationGroup)))
-            ready = {
-                row.id: row.state
-                for row in s.scalars(
-                    select(ProtectedItem).where(
-                        # A test failover leaves replication running (it uses copies).
-                        ProtectedItem.state.in_([State.PROTECTED, State.TEST_FAILOVER_COMPLETED]),
-                        ProtectedItem.direction == Direction.PRIMARY_TO_RECOVERY,
-                        ProtectedItem.running.is_(None),
-                    )
-                )
-            }
-            # A group's members are replicated together while all of them can
-            # be; otherwise (one failed over, say) the others go on alone.
-            whole = [g for g in groups if all(i in ready for i in g.items)]
-            grouped = {item for g in whole for item in g.items}
-            busy = set(s.scalars(select(Job.item_id).where(Job.state.in_(ACTIVE))))
-            due = [
-                ("replicate", {"item": item}, item)
-                for item in ready
-                if item not in grouped and now - _last_point(s, item) >= interval
-            ]
-            due += [
-                ("groupPoint", {"group": g.id}, g.id)
-                for g in whole
-                if not busy & set(g.items)  # a member's own last cycle: next tick
-                and now - _last_group_point(s, g.id) >= interval
-            ]
-        started = []
-        for kind, params, holder in due:
-            try:
-                started.append(self.wf.runner.launch(kind, params, item_id=holder))
-            except (JobConflict, VmdrError):
-                continue  # an operation or a cycle holds the item: next tick
-        return started
+def schedule_due(wf: Workflows, now: float | None = None) -> list[str]:
+    """One tick of the scheduler: queue the cycles that are due; their job ids."""
+    now = time.time() if now is None else now
+    interval = wf.interval()
+    with wf.sessions() as s:
+        due_items = s.execute(
+            select(ProtectedItem.id, ProtectedItem.process_server_id)
+            .where(ProtectedItem.cycle_anchor <= now - interval)
+            .order_by(ProtectedItem.cycle_anchor)
+            .limit(BATCH)
+        ).all()
+        due_groups = list(
+            s.scalars(
+                select(ReplicationGroup.id)
+                .where(ReplicationGroup.cycle_anchor <= now - interval)
+                .limit(BATCH)
+            )
+        )
+        if not due_items and not due_groups:
+            return []
+        groups = list(s.scalars(select(ReplicationGroup)))
+        members = {item for g in groups for item in g.items}
+        ready = {
+            row.id
+            for row, machine in wf.items_with_machines(s, members)
+            if replicating(to_state(row, machine.name))
+        }
+        busy = set(
+            s.scalars(select(Job.item_id).where(Job.item_id.in_(members), Job.state.in_(ACTIVE)))
+        )
+    # A group's members are replicated together while all of them can be;
+    # otherwise (one failed over, say) the others go on alone.
+    whole = {g.id: g for g in groups if g.items and all(i in ready for i in g.items)}
+    grouped = {item for g in whole.values() for item in g.items}
+    retry = now - interval + RETRY  # an anchor that makes it due again in RETRY seconds
+    started = []
+    for item, process_server in due_items:
+        if item in grouped:
+            _reschedule(wf, ProtectedItem, item, now + jitter(interval))
+            continue
+        job = _queue(wf, "replicate", {"item": item}, item, ProtectedItem,
+                     now + jitter(interval), retry, process_server)  # fmt: skip
+        started += [job] if job else []
+    for group_id in due_groups:
+        if group_id not in whole:  # not every member can replicate now
+            _reschedule(wf, ReplicationGroup, group_id, now)
+            continue
+        if busy & set(whole[group_id].items):  # a member's own last cycle: shortly
+            _reschedule(wf, ReplicationGroup, group_id, retry)
+            continue
+        job = _queue(wf, "groupPoint", {"group": group_id}, group_id, ReplicationGroup,
+                     now + jitter(interval), retry, None)  # fmt: skip
+        started += [job] if job else []
+    return started
 
 
-def _last_group_point(s: Any, group: str) -> float:
-    from sqlalchemy import func
+def _queue(
+    wf: Workflows, kind: str, params: dict[str, Any], holder: str, model: Any,
+    anchor: float, retry_at: float, partition: str | None,
+) -> str | None:  # fmt: skip
+    """A cycle's job, with the holder's next cycle moved in the same
+    transaction; a holder busy with another job is tried again shortly."""
 
-    newest = s.scalar(select(func.max(RecoveryPoint.time)).where(RecoveryPoint.group_id == group))
-    return float(newest or 0.0)
+    def schedule(s: Any, _job: Any) -> None:
+        s.execute(update(model).where(model.id == holder).values(cycle_anchor=anchor))
+
+    try:
+        return wf.engine.submit(kind, params, holder, partition=partition, prepare=schedule)
+    except JobConflict:  # an operation or a cycle holds it (a group's cut waits on members)
+        _reschedule(wf, model, holder, retry_at)
+        return None
 
 
-def _last_point(s: Any, item: str) -> float:
-    from sqlalchemy import func
-
-    newest = s.scalar(select(func.max(RecoveryPoint.time)).where(RecoveryPoint.item_id == item))
-    return float(newest or 0.0)
+def _reschedule(wf: Workflows, model: Any, holder: str, anchor: float) -> None:
+    with wf.sessions.begin() as s:
+        s.execute(
+            update(model)
+            .where(model.id == holder, model.cycle_anchor.is_not(None))
+            .values(cycle_anchor=anchor)
+        )

@@ -11,9 +11,9 @@ snapshots. Every step is idempotent (a resync of equal disks moves nothing).
 
 from __future__ import annotations
 
-from vmdr.blocks.backend import open_backend
 from vmdr.blocks.operation import Counters
 from vmdr.blocks.resync import DiffResync
+from vmdr.blocks.urls import open_backend
 from vmdr.blocks.verify import Verify, VerifyResult
 from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.workflows.context import Workflows
@@ -53,7 +53,7 @@ def _plan_disks(wf: Workflows, ctx: StepContext) -> None:
     wf.update_settings(item, disks=disks, vm=machine.name, vcenter=machine.vcenter_id)
 
 
-def _sync(wf: Workflows, ctx: StepContext, step: str) -> None:
+def sync_disks(wf: Workflows, ctx: StepContext, step: str) -> None:
     """On-premises disks → page blobs, only the blocks that differ."""
     item = ctx.params["item"]
     plane, settings = wf.dataplane, wf.settings(item)
@@ -80,7 +80,7 @@ def last_sync_bytes(wf: Workflows, item: str) -> int:
     return sum((wf.settings(item).get("last_sync") or {}).get("bytes", {}).values())
 
 
-def _verify(wf: Workflows, ctx: StepContext) -> None:
+def verify_replicas(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     plane, settings = wf.dataplane, wf.settings(item)
     proof = {}
@@ -96,7 +96,7 @@ def _verify(wf: Workflows, ctx: StepContext) -> None:
     wf.update_settings(item, cloud_proof=proof)
 
 
-def _point(wf: Workflows, ctx: StepContext, tag: str) -> None:
+def take_point(wf: Workflows, ctx: StepContext, tag: str) -> None:
     from vmdr.providers.azure.pageblob import snapshot
 
     item = ctx.params["item"]
@@ -149,7 +149,7 @@ def copy_verified(source: str, target: str) -> tuple[Counters, VerifyResult]:
     return result, check
 
 
-def _restore_point(wf: Workflows, ctx: StepContext) -> None:
+def restore_point(wf: Workflows, ctx: StepContext) -> None:
     """Unplanned failover: the cloud disks go back to the chosen point."""
     item = ctx.params["item"]
     seq, locations = wf.point(item, ctx.params.get("recovery_point"))
@@ -178,9 +178,9 @@ def cloud_kinds(wf: Workflows) -> list[JobKind]:
             "enableProtection",
             [
                 ("plan", step(_plan_disks)),
-                ("initial-replication", step(_sync, "initial-replication")),
-                ("verify", step(_verify)),
-                ("recovery-point", step(_point, "initial")),
+                ("initial-replication", step(sync_disks, "initial-replication")),
+                ("verify", step(verify_replicas)),
+                ("recovery-point", step(take_point, "initial")),
             ],
             cancel_before=2,
         ),
@@ -188,9 +188,9 @@ def cloud_kinds(wf: Workflows) -> list[JobKind]:
             "plannedFailover",
             [
                 ("shut-down-source", step(_shut_down_source)),
-                ("final-sync", step(_sync, "final-sync")),
-                ("verify", step(_verify)),
-                ("recovery-point", step(_point, "planned-failover")),
+                ("final-sync", step(sync_disks, "final-sync")),
+                ("verify", step(verify_replicas)),
+                ("recovery-point", step(take_point, "planned-failover")),
                 ("start-in-cloud", step(_start_in_cloud)),
             ],
             cancel_before=1,
@@ -199,7 +199,7 @@ def cloud_kinds(wf: Workflows) -> list[JobKind]:
         kind(
             "unplannedFailover",
             [
-                ("restore-point", step(_restore_point)),
+                ("restore-point", step(restore_point)),
                 ("start-in-cloud", step(_start_in_cloud)),
             ],
             site="recovery",
@@ -210,9 +210,9 @@ def cloud_kinds(wf: Workflows) -> list[JobKind]:
             "reprotectToCloud",
             [
                 ("stop-failback-replication", step(_forget_failback_replication)),
-                ("delta-sync", step(_sync, "delta-sync")),
-                ("verify", step(_verify)),
-                ("recovery-point", step(_point, "reprotect")),
+                ("delta-sync", step(sync_disks, "delta-sync")),
+                ("verify", step(verify_replicas)),
+                ("recovery-point", step(take_point, "reprotect")),
             ],
             cancel_before=1,
         ),
@@ -220,6 +220,6 @@ def cloud_kinds(wf: Workflows) -> list[JobKind]:
 
 
 def _forget_failback_replication(wf: Workflows, ctx: StepContext) -> None:
-    from vmdr.control.workflows.to_onprem import stop_replications
+    from vmdr.control.workflows.replications import stop_replications
 
     stop_replications(wf, ctx.params["item"])

@@ -13,22 +13,25 @@ changes, ``model.prechecks`` judges every rule of the source documents.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from vmdr.blocks.backend import open_backend
+from vmdr.blocks.urls import open_backend
 from vmdr.blocks.verify import Verify
 from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.workflows.context import Workflows
+from vmdr.control.workflows.replications import (
+    ReplicationFailed,
+    replication_id,
+    start_replication,
+    stop_replications,
+    wait_initial_sync,
+)
 from vmdr.model.diskmatch import CloudDisk
 from vmdr.model.errors import VmdrError
 from vmdr.model.prechecks import PrecheckFailed
-from vmdr.transport.client import RemoteError
 
-__all__ = ["FailbackProofMissing", "onprem_kinds", "stop_replications"]
-
-INITIAL_SYNC_TIMEOUT = 3600.0
+__all__ = ["FailbackProofMissing", "onprem_kinds"]
 
 
 class FailbackProofFailed(VmdrError):
@@ -47,16 +50,6 @@ class FailbackProofMissing(VmdrError):
         "Fail back again (`vmdr failback {vm}`), or commit with --force if you verified the "
         "disks another way: commit deletes the cloud VM and its disks' last copy."
     )
-
-
-class ReplicationFailed(VmdrError):
-    code = "VMDR-E0826"
-    msg = "replication of disk {disk} to on-premises failed: {detail}"
-    fix = "Read the process server's log; fix the cause and run reprotect again."
-
-
-def _repl_id(item: str, unit: int) -> str:
-    return f"fb-{item}-d{unit}"
 
 
 def _refresh_discovery(wf: Workflows, vcenter_id: str) -> None:
@@ -150,10 +143,10 @@ def _prepare_target(wf: Workflows, ctx: StepContext) -> None:
             name = vm
         else:
             datastore = ctx.params["datastore"]
-            name = vm if not _exists(si, vm) else f"{vm}-failback"
-            host = _master_target_host(wf)
+            name = vm if not vm_exists(si, vm) else f"{vm}-failback"
+            host = master_target_host(wf)
             new = [NewDisk(d["capacity"], d["uuid"] or "") for d in settings["disks"]]
-            if not _exists(si, name):
+            if not vm_exists(si, name):
                 create_vm(si, name, host, datastore, new)
             for i, disk in enumerate(settings["disks"]):
                 suffix = "" if i == 0 else f"_{i}"
@@ -163,7 +156,7 @@ def _prepare_target(wf: Workflows, ctx: StepContext) -> None:
     wf.update_settings(item, failback_targets=targets, failback_vm=name)
 
 
-def _exists(si: Any, name: str) -> bool:
+def vm_exists(si: Any, name: str) -> bool:
     from vmdr.providers.vsphere.control import VmNotFound, find_vm
 
     try:
@@ -173,7 +166,7 @@ def _exists(si: Any, name: str) -> bool:
     return True
 
 
-def _master_target_host(wf: Workflows) -> str:
+def master_target_host(wf: Workflows) -> str:
     from sqlalchemy import select
 
     from vmdr.control.db.models import Host, MasterTarget
@@ -186,59 +179,6 @@ def _master_target_host(wf: Workflows) -> str:
         return host.name
 
 
-def _start_replication(wf: Workflows, ctx: StepContext) -> None:
-    item = ctx.params["item"]
-    settings = wf.settings(item)
-    initial = ctx.params.get("initial") or (
-        "diff" if settings["reprotect"]["mode"] == "OLR" else "full"
-    )
-    with wf.dataplane.ps() as ps:
-        known = {r["id"] for r in ps.get("/v1/replications")}
-        for disk, target in zip(settings["disks"], settings["failback_targets"], strict=True):
-            rid = _repl_id(item, disk["unit"])
-            if rid in known:
-                continue
-            ds, _, rel = target["file"].partition("] ")
-            body = {
-                "id": rid,
-                "source": disk["blob"],
-                "datastore": ds.lstrip("["),
-                "path": rel.removesuffix(".vmdk") + "-flat.vmdk",
-                "initial": initial,
-                "interval": 3600,
-            }
-            try:
-                ps.post("/v1/replications", body)
-            except RemoteError as exc:
-                # A run of this step killed mid-request may have created it.
-                if exc.remote_code != "VMDR-E0432":
-                    raise
-
-
-def _wait_initial_sync(wf: Workflows, ctx: StepContext) -> None:
-    item = ctx.params["item"]
-    settings = wf.settings(item)
-    sent: dict[str, int] = {}
-    with wf.dataplane.ps() as ps:
-        for disk in settings["disks"]:
-            rid = _repl_id(item, disk["unit"])
-            deadline = time.monotonic() + INITIAL_SYNC_TIMEOUT
-            while not (status := ps.get(f"/v1/replications/{rid}"))["initial_done"]:
-                if status.get("error") and "retry" not in str(status["error"]).lower():
-                    raise ReplicationFailed(disk=disk["unit"], detail=str(status["error"]))
-                if time.monotonic() > deadline:
-                    raise ReplicationFailed(disk=disk["unit"], detail="initial sync timed out")
-                ctx.progress("initial-sync", status["sent_bytes"], f"disk {disk['unit']}")
-                time.sleep(0.2)
-            sent[str(disk["unit"])] = status["sent_bytes"]
-            ctx.progress(
-                "initial-sync",
-                status["sent_bytes"],
-                f"disk {disk['unit']}: {status['sent_bytes']} bytes sent of {disk['capacity']}",
-            )
-    wf.update_settings(item, reprotect_sent=sent)
-
-
 def _stop_cloud_vm(wf: Workflows, ctx: StepContext) -> None:
     settings = wf.settings(ctx.params["item"])
     vm = wf.dataplane.compute().stop(settings["vm"])
@@ -248,12 +188,12 @@ def _stop_cloud_vm(wf: Workflows, ctx: StepContext) -> None:
 def _restore_cloud_point(wf: Workflows, ctx: StepContext) -> None:
     """Failback at an earlier recovery point: the cloud disks go back to it
     first (their latest state kept as a recovery point of its own)."""
-    from vmdr.control.workflows.to_cloud import _point, _restore_point
+    from vmdr.control.workflows.to_cloud import restore_point, take_point
 
     if ctx.params.get("recovery_point") is None:
         return
-    _point(wf, ctx, f"before-failback-to-{ctx.params['recovery_point']}")  # once per job
-    _restore_point(wf, ctx)
+    take_point(wf, ctx, f"before-failback-to-{ctx.params['recovery_point']}")  # once per job
+    restore_point(wf, ctx)
 
 
 def _final_sync(wf: Workflows, ctx: StepContext) -> None:
@@ -265,8 +205,8 @@ def _final_sync(wf: Workflows, ctx: StepContext) -> None:
     if ctx.params.get("recovery_point") is not None:
         stop_replications(wf, ctx.params["item"])
         sub = ctx.with_params(initial="diff")
-        _start_replication(wf, sub)
-        _wait_initial_sync(wf, sub)
+        start_replication(wf, sub)
+        wait_initial_sync(wf, sub)
         return
     from vmdr.providers.azure.tracking import DirtyMap
 
@@ -275,7 +215,7 @@ def _final_sync(wf: Workflows, ctx: StepContext) -> None:
     compute = wf.dataplane.compute()
     with wf.dataplane.ps() as ps:
         for index, disk in enumerate(settings["disks"]):
-            rid = _repl_id(item, disk["unit"])
+            rid = replication_id(item, disk["unit"])
             path = compute.dirty_map_path(settings["vm"], index)
             extents: list[list[int]] = []
             if path.exists():
@@ -345,21 +285,6 @@ def _delete_cloud_vm(wf: Workflows, ctx: StepContext) -> None:
     wf.dataplane.compute().delete(settings["vm"])
 
 
-def stop_replications(wf: Workflows, item: str) -> None:
-    """Stop the failback replications (the master target forgets their journals)."""
-    settings = wf.settings(item)
-    with wf.dataplane.ps() as ps:
-        for disk in settings.get("disks", []):
-            try:
-                ps.delete(
-                    f"/v1/replications/{_repl_id(item, disk['unit'])}",
-                    params={"forget_target": "true"},
-                )
-            except RemoteError as exc:
-                if exc.status != 404:
-                    raise
-
-
 def onprem_kinds(wf: Workflows) -> list[JobKind]:
     step, kind = wf.step, wf.operation_kind
 
@@ -369,8 +294,8 @@ def onprem_kinds(wf: Workflows) -> list[JobKind]:
             [
                 ("prechecks", step(_prechecks)),
                 ("prepare-target", step(_prepare_target)),
-                ("start-replication", step(_start_replication)),
-                ("initial-sync", step(_wait_initial_sync)),
+                ("start-replication", step(start_replication)),
+                ("initial-sync", step(wait_initial_sync)),
             ],
             cancel_before=1,
         ),

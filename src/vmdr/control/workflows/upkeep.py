@@ -21,12 +21,12 @@ from typing import Any
 
 from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.workflows.context import Workflows
-from vmdr.control.workflows.to_cloud import _point, _sync, _verify, copy_verified
-from vmdr.control.workflows.to_onprem import (
-    _start_replication,
-    _wait_initial_sync,
+from vmdr.control.workflows.replications import (
+    start_replication,
     stop_replications,
+    wait_initial_sync,
 )
+from vmdr.control.workflows.to_cloud import copy_verified, sync_disks, take_point, verify_replicas
 
 __all__ = ["TEST_NETWORK", "upkeep_kinds"]
 
@@ -80,7 +80,7 @@ def _drill_name(settings: dict[str, Any]) -> str:
 def _create_drill_vm(wf: Workflows, ctx: StepContext) -> None:
     """The failback drill's scratch VM on the master target's ESX host, on the
     datastore the failback would use; no network card: isolated by design."""
-    from vmdr.control.workflows.to_onprem import _exists, _master_target_host
+    from vmdr.control.workflows.to_onprem import master_target_host, vm_exists
     from vmdr.providers.vsphere.control import NewDisk, create_vm, vmware_disk_uuid
 
     item = ctx.params["item"]
@@ -88,9 +88,9 @@ def _create_drill_vm(wf: Workflows, ctx: StepContext) -> None:
     name = _drill_name(settings)
     datastore = settings["failback_targets"][0]["file"].partition("]")[0].lstrip("[")
     with wf.vsphere(settings["vcenter"]) as si:
-        if not _exists(si, name):
+        if not vm_exists(si, name):
             disks = [NewDisk(d["capacity"], vmware_disk_uuid()) for d in settings["disks"]]
-            create_vm(si, name, _master_target_host(wf), datastore, disks)
+            create_vm(si, name, master_target_host(wf), datastore, disks)
     wf.update_settings(
         item, test_failover={"vm": name, "datastore": datastore, "direction": "recoveryToPrimary"}
     )
@@ -100,7 +100,7 @@ def _create_drill_vm(wf: Workflows, ctx: StepContext) -> None:
 def _materialise_drill_disks(wf: Workflows, ctx: StepContext) -> None:
     """The master target writes each disk as at the latest recovery point it
     holds into the scratch VM's disks; the replica itself is not touched."""
-    from vmdr.control.workflows.to_onprem import _repl_id
+    from vmdr.control.workflows.replications import replication_id
 
     item = ctx.params["item"]
     settings = wf.settings(item)
@@ -110,7 +110,7 @@ def _materialise_drill_disks(wf: Workflows, ctx: StepContext) -> None:
             suffix = "" if i == 0 else f"_{i}"
             path = f"{drill['vm']}/{drill['vm']}{suffix}-flat.vmdk"
             done = mt.post(
-                f"/v1/disks/{_repl_id(item, disk['unit'])}/materialise",
+                f"/v1/disks/{replication_id(item, disk['unit'])}/materialise",
                 {"point": "latest", "datastore": drill["datastore"], "path": path},
             )
             ctx.progress(
@@ -129,14 +129,14 @@ def _power_on_drill(wf: Workflows, ctx: StepContext) -> None:
 
 
 def _clean_up_drill(wf: Workflows, ctx: StepContext) -> None:
-    from vmdr.control.workflows.to_onprem import _exists
+    from vmdr.control.workflows.to_onprem import vm_exists
     from vmdr.providers.vsphere.control import delete_vm, find_vm, power_off
 
     item = ctx.params["item"]
     settings = wf.settings(item)
     name = (settings.get("test_failover") or {}).get("vm") or _drill_name(settings)
     with wf.vsphere(settings["vcenter"]) as si:
-        if _exists(si, name):
+        if vm_exists(si, name):
             vm = find_vm(si, name)
             power_off(si, vm, guest_timeout=30)
             delete_vm(si, vm)  # its files go with it
@@ -147,7 +147,7 @@ def _restart_failback_replication(wf: Workflows, ctx: StepContext) -> None:
     """Recreated with a differential initial sync: whatever the target holds
     already (OLR or ALR) is not sent again."""
     stop_replications(wf, ctx.params["item"])
-    _start_replication(wf, ctx.with_params(initial="diff"))
+    start_replication(wf, ctx.with_params(initial="diff"))
 
 
 def _stop(wf: Workflows, ctx: StepContext) -> None:
@@ -164,9 +164,9 @@ def _take_point(wf: Workflows, ctx: StepContext) -> None:
         row, _ = wf.item(s, ctx.params["item"])
         to_cloud = row.direction == Direction.PRIMARY_TO_RECOVERY
     if to_cloud:
-        _sync(wf, ctx, "sync")
-        _verify(wf, ctx)
-    _point(wf, ctx, ctx.params.get("tag") or "manual")
+        sync_disks(wf, ctx, "sync")
+        verify_replicas(wf, ctx)
+    take_point(wf, ctx, ctx.params.get("tag") or "manual")
 
 
 def upkeep_kinds(wf: Workflows) -> list[JobKind]:
@@ -184,16 +184,16 @@ def upkeep_kinds(wf: Workflows) -> list[JobKind]:
         kind(
             "resyncToCloud",
             [
-                ("resync", step(_sync, "resync")),
-                ("verify", step(_verify)),
-                ("recovery-point", step(_point, "resync")),
+                ("resync", step(sync_disks, "resync")),
+                ("verify", step(verify_replicas)),
+                ("recovery-point", step(take_point, "resync")),
             ],
         ),
         kind(
             "resyncToOnPremises",
             [
                 ("restart-replication", step(_restart_failback_replication)),
-                ("initial-sync", step(_wait_initial_sync)),
+                ("initial-sync", step(wait_initial_sync)),
             ],
         ),
         kind("disableProtection", [("stop-replication", step(_stop))]),

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from vmdr.blocks.backend import open_backend
+from vmdr.blocks.urls import open_backend
 from vmdr.lab import process
 from vmdr.lab.process import ProcessRecord
 from vmdr.providers.azure.compute import RUNNING, STOPPED, CloudCompute, CloudVm

@@ -40,10 +40,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from vmdr.blocks.backend import Backend, Mode, ReadableBuffer, WritableBuffer, open_backend
+from vmdr.blocks.backend import Backend, Mode, ReadableBuffer, WritableBuffer
 from vmdr.blocks.durable import write_atomically
 from vmdr.blocks.extent import Extent, bitmap_to_extents
 from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE, check_block_size
+from vmdr.blocks.urls import open_backend
 from vmdr.providers.azure.errors import DirtyMapBusy, DirtyMapInvalid
 
 __all__ = ["DirtyMap", "TrackedBackend", "disk_identity", "open_tracked"]

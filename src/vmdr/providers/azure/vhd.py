@@ -49,11 +49,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from vmdr.blocks.backend import Backend, ReadableBuffer, WritableBuffer, open_backend
+from vmdr.blocks.backend import Backend, ReadableBuffer, WritableBuffer
 from vmdr.blocks.copy import FullCopy
 from vmdr.blocks.errors import ReadOnlyTarget
 from vmdr.blocks.extent import Extent
 from vmdr.blocks.operation import ProgressCallback
+from vmdr.blocks.urls import open_backend
 from vmdr.providers.azure.errors import VhdInvalid, VhdSizeNotAccepted
 
 __all__ = [

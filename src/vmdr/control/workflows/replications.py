@@ -1,0 +1,102 @@
+"""The failback replications on the cloud process server, one per disk of an
+item (``fb-<item>-d<unit>``): start them towards the master target, wait for
+their initial sync, stop them (the master target forgets their journals).
+Shared by reprotect and failback (``to_onprem.py``), resync and the failback
+drill (``upkeep.py``), and reprotect to the cloud (``to_cloud.py``)."""
+
+from __future__ import annotations
+
+import time
+
+from vmdr.control.jobs import StepContext
+from vmdr.control.workflows.context import Workflows
+from vmdr.model.errors import VmdrError
+from vmdr.transport.client import RemoteError
+
+__all__ = [
+    "ReplicationFailed",
+    "replication_id",
+    "start_replication",
+    "stop_replications",
+    "wait_initial_sync",
+]
+
+INITIAL_SYNC_TIMEOUT = 3600.0
+
+
+class ReplicationFailed(VmdrError):
+    code = "VMDR-E0826"
+    msg = "replication of disk {disk} to on-premises failed: {detail}"
+    fix = "Read the process server's log; fix the cause and run reprotect again."
+
+
+def replication_id(item: str, unit: int) -> str:
+    return f"fb-{item}-d{unit}"
+
+
+def start_replication(wf: Workflows, ctx: StepContext) -> None:
+    item = ctx.params["item"]
+    settings = wf.settings(item)
+    initial = ctx.params.get("initial") or (
+        "diff" if settings["reprotect"]["mode"] == "OLR" else "full"
+    )
+    with wf.dataplane.ps() as ps:
+        known = {r["id"] for r in ps.get("/v1/replications")}
+        for disk, target in zip(settings["disks"], settings["failback_targets"], strict=True):
+            rid = replication_id(item, disk["unit"])
+            if rid in known:
+                continue
+            ds, _, rel = target["file"].partition("] ")
+            body = {
+                "id": rid,
+                "source": disk["blob"],
+                "datastore": ds.lstrip("["),
+                "path": rel.removesuffix(".vmdk") + "-flat.vmdk",
+                "initial": initial,
+                "interval": 3600,
+            }
+            try:
+                ps.post("/v1/replications", body)
+            except RemoteError as exc:
+                # A run of this step killed mid-request may have created it.
+                if exc.remote_code != "VMDR-E0432":
+                    raise
+
+
+def wait_initial_sync(wf: Workflows, ctx: StepContext) -> None:
+    item = ctx.params["item"]
+    settings = wf.settings(item)
+    sent: dict[str, int] = {}
+    with wf.dataplane.ps() as ps:
+        for disk in settings["disks"]:
+            rid = replication_id(item, disk["unit"])
+            deadline = time.monotonic() + INITIAL_SYNC_TIMEOUT
+            while not (status := ps.get(f"/v1/replications/{rid}"))["initial_done"]:
+                if status.get("error") and "retry" not in str(status["error"]).lower():
+                    raise ReplicationFailed(disk=disk["unit"], detail=str(status["error"]))
+                if time.monotonic() > deadline:
+                    raise ReplicationFailed(disk=disk["unit"], detail="initial sync timed out")
+                ctx.progress("initial-sync", status["sent_bytes"], f"disk {disk['unit']}")
+                ctx.sleep(0.2)  # a cancel request ends the wait
+            sent[str(disk["unit"])] = status["sent_bytes"]
+            ctx.progress(
+                "initial-sync",
+                status["sent_bytes"],
+                f"disk {disk['unit']}: {status['sent_bytes']} bytes sent of {disk['capacity']}",
+            )
+    wf.update_settings(item, reprotect_sent=sent)
+
+
+def stop_replications(wf: Workflows, item: str) -> None:
+    """Stop the failback replications (the master target forgets their journals)."""
+    settings = wf.settings(item)
+    with wf.dataplane.ps() as ps:
+        for disk in settings.get("disks", []):
+            try:
+                ps.delete(
+                    f"/v1/replications/{replication_id(item, disk['unit'])}",
+                    params={"forget_target": "true"},
+                )
+            except RemoteError as exc:
+                if exc.status != 404:
+                    raise
