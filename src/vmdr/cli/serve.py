@@ -9,6 +9,7 @@ given on the command line wins over the file. Secrets are read from files
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import threading
@@ -343,3 +344,7 @@ def worker(
     sys.stdout.flush()
     stop.wait()
     cs.stop_worker()
+    # Steps still running after the wait belong to the worker that takes
+    # over now: this process ends them by ending.
+    sys.stdout.flush()
+    os._exit(0)

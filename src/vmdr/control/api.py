@@ -181,6 +181,7 @@ class ConfigServer:
             "replication", settings.scheduler_tick, lambda: schedule_due(self.workflows)
         )
         self.jobs.every("retention", 3600, self.prune)
+        self.jobs.every("reconcile", 60, self.jobs.reconcile)
         self.lease: WorkerLease | None = None
         # Cutover steps move DNS; the probe loop starts only with the API.
         self.traffic = TrafficManager(self.sessions, lambda: self.workflows.dataplane)
@@ -193,11 +194,13 @@ class ConfigServer:
         self.lease.start()
         self.jobs.launch_worker(ident, self.settings.limits)
 
-    def stop_worker(self) -> None:
-        """A clean stop: the lease ends at once (others take over what runs)."""
+    def stop_worker(self, wait: float = 30.0) -> None:
+        """A clean stop: running steps get ``wait`` seconds to end; then the
+        lease ends at once, and another worker takes over what is left (the
+        caller exits right after, so no step runs twice)."""
+        self.jobs.shutdown(wait)
         if self.lease is not None:
             self.lease.close()
-        self.jobs.shutdown()
 
     def prune(self) -> int:
         """Finished jobs older than the retention go (the scheduler's ticks
@@ -408,7 +411,7 @@ def build_app(
                 raise BackupCorrupt(path="upload", detail=f"larger than {MAX_BACKUP} bytes")
         manifest = await run_in_threadpool(cs.restore, bytes(body))
         roles_api.adopt_role_tokens(cs.sessions, tokens)
-        await run_in_threadpool(cs.jobs.adopt_orphans)
+        await run_in_threadpool(cs.jobs.reconcile)
         return {"restored": True, "tables": manifest["tables"], "created": manifest["created"]}
 
     return app

@@ -245,6 +245,9 @@ class PlanFlow:
         self, key: str, name: str, op: Operation, child: str
     ) -> Callable[[StepContext], None]:
         def start(ctx: StepContext) -> None:
+            with self.wf.sessions() as s:
+                if s.get(Job, child) is not None:  # started by this step's earlier run
+                    return
             options = {k: v for k, v in ctx.params.get("options", {}).items() if v}
             with self.wf.sessions() as s:
                 row, _ = find_item(self.wf, s, name)
@@ -370,12 +373,19 @@ def _waiting_event(s: Any, job_id: str) -> JobEvent | None:
 
 
 def cancel_waiting(wf: Workflows, job_id: str) -> None:
-    """A cancelled plan that waits for an approval stops waiting."""
+    """A cancelled plan that waits, or is about to wait, for an approval
+    stops waiting: every manual step it has not passed gets the message (one
+    sent before the wait begins is received when it does)."""
     with wf.sessions() as s:
-        event = _waiting_event(s, job_id)
-        step = event.step if event is not None and _waiting(s, job_id) else None
-    if step is not None:
-        wf.engine.send(job_id, step, CANCELLED)
+        job = s.get(Job, job_id)
+        plan = s.get(RecoveryPlan, job.params.get("plan")) if job is not None else None
+        if job is None or plan is None or job.kind != "recoveryPlan":
+            return
+        done = set(job.params.get("done", []))
+        manual = [key for key, unit in _units(PlanSpec.model_validate(plan.spec))
+                  if unit["kind"] == "manual" and key not in done]  # fmt: skip
+    for key in manual:
+        wf.engine.send(job_id, key, CANCELLED)
 
 
 def _waiting(s: Any, job_id: str) -> str | None:
@@ -477,7 +487,7 @@ def add_plan_routes(app: FastAPI, wf: Workflows) -> None:
                 select(Job).where(Job.item_id == plan.id, Job.state == "running")
             ).first()
             waiting = _waiting_event(s, job.id) if job is not None else None
-            if job is None or waiting is None:
+            if job is None or waiting is None or _waiting(s, job.id) is None:
                 raise PlanError(plan=plan.name, detail="no step is waiting for approval")
             s.add(
                 JobEvent(

@@ -126,7 +126,8 @@ def test_a_dead_workers_jobs_move_to_a_live_worker(
     assert seen.count(("step0", "start")) == 1 and seen.count(("step1", "end")) == 1
     with jobs.sessions() as s:
         dead = s.get(Worker, "doomed")
-        assert dead is not None and dead.state == "dead" and dead.taken_over_by == "survivor"
+        assert dead is not None and dead.taken_over_by == "survivor"
+        assert dead.state in ("dead", "recovered")  # recovered: nothing of it left to resume
 
 
 def test_one_job_per_holder(jobs: Engine, tmp_path: Path) -> None:
@@ -159,12 +160,15 @@ def test_fifty_concurrent_submissions_from_two_processes_one_wins(
 def test_cancel_between_steps_and_refused_late(
     jobs: Engine, workers: dict, database_url: str, tmp_path: Path
 ) -> None:
-    queued = jobs.submit("slow", {"ledger": str(tmp_path / "q")}, "item-1")
-    jobs.cancel(queued)  # before any worker ran it
+    queued = jobs.submit("failing", {"ledger": str(tmp_path / "q")}, "item-1")
+    assert jobs.cancel(queued) is True  # no worker has begun it: it ends now
+    assert state(jobs.sessions, queued) == "cancelled"
+    assert (tmp_path / "q").read_text().split() == ["undo:VMDR-E0513"]  # its undo ran, once
+    jobs.submit("slow", {"ledger": str(tmp_path / "q2")}, "item-1")  # the lock is free at once
+    assert jobs.client.list_workflows(workflow_ids=[queued])[0].status == "CANCELLED"
     late = jobs.submit("late-cancel", {"ledger": str(tmp_path / "l")}, "item-2")
     start_worker(workers, database_url, "w1")
-    wait_for(lambda: state(jobs.sessions, queued) == "cancelled")
-    assert not (tmp_path / "q").exists()  # no step ran
+    assert (tmp_path / "q").read_text().split() == ["undo:VMDR-E0513"]  # no step ran
     wait_for(lambda: ("s1", "start") in events(jobs.sessions, late))
     with pytest.raises(NotCancellable) as err:
         jobs.cancel(late)
@@ -255,3 +259,21 @@ def test_finished_jobs_beyond_the_retention_are_forgotten(jobs: Engine, tmp_path
         assert s.scalars(select(JobEvent).where(JobEvent.job_id == old)).all() == []
     known = {w.workflow_id for w in jobs.client.list_workflows(workflow_ids=[old, active])}
     assert known == {active}  # the engine's checkpoints went with the job
+
+
+def test_reconcile_fails_a_job_whose_workflow_ended_and_gives_an_orphan_a_workflow(
+    jobs: Engine, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger"
+    broken = jobs.submit("failing", {"ledger": str(ledger)}, "item-1")
+    orphan = jobs.submit("slow", {"ledger": str(tmp_path / "o")}, "item-2")
+    jobs.client.cancel_workflow(broken)  # ended behind the engine's back
+    jobs.client.delete_workflows([orphan])  # as in a database restored from a backup
+    assert jobs.reconcile() == {"adopted": [orphan], "failed": [broken]}
+    with jobs.sessions() as s:
+        job = s.get(Job, broken)
+        assert job is not None and job.state == "failed" and job.error is not None
+        assert job.error["code"] == "VMDR-E0509"
+    assert ledger.read_text().split() == ["undo:VMDR-E0509"]  # the item put back
+    assert [w.status for w in jobs.client.list_workflows(workflow_ids=[orphan])] == ["ENQUEUED"]
+    assert jobs.reconcile() == {"adopted": [], "failed": []}  # nothing twice

@@ -90,3 +90,35 @@ def test_a_whole_group_cycles_together_and_a_broken_one_member_by_member(wf: Wor
     schedule_due(wf, now)
     assert [j.item_id for j in jobs_of(wf, "replicate")] == [members[1]]  # alone
     assert len(jobs_of(wf, "groupPoint")) == 1  # no new group cycle
+
+
+def test_a_queued_cycle_gives_way_to_an_operation_and_a_late_one_does_nothing(
+    wf: Workflows,
+) -> None:
+    from vmdr.control.jobs import StepContext
+    from vmdr.control.workflows.items import start_operation
+    from vmdr.control.workflows.replicator import replicate_kind
+    from vmdr.model.lifecycle import Operation
+
+    now = time.time()
+    (item,) = add_items(wf, 1, anchor=now - INTERVAL - 1)
+    (cycle,) = schedule_due(wf, now)  # queued behind other cycles, say
+    _, kind = start_operation(wf, item, Operation.UNPLANNED_FAILOVER, {})
+    assert kind == "unplannedFailover"
+    with wf.sessions() as s:
+        old = s.get(Job, cycle)
+        assert old is not None and old.state == "cancelled"
+        assert old.error is not None and old.error["message"] == "gave way to an operation"
+        row = s.get(ProtectedItem, item)
+        assert row is not None and row.running == "unplannedFailover" and row.cycle_anchor is None
+    # A cycle that runs anyway (a retry of an old one) leaves the disks alone:
+    # the data plane is not even configured here, so touching them would fail.
+    said: list[str | None] = []
+
+    class Said:
+        def progress(self, job_id: str, step: str, done: int, message: str | None) -> None:
+            said.append(message)
+
+    for name, step in replicate_kind(wf).steps:
+        step(StepContext("old-cycle", {"item": item}, Said(), step=name))
+    assert said == ["skipped: the item does not replicate to the cloud now"] * 3

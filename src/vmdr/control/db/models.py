@@ -275,6 +275,7 @@ class Job(Base):
             sqlite_where=text(ACTIVE_JOB),
             postgresql_where=text(ACTIVE_JOB),
         ),
+        Index("ix_jobs_state_created_at", "state", "created_at"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(64))

@@ -26,11 +26,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import traceback
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from sqlalchemy import Engine as SqlEngine
 from sqlalchemy import select
@@ -40,31 +39,31 @@ from sqlalchemy.orm import Session, sessionmaker
 from vmdr.control.db.models import Job, new_id
 from vmdr.control.jobs.kinds import (
     ACTIVE,
-    CancelScope,
     JobCancelled,
     JobConflict,
     JobKind,
     JobState,
     NotCancellable,
-    StepContext,
     Throttle,
 )
+from vmdr.control.jobs.runner import TICK, WORKFLOW, Runner, WorkflowLost, set_current, undo
 from vmdr.control.jobs.store import JobStore, active_job
 from vmdr.model.errors import VmdrError
 
 __all__ = ["ENGINE_VERSION", "QUEUES", "Engine", "QueueLimits"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # DBOS recovers and dequeues only workflows of its own application version.
 # vmdr pins it (instead of DBOS's hash of the workflow code) so that an
 # upgrade that keeps the step lists of the kinds resumes the jobs in flight.
 ENGINE_VERSION = "vmdr-jobs-1"
-WORKFLOW = "vmdr.job"
-TICK = "vmdr.tick"
-QUEUES = {"operations": "vmdr-operations", "plans": "vmdr-plans", "replication": "vmdr-replication"}
-CANCEL_POLL = 1.0
+QUEUES = {
+    "operations": "vmdr-operations",
+    "plans": "vmdr-plans",
+    "replication": "vmdr-replication",
+    "ticks": "vmdr-ticks",
+}
 
 
 @dataclass(frozen=True)
@@ -86,24 +85,6 @@ class QueueLimits:
         return self.operations + self.plans + self.replication + 8
 
 
-class _StepFailed(Exception):
-    def __init__(self, error: dict[str, Any], cancelled: bool) -> None:
-        super().__init__(error.get("message"))
-        self.error, self.cancelled = error, cancelled
-
-
-def _error(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, VmdrError):
-        return exc.to_dict()
-    return {"code": "VMDR-E0500", "message": repr(exc), "fix": ""}
-
-
-@dataclass
-class _Running:
-    scope: CancelScope
-    may_cancel: bool
-
-
 @dataclass
 class Engine:
     sessions: sessionmaker[Session]
@@ -114,11 +95,9 @@ class Engine:
     def __post_init__(self) -> None:
         self.store = JobStore(self.sessions)
         self.throttle = Throttle(self.store.progress)
-        self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self._client: Any = None
-        self._stop = threading.Event()
-        self.executor_id: str | None = None
+        self.runner: Runner | None = None
 
     # -- declaring ---------------------------------------------------------------------
     def register(self, kind: JobKind) -> None:
@@ -172,27 +151,38 @@ class Engine:
             with self.sessions() as s:
                 if s.get(Job, job_id) is not None:
                     return job_id
-        try:
-            with self.sessions.begin() as s:
-                job = Job(id=job_id or new_id(), kind=kind, params=params, item_id=holder,
-                          state=JobState.QUEUED, parent_id=parent)  # fmt: skip
-                s.add(job)
-                s.flush()  # the holder's lock: the partial unique index refuses a second
-                if prepare is not None:
-                    prepare(s, job)
-                self._enqueue(s, job.id, spec, partition)
-                return job.id
-        except IntegrityError:
-            with self.sessions() as s:
-                if job_id is not None and s.get(Job, job_id) is not None:
-                    return job_id
-                other = active_job(s, holder)
-            if other is None:  # it finished meanwhile: try once more
-                return self.submit(kind, params, holder, job_id=job_id, parent=parent,
-                                   partition=partition, prepare=prepare)  # fmt: skip
-            raise JobConflict(
-                item=holder, job=other.id, kind=other.kind, state=other.state
-            ) from None
+        if partition is not None:  # kept, for a retry or a restored job's new workflow
+            params = {**params, "partition": partition}
+        for attempt in range(3):
+            try:
+                return self._insert(spec, params, holder, job_id, parent, partition, prepare)
+            except IntegrityError:
+                with self.sessions() as s:
+                    if job_id is not None and s.get(Job, job_id) is not None:
+                        return job_id
+                    other = active_job(s, holder) if holder is not None else None
+                if holder is None or attempt == 2:
+                    raise
+                if other is not None:
+                    raise JobConflict(
+                        item=holder, job=other.id, kind=other.kind, state=other.state
+                    ) from None
+                # The holder's job ended between the refusal and the look: again.
+        raise AssertionError("unreachable")
+
+    def _insert(
+        self, spec: JobKind, params: dict[str, Any], holder: str | None, job_id: str | None,
+        parent: str | None, partition: str | None, prepare: Callable[[Session, Job], Any] | None,
+    ) -> str:  # fmt: skip
+        with self.sessions.begin() as s:
+            job = Job(id=job_id or new_id(), kind=spec.name, params=params, item_id=holder,
+                      state=JobState.QUEUED, parent_id=parent)  # fmt: skip
+            s.add(job)
+            s.flush()  # the holder's lock: the partial unique index refuses a second
+            if prepare is not None:
+                prepare(s, job)
+            self._enqueue(s, job.id, spec, partition)
+            return job.id
 
     def _enqueue(self, s: Session, job_id: str, spec: JobKind, partition: str | None) -> None:
         options: dict[str, Any] = {
@@ -205,24 +195,38 @@ class Engine:
             options["queue_partition_key"] = partition or "local"
         self.client.enqueue_in_transaction(s, options, job_id)
 
-    def adopt_orphans(self) -> list[str]:
-        """Active jobs with no workflow (a database restored from a backup,
-        which holds vmdr's tables only): each gets one, which resumes at the
-        job's next step."""
+    def reconcile(self) -> dict[str, list[str]]:
+        """Active jobs whose workflow is missing get one (a database restored
+        from a backup holds vmdr's tables, not the engine's: it resumes at the
+        job's next step); active jobs whose workflow ended without ending the
+        job (it could not go on: a worker older than the job's kind, a
+        dead-lettered workflow, one cancelled by hand) fail, and their kind's
+        undo runs. Run at a worker's start and every minute."""
         with self.sessions() as s:
-            active = list(s.scalars(select(Job).where(Job.state.in_(ACTIVE))))
-            known = {w.workflow_id for w in self.client.list_workflows(
-                workflow_ids=[j.id for j in active])} if active else set()  # fmt: skip
-            orphans = [(j.id, j.kind, j.params) for j in active if j.id not in known]
-        adopted = []
-        for job_id, kind, params in orphans:
-            spec = self.kinds.get(kind)
-            if spec is None:
-                continue
-            with self.sessions.begin() as s:
-                self._enqueue(s, job_id, spec, params.get("partition"))
-            adopted.append(job_id)
-        return adopted
+            active = [(j.id, j.kind, dict(j.params)) for j in
+                      s.scalars(select(Job).where(Job.state.in_(ACTIVE)))]  # fmt: skip
+        if not active:
+            return {"adopted": [], "failed": []}
+        statuses = {
+            w.workflow_id: w.status
+            for w in self.client.list_workflows(
+                workflow_ids=[j for j, _, _ in active], load_input=False, load_output=False
+            )
+        }
+        adopted, failed = [], []
+        for job_id, kind, params in active:
+            status, spec = statuses.get(job_id), self.kinds.get(kind)
+            if status is None and spec is not None:
+                with self.sessions.begin() as s:
+                    self._enqueue(s, job_id, spec, params.get("partition"))
+                adopted.append(job_id)
+            elif status is not None and status not in ("ENQUEUED", "PENDING", "DELAYED"):
+                error = WorkflowLost(job=job_id, status=status).to_dict()
+                if self.store.finish(job_id, JobState.FAILED, error, only_active=True):
+                    if spec is not None and spec.on_fail is not None:
+                        undo(spec, job_id, params, error, self.throttle)
+                    failed.append(job_id)
+        return {"adopted": adopted, "failed": failed}
 
     # -- retention ---------------------------------------------------------------------------
     def prune(self, older_than: dt.datetime, ticks_older_than: dt.datetime) -> int:
@@ -230,8 +234,9 @@ class Engine:
         events and checkpoints) and the scheduler's finished ticks before
         ``ticks_older_than``; how many jobs went."""
         gone = 0
-        while ids := self.store.prune(older_than):
-            self.client.delete_workflows(ids)
+        while ids := self.store.finished_before(older_than):
+            self.client.delete_workflows(ids)  # first: a crash between leaves rows, not orphans
+            self.store.delete(ids)
             gone += len(ids)
         while True:
             ticks = self.client.list_workflows(
@@ -244,7 +249,11 @@ class Engine:
 
     # -- cancelling and messages -----------------------------------------------------------
     def cancel(self, job_id: str) -> bool:
-        """Ask a job to stop; False when it is over already."""
+        """Ask a job to stop; False when it is over already. A job no worker
+        has begun ends at once (its kind's undo runs here), so that it stops
+        holding its item's lock without waiting for its turn in the queue."""
+        if self.end_queued(job_id, JobCancelled(job=job_id, step="(queued)").to_dict()):
+            return True
         with self.sessions.begin() as s:
             job = self.store.get(s, job_id)
             if job.state not in ACTIVE:
@@ -260,6 +269,31 @@ class Engine:
                 if child_kind is None or child_kind.may_cancel(child.step):
                     child.cancel_requested = True
         return True
+
+    def end_queued(self, job_id: str, error: dict[str, Any], *, run_undo: bool = True) -> bool:
+        """End a job that is still queued (no step ran); its workflow is
+        dropped from the queue. True if it was queued."""
+        with self.sessions() as s:
+            job = self.store.get(s, job_id)
+            kind, params = self.kinds.get(job.kind), dict(job.params)
+        if not self.store.finish_if(job_id, (JobState.QUEUED,), JobState.CANCELLED, error):
+            return False
+        with suppress(Exception):  # a worker that begins it finds it ended anyway
+            self.client.cancel_workflow(job_id)
+        if run_undo and kind is not None and kind.on_fail is not None:
+            undo(kind, job_id, params, error, self.throttle)
+        return True
+
+    def yield_queued(self, holder: str, kinds: tuple[str, ...]) -> bool:
+        """The holder's job, if it is of ``kinds`` and still queued, gives way
+        (a replication cycle that has not started, to an operation)."""
+        with self.sessions() as s:
+            job = active_job(s, holder)
+            if job is None or job.kind not in kinds or job.state != JobState.QUEUED:
+                return False
+            job_id = job.id
+        error = {"code": JobCancelled.code, "message": "gave way to an operation", "fix": ""}
+        return self.end_queued(job_id, error, run_undo=False)
 
     def send(self, job_id: str, topic: str, message: str) -> None:
         """A message for a flow waiting in ``Flow.receive(topic)``."""
@@ -277,10 +311,11 @@ class Engine:
         """Run workflows in this process (one DBOS executor)."""
         from dbos import DBOS
 
+        from vmdr.control.jobs.runner import tick_workflow
+
         limits = limits or QueueLimits()
-        global _current
-        _current = self
-        self.executor_id = executor_id
+        self.runner = Runner(self.kinds, self.store, self.throttle, self.periodic, executor_id)
+        set_current(self.runner)
         DBOS(
             config={
                 "name": "vmdr",
@@ -303,169 +338,26 @@ class Engine:
             partition_concurrency=limits.per_process_server, polling_interval_sec=1.0,
             on_conflict=policy,
         )  # fmt: skip
-        DBOS.apply_schedules([
-            {"schedule_name": f"vmdr-{name}", "workflow_fn": _tick, "schedule": _cron(seconds),
-             "context": name}
+        # One tick at a time across every worker: a slow tick is not overtaken.
+        DBOS.register_queue(QUEUES["ticks"], global_concurrency=1, polling_interval_sec=1.0,
+                            on_conflict=policy)  # fmt: skip
+        schedules: list[Any] = [
+            {"schedule_name": f"vmdr-{name}", "workflow_fn": tick_workflow,
+             "schedule": _cron(seconds), "context": name, "queue_name": QUEUES["ticks"]}
             for name, (seconds, _) in self.periodic.items()
-        ])  # fmt: skip
-        threading.Thread(target=self._watch_cancels, name="vmdr-cancels", daemon=True).start()
-        self.adopt_orphans()
+        ]  # fmt: skip
+        DBOS.apply_schedules(schedules)
+        self.runner.start()
+        self.reconcile()
 
-    def shutdown(self) -> None:
-        self._stop.set()
-        if _current is self:
+    def shutdown(self, wait: float = 0) -> None:
+        """Stop running workflows here: those still running after ``wait``
+        seconds are left to the lease's take-over (or this worker's restart)."""
+        if self.runner is not None:
             from dbos import DBOS
 
-            DBOS.destroy(workflow_completion_timeout_sec=0)
-
-    def _watch_cancels(self) -> None:
-        while not self._stop.wait(CANCEL_POLL):
-            with self._lock:
-                ids = list(self._running)
-            if not ids:
-                continue
-            try:
-                asked = self.store.cancel_requested(ids)
-            except Exception:  # a database hiccup: next second
-                log.debug("cancel poll failed", exc_info=True)
-                continue
-            with self._lock:
-                hits = [self._running[i] for i in asked if i in self._running]
-            for running in hits:
-                if running.may_cancel:
-                    running.scope.cancel()
-
-    # -- running (inside a DBOS workflow) --------------------------------------------------
-    def run(self, job_id: str) -> str:
-        from dbos import DBOS
-        from dbos._error import DBOSException
-
-        head = DBOS.run_step({"name": "begin"}, self.store.begin, job_id)
-        if head is None:
-            return "gone"
-        kind = self.kinds[head["kind"]]
-        flow = _DurableFlow(self, job_id, head["params"], kind)
-        state, error = JobState.SUCCEEDED, None
-        try:
-            if kind.flow is not None:
-                kind.flow(flow)
-            else:
-                for index, (name, fn) in enumerate(kind.steps):
-                    if index >= head["step"]:
-                        flow.run_step(name, fn, index)
-        except _StepFailed as failed:
-            state = JobState.CANCELLED if failed.cancelled else JobState.FAILED
-            error = failed.error
-        except DBOSException:
-            raise  # the engine's own (cancelled workflow, lost ownership): not the job's
-        except JobCancelled as exc:  # a flow told to stop while it waited
-            state, error = JobState.CANCELLED, exc.to_dict()
-        except Exception as exc:  # a flow's own refusal, outside its steps
-            state, error = JobState.FAILED, _error(exc)
-        if error is not None and kind.on_fail is not None:
-            DBOS.run_step({"name": "undo"}, self._undo, job_id, head["params"], kind, error)
-        return str(DBOS.run_step({"name": "finish"}, self.store.finish, job_id, state, error))
-
-    def execute(
-        self, job_id: str, params: dict[str, Any], kind: JobKind, name: str, index: int | None,
-        fn: Callable[[StepContext], Any],
-    ) -> dict[str, Any]:  # fmt: skip
-        """One step, as DBOS runs it: never raises, returns the outcome."""
-        may_cancel = kind.may_cancel(index if index is not None else 0)
-        if may_cancel and self.store.cancel_requested([job_id]):
-            self.store.event(job_id, name, "cancelled")
-            return {"ok": False, "cancelled": True,
-                    "error": JobCancelled(job=job_id, step=name).to_dict()}  # fmt: skip
-        scope = CancelScope()
-        with self._lock:
-            self._running[job_id] = _Running(scope, may_cancel)
-        self.store.event(job_id, name, "start")
-        ctx = StepContext(job_id, params, self.throttle, scope, name)
-        try:
-            value = fn(ctx)
-        except Exception as exc:
-            cancelled = scope.requested.is_set()
-            error = JobCancelled(job=job_id, step=name).to_dict() if cancelled else _error(exc)
-            log.warning("job %s step %s %s: %s", job_id, name,
-                        "cancelled" if cancelled else "failed", error["message"])  # fmt: skip
-            log.debug("%s", traceback.format_exc())
-            self.throttle.flush(job_id)
-            self.store.event(job_id, name, "cancelled" if cancelled else "error",
-                             message=error["message"])  # fmt: skip
-            return {"ok": False, "cancelled": cancelled, "error": error}
-        finally:
-            with self._lock:
-                self._running.pop(job_id, None)
-        self.throttle.flush(job_id)
-        self.store.end_step(job_id, name, index)
-        return {"ok": True, "value": value}
-
-    def _undo(self, job_id: str, params: dict[str, Any], kind: JobKind,
-              error: dict[str, Any]) -> None:  # fmt: skip
-        assert kind.on_fail is not None
-        try:
-            kind.on_fail(StepContext(job_id, params, self.throttle), error)
-        except Exception:  # the job's own error is the one to report
-            log.exception("job %s: on_fail of %s failed", job_id, kind.name)
-
-    def tick(self, name: str) -> None:
-        from dbos import DBOS
-
-        _, fn = self.periodic[name]
-        DBOS.run_step({"name": name}, fn)
-
-
-@dataclass
-class _DurableFlow:
-    """``kinds.Flow`` on DBOS: every call is a checkpointed operation."""
-
-    engine: Engine
-    job_id: str
-    params: dict[str, Any]
-    kind: JobKind
-
-    def run_step(self, name: str, fn: Callable[[StepContext], T], index: int | None) -> T:
-        from dbos import DBOS
-
-        outcome = DBOS.run_step(
-            {"name": name}, self.engine.execute, self.job_id, self.params, self.kind, name,
-            index, fn,
-        )  # fmt: skip
-        if not outcome["ok"]:
-            raise _StepFailed(outcome["error"], outcome["cancelled"])
-        value: T = outcome["value"]
-        return value
-
-    def step(self, name: str, fn: Callable[[StepContext], T]) -> T:
-        return self.run_step(name, fn, None)
-
-    def wait_job(self, job_id: str) -> tuple[str, dict[str, Any] | None]:
-        from dbos import DBOS
-
-        DBOS.retrieve_workflow(job_id).get_result(polling_interval_sec=0.5)  # durable, recorded
-
-        def state() -> tuple[str, dict[str, Any] | None]:
-            with self.engine.sessions() as s:
-                job = self.engine.store.get(s, job_id)
-                return job.state, job.error
-
-        result: tuple[str, dict[str, Any] | None] = DBOS.run_step({"name": "job-state"}, state)
-        return result
-
-    def receive(self, topic: str, timeout: float) -> str | None:
-        from dbos import DBOS
-
-        message: str | None = DBOS.recv(topic, timeout_seconds=timeout)
-        return message
-
-
-_current: Engine | None = None
-
-
-def _engine() -> Engine:
-    if _current is None:
-        raise RuntimeError("no vmdr job engine runs a worker in this process")
-    return _current
+            self.runner.stop()
+            DBOS.destroy(workflow_completion_timeout_sec=int(wait))
 
 
 def _cron(seconds: float) -> str:
@@ -475,20 +367,3 @@ def _cron(seconds: float) -> str:
     if whole < 60:
         return f"*/{whole} * * * * *"
     return f"0 */{max(1, whole // 60)} * * * *"
-
-
-def _register_workflows() -> Any:
-    from dbos import DBOS
-
-    @DBOS.workflow(name=WORKFLOW)
-    def job(job_id: str) -> str:
-        return _engine().run(job_id)
-
-    @DBOS.workflow(name=TICK)
-    def tick(scheduled: datetime, name: str) -> None:
-        _engine().tick(name)
-
-    return tick
-
-
-_tick = _register_workflows()

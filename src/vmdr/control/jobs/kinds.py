@@ -148,6 +148,11 @@ class StepContext:
         cancel request reaches the operation while it runs."""
         return self.scope.running(op)
 
+    def run(self, op: Any) -> Any:
+        """Run a data operation (``op.run()``) that a cancel request stops."""
+        with self.scope.running(op):
+            return op.run()
+
     @property
     def cancel_requested(self) -> bool:
         return self.scope.requested.is_set()

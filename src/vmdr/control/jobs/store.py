@@ -104,21 +104,39 @@ class JobStore:
 
         retrying(run, f"job {job_id}: end of {name}")
 
-    def finish(self, job_id: str, state: str, error: dict[str, Any] | None) -> str:
-        def run() -> None:
-            with self.sessions.begin() as s:
-                job = s.get(Job, job_id)
-                if job is not None and job.state in ACTIVE:
-                    job.state, job.error = state, error
+    def finish(
+        self, job_id: str, state: str, error: dict[str, Any] | None, *, only_active: bool = False
+    ) -> Any:
+        """The job ends in ``state`` (if it is still active). Returns the
+        state, or with ``only_active`` whether this call ended it."""
+        ended = retrying(
+            lambda: self.finish_if(job_id, ACTIVE, state, error), f"job {job_id}: finish"
+        )
+        return ended if only_active else state
 
-        retrying(run, f"job {job_id}: finish")
-        return state
+    def finish_if(
+        self, job_id: str, current: tuple[str, ...], state: str, error: dict[str, Any] | None
+    ) -> bool:
+        """The job ends in ``state`` if its state is one of ``current``
+        (one conditional UPDATE: of two racing callers, one wins)."""
+        with self.sessions.begin() as s:
+            done = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.in_(current))
+                .values(state=state, error=error, updated_at=dt.datetime.now(dt.UTC))
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
 
     def cancel_requested(self, job_ids: list[str]) -> set[str]:
         if not job_ids:
             return set()
-        with self.sessions() as s:
-            return set(s.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested)))
+
+        def run() -> set[str]:
+            with self.sessions() as s:
+                query = select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested)
+                return set(s.scalars(query))
+
+        return retrying(run, "cancel requests")
 
     def update_params(self, job_id: str, **changes: Any) -> dict[str, Any]:
         def run() -> dict[str, Any]:
@@ -155,11 +173,10 @@ class JobStore:
         )
 
     # -- retention -----------------------------------------------------------------------
-    def prune(self, older_than: dt.datetime, batch: int = 500) -> list[str]:
-        """Delete finished jobs last changed before ``older_than`` (and their
-        events), a batch at a time; their ids, for the engine to forget."""
-        with self.sessions.begin() as s:
-            ids = list(
+    def finished_before(self, older_than: dt.datetime, batch: int = 500) -> list[str]:
+        """A batch of finished jobs last changed before ``older_than``."""
+        with self.sessions() as s:
+            return list(
                 s.scalars(
                     select(Job.id)
                     .where(Job.state.not_in(ACTIVE), Job.updated_at < older_than)
@@ -167,7 +184,9 @@ class JobStore:
                     .limit(batch)
                 )
             )
-            if ids:
-                s.execute(delete(JobEvent).where(JobEvent.job_id.in_(ids)))
-                s.execute(delete(Job).where(Job.id.in_(ids)))
-        return ids
+
+    def delete(self, ids: list[str]) -> None:
+        """Jobs and their events, gone."""
+        with self.sessions.begin() as s:
+            s.execute(delete(JobEvent).where(JobEvent.job_id.in_(ids)))
+            s.execute(delete(Job).where(Job.id.in_(ids)))

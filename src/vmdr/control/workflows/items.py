@@ -33,6 +33,7 @@ from vmdr.control.db.models import (
     ProtectedItem,
     RecoveryPoint,
 )
+from vmdr.control.jobs import JobConflict
 from vmdr.control.rpo import RpoView
 from vmdr.control.workflows import metrics
 from vmdr.control.workflows.context import (
@@ -214,12 +215,21 @@ def start_operation(
                               direction=str(item.direction))  # fmt: skip
         return lifecycle.start(item, op)
 
-    job_id = wf.engine.submit(
-        kind, {"item": item_id, "operation": str(op), **params}, item_id,
-        job_id=job_id, parent=parent,
-        prepare=lambda s, _job: wf.transition_in(s, item_id, start),
-    )  # fmt: skip
-    return job_id, kind
+    def submit() -> str:
+        return wf.engine.submit(
+            kind, {"item": item_id, "operation": str(op), **params}, item_id,
+            job_id=job_id, parent=parent,
+            prepare=lambda s, _job: wf.transition_in(s, item_id, start),
+        )  # fmt: skip
+
+    try:
+        return submit(), kind
+    except JobConflict:
+        # A replication cycle that has not started gives way to an operation
+        # (one that runs is waited for: VMDR-E0511, retry).
+        if not wf.engine.yield_queued(item_id, ("replicate",)):
+            raise
+    return submit(), kind
 
 
 def list_items(s: Any, wf: Workflows, limit: int, after: str | None) -> list[dict[str, Any]]:

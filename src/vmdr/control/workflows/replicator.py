@@ -95,19 +95,41 @@ def _prune(wf: Workflows, ctx: StepContext) -> None:
         metrics.record_cycle(s, item, ctx.job_id, last_sync_bytes(wf, item))
 
 
+def replicates(wf: Workflows, item: str) -> bool:
+    """Does the item replicate to the cloud now (a cycle may touch its disks)?"""
+    with wf.sessions() as s:
+        row, machine = wf.item(s, item)
+        return replicating(to_state(row, machine.name))
+
+
+def _while_replicating(wf: Workflows, name: str, fn: Any) -> Any:
+    """A cycle's step, a no-op once the item stopped replicating to the cloud
+    (failed over since the cycle was queued, or a retried old cycle): the
+    cloud VM may be running on those disks."""
+
+    def step(ctx: StepContext) -> None:
+        if not replicates(wf, ctx.params["item"]):
+            ctx.progress(name, 0, "skipped: the item does not replicate to the cloud now")
+            return
+        fn(ctx)
+
+    return step
+
+
 def replicate_kind(wf: Workflows) -> JobKind:
     from vmdr.control.workflows.to_cloud import sync_disks, take_point
 
     def failed(ctx: StepContext, error: dict[str, Any]) -> None:
         wf.update_settings(ctx.params["item"], replication_error=error)
 
+    steps = [
+        ("sync", lambda ctx: sync_disks(wf, ctx, "sync")),
+        ("recovery-point", lambda ctx: take_point(wf, ctx, "continuous")),
+        ("prune", lambda ctx: _prune(wf, ctx)),
+    ]
     return JobKind(
         "replicate",
-        [
-            ("sync", lambda ctx: sync_disks(wf, ctx, "sync")),
-            ("recovery-point", lambda ctx: take_point(wf, ctx, "continuous")),
-            ("prune", lambda ctx: _prune(wf, ctx)),
-        ],
+        [(name, _while_replicating(wf, name, fn)) for name, fn in steps],
         None,
         failed,
         queue="replication",
@@ -178,13 +200,23 @@ def _queue(
     transaction; a holder busy with another job is tried again shortly."""
 
     def schedule(s: Any, _job: Any) -> None:
+        if model is ProtectedItem:  # it may have failed over since the tick read it
+            row, machine = wf.item(s, holder)
+            if not replicating(to_state(row, machine.name)):
+                raise _NotReplicating
         s.execute(update(model).where(model.id == holder).values(cycle_anchor=anchor))
 
     try:
         return wf.engine.submit(kind, params, holder, partition=partition, prepare=schedule)
     except JobConflict:  # an operation or a cycle holds it (a group's cut waits on members)
         _reschedule(wf, model, holder, retry_at)
-        return None
+    except _NotReplicating:
+        pass
+    return None
+
+
+class _NotReplicating(Exception):
+    pass
 
 
 def _reschedule(wf: Workflows, model: Any, holder: str, anchor: float) -> None:

@@ -59,12 +59,7 @@ def sync_disks(wf: Workflows, ctx: StepContext, step: str) -> None:
     plane, settings = wf.dataplane, wf.settings(item)
     sent: dict[str, int] = {}
     for disk in settings["disks"]:
-        source = plane.source_disk(disk["file"])
-        with open_backend(source.url) as src, open_backend(disk["blob"], "rw", create=True) as dst:
-            if dst.size() < src.size():
-                dst.resize(src.size())
-            result = DiffResync(src, dst).run()
-            dst.flush()
+        result = resync_into(ctx, plane.source_disk(disk["file"]).url, disk["blob"])
         sent[str(disk["unit"])] = result.written + result.zeroed
         ctx.progress(
             step,
@@ -87,7 +82,7 @@ def verify_replicas(wf: Workflows, ctx: StepContext) -> None:
     for disk in settings["disks"]:
         source = plane.source_disk(disk["file"])
         with open_backend(source.url) as a, open_backend(disk["blob"]) as b:
-            result = Verify(a, b).run()
+            result = ctx.run(Verify(a, b))
         if not result.equal:
             raise ReplicaDiffers(
                 blob=disk["blob"], source=disk["file"], bytes=result.differing_bytes
@@ -135,15 +130,23 @@ def _start_in_cloud(wf: Workflows, ctx: StepContext) -> None:
     ctx.progress("start-in-cloud", 0, f"cloud VM {name} is {vm.state}")
 
 
-def copy_verified(source: str, target: str) -> tuple[Counters, VerifyResult]:
-    """Make ``target`` (created or grown as needed) equal to ``source`` by a
-    differential resync, then prove it; ``ReplicaDiffers`` if it is not."""
+def resync_into(ctx: StepContext, source: str, target: str) -> Counters:
+    """Make ``target`` (created or grown as needed) equal to ``source``: only
+    the blocks that differ are written. A cancel request stops the copy at
+    once (the job's cancel scope)."""
     with open_backend(source) as src, open_backend(target, "rw", create=True) as dst:
         if dst.size() < src.size():
             dst.resize(src.size())
-        result = DiffResync(src, dst).run()
+        result: Counters = ctx.run(DiffResync(src, dst))
         dst.flush()
-        check = Verify(src, dst).run()
+    return result
+
+
+def copy_verified(ctx: StepContext, source: str, target: str) -> tuple[Counters, VerifyResult]:
+    """``resync_into``, then prove it; ``ReplicaDiffers`` if it is not."""
+    result = resync_into(ctx, source, target)
+    with open_backend(source) as src, open_backend(target) as dst:
+        check: VerifyResult = ctx.run(Verify(src, dst))
     if not check.equal:
         raise ReplicaDiffers(blob=target, source=source, bytes=check.differing_bytes)
     return result, check
@@ -155,7 +158,7 @@ def restore_point(wf: Workflows, ctx: StepContext) -> None:
     seq, locations = wf.point(item, ctx.params.get("recovery_point"))
     proof = {}
     for disk in wf.settings(item)["disks"]:
-        result, check = copy_verified(locations[disk["unit"]], disk["blob"])
+        result, check = copy_verified(ctx, locations[disk["unit"]], disk["blob"])
         proof[str(disk["unit"])] = {"point": locations[disk["unit"]], "root": check.root_a.hex()}
         ctx.progress("restore-point", result.written, f"disk {disk['unit']} at point {seq}")
     wf.update_settings(item, failed_over_at_point=seq, restore_proof=proof)

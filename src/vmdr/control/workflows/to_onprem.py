@@ -243,7 +243,7 @@ def _prove(wf: Workflows, ctx: StepContext) -> None:
     for disk, target in zip(settings["disks"], settings["failback_targets"], strict=True):
         onprem = plane.source_disk(target["file"])
         with open_backend(disk["blob"]) as cloud, open_backend(onprem.url) as local:
-            result = Verify(cloud, local).run()
+            result = ctx.run(Verify(cloud, local))
         proof[str(disk["unit"])] = {
             "cloud": disk["blob"],
             "onprem": target["file"],

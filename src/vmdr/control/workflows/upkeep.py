@@ -41,7 +41,7 @@ def _prepare_test_disks(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     seq, locations = wf.point(item, ctx.params.get("recovery_point"))
     for disk in wf.settings(item)["disks"]:
-        result, _ = copy_verified(locations[disk["unit"]], _test_blob(disk["blob"]))
+        result, _ = copy_verified(ctx, locations[disk["unit"]], _test_blob(disk["blob"]))
         ctx.progress("prepare-test-disks", result.written, f"disk {disk['unit']} at point {seq}")
     wf.update_settings(item, test_failover={"point": seq, "vm": f"{wf.settings(item)['vm']}-test"})
 

@@ -31,6 +31,7 @@ def upgrade() -> None:
         batch.create_index("ix_jobs_parent_id", ["parent_id"])
         batch.create_index("ix_jobs_created_at", ["created_at"])
         batch.create_index("ix_jobs_updated_at", ["updated_at"])
+        batch.create_index("ix_jobs_state_created_at", ["state", "created_at"])
     for table in ("protected_items", "replication_groups"):
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("cycle_anchor", sa.Float(), nullable=True))
@@ -50,6 +51,7 @@ def downgrade() -> None:
             batch.drop_index(f"ix_{table}_cycle_anchor")
             batch.drop_column("cycle_anchor")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_index("ix_jobs_state_created_at")
         batch.drop_index("ix_jobs_updated_at")
         batch.drop_index("ix_jobs_created_at")
         batch.drop_index("ix_jobs_parent_id")
