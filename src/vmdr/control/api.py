@@ -22,9 +22,11 @@ Passwords are sealed (``control.secrets``) before they reach the database.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +74,8 @@ __all__ = ["ConfigServerSettings", "build_app"]
 log = logging.getLogger(__name__)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$"
 MAX_BACKUP = 1 << 30
+# Seconds a clean stop gives running steps (the lab stops with SIGKILL after 10).
+STOP_WAIT = 5.0
 
 
 class NotFound(VmdrError):
@@ -267,12 +271,22 @@ def build_app(
     """The configuration server's app; ``pages`` (the dashboard, added by
     ``vmdr serve``) share its port and its tokens."""
     registry = CollectorRegistry()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # A clean stop ends this worker's lease at once, so that a restart
+        # (or another worker) resumes what is left without waiting it out.
+        cs.traffic.stop.set()
+        await run_in_threadpool(cs.stop_worker, STOP_WAIT)
+
     app = create_app(
         "configuration-server",
         tokens,
         registry,
         open_paths=roles_api.OPEN | (pages.open_paths if pages else frozenset()),
         open_prefixes=pages.open_prefixes if pages else (),
+        lifespan=lifespan,
     )
     if pages is not None:
         pages.add_to(app)

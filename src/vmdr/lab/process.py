@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmdr.model.procfs import start_time_of, stat_fields
+
 
 @dataclass(frozen=True)
 class ProcessRecord:
@@ -33,24 +35,9 @@ class ProcessRecord:
         return cls(pid=int(data["pid"]), start_time=int(data["start_time"]))
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after it.
-    rest = raw[raw.rindex(")") + 2 :].split()
-    return rest  # rest[0] is field 3 (state)
-
-
-def start_time_of(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields else None
-
-
 def is_alive(record: ProcessRecord) -> bool:
     """True if the recorded process still runs (a zombie counts as dead)."""
-    fields = _stat_fields(record.pid)
+    fields = stat_fields(record.pid)
     if fields is None or fields[0] in ("Z", "X"):
         return False
     return int(fields[19]) == record.start_time

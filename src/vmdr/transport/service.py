@@ -106,14 +106,16 @@ def create_app(
     registry: CollectorRegistry,
     open_paths: frozenset[str] = frozenset(),
     open_prefixes: tuple[str, ...] = (),
+    lifespan: Any = None,
 ) -> FastAPI:
     """A FastAPI app with auth, problem details, /healthz, /metrics and
     /v1/register. ``open_paths`` are more routes that check a passphrase
     themselves instead of a token; ``open_prefixes`` serve only static files
     that hold no data (the dashboard's pages, which then call the API with
-    the user's token)."""
+    the user's token). ``lifespan`` is Starlette's: what runs when the
+    server stops (a clean stop of the jobs it runs)."""
     unauthenticated = OPEN_PATHS | open_paths
-    app = FastAPI(title=f"vmdr {name}", version="1")
+    app = FastAPI(title=f"vmdr {name}", version="1", lifespan=lifespan)
     requests = Counter(
         "vmdr_http_requests", "HTTP requests answered", ["status"], registry=registry
     )

@@ -218,3 +218,40 @@ def test_an_api_replica_without_a_worker_and_a_separate_worker_run_a_job(
             assert worker.wait(timeout=30) == 0
             assert worker.stdout is not None
             worker.stdout.close()
+
+
+def test_a_clean_stop_ends_the_lease_and_a_restart_takes_its_work_up_at_once(
+    server: tuple[Service, ServiceClient], tmp_path: Path, database_url: str
+) -> None:
+    """SIGTERM: the configuration server ends its worker lease before it exits
+    (heartbeat at the epoch, so that no one waits out the 30 s lease), and
+    started again on the same state folder it runs jobs at once."""
+    from vmdr.control.db.engine import open_database, session_factory
+    from vmdr.control.db.models import Worker
+
+    svc, _ = server
+    ident = (tmp_path / "cs" / "worker.id").read_text()
+    svc.stop()
+    url = database_url if not database_url.startswith("sqlite") else (
+        f"sqlite:///{tmp_path / 'cs' / 'vmdr.db'}")  # fmt: skip
+    engine = open_database(url)
+    try:
+        with session_factory(engine)() as s:
+            row = s.get(Worker, ident)
+            assert row is not None and row.heartbeat_at.year == 1970
+    finally:
+        engine.dispose()
+    svc.start()
+    token = (tmp_path / "cs" / "admin.token").read_text()
+    with svc.client(token) as again:
+        site = again.post("/v1/sites", {"name": "after-restart", "role": "primary"})
+        vc = again.post("/v1/vcenters", {
+            "site": site["id"], "name": "nowhere", "url": "https://127.0.0.1:9/sdk",
+            "user": "u", "password": "p",
+        })  # fmt: skip
+        job = again.post(f"/v1/vcenters/{vc['id']}/discover")
+        deadline = time.monotonic() + 20  # well inside the 30 s lease
+        while (done := again.get(job["url"]))["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline, done
+            time.sleep(0.2)
+        assert done["state"] == "failed" and done["error"]["code"].startswith("VMDR-E"), done

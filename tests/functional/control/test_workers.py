@@ -123,3 +123,42 @@ def test_a_worker_id_in_use_is_refused_and_free_again_when_its_lease_ends(
     second.start()
     second.stop.set()
     assert state(sessions, "w") == ("alive", None)
+
+
+def test_a_killed_worker_left_as_a_zombie_on_this_host_does_not_block_its_restart(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A worker killed with SIGKILL whose parent never collects it (the first
+    process of a container often does not) stays a zombie with its lease
+    current: restarted on the same host, the worker resumes at once. A
+    process that still runs with the id keeps it."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from vmdr.model.procfs import running
+
+    old = subprocess.Popen(["sleep", "600"])
+    try:
+        with sessions.begin() as s:
+            s.add(Worker(id="w", host=socket.gethostname(), pid=old.pid, state="alive",
+                         started_at=dt.datetime.now(dt.UTC),
+                         heartbeat_at=dt.datetime.now(dt.UTC)))  # fmt: skip
+        with pytest.raises(WorkerIdInUse):  # it runs: a second worker with its id
+            WorkerLease(sessions, "w").start()
+        os.kill(old.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while running(old.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.path.exists(f"/proc/{old.pid}")  # not collected: a zombie
+        restarted = WorkerLease(sessions, "w")
+        restarted.start()
+        restarted.stop.set()
+        with sessions() as s:
+            row = s.get(Worker, "w")
+            assert row is not None and (row.pid, row.state) == (os.getpid(), "alive")
+    finally:
+        old.kill()
+        old.wait()

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vmdr.control.db.models import Worker
 from vmdr.model.errors import VmdrError
+from vmdr.model.procfs import running
 
 __all__ = ["BEAT", "LEASE", "WorkerIdInUse", "WorkerLease", "recover_executor", "worker_id"]
 
@@ -63,15 +64,9 @@ def _restart_of(row: Worker, host: str, pid: int) -> bool:
     process gone), rather than a second process with the same id?"""
     if (row.host, row.pid) == (host, pid):
         return True
-    if row.host != host:
-        return False
-    try:
-        os.kill(row.pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+    # A zombie counts as gone: a killed worker whose parent never collects
+    # it (the first process of a container often does not) is one.
+    return row.host == host and not running(row.pid)
 
 
 def recover_executor(executor_id: str) -> int:
