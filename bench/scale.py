@@ -286,11 +286,11 @@ def statements(url: str, state: Path) -> dict[str, int]:
     items, counted on the engine's connection."""
     from sqlalchemy import event
 
-    from vmdr.control.api import job_kinds
+    from vmdr.control.api.items import list_items
     from vmdr.control.db.engine import open_database, session_factory
     from vmdr.control.jobs.engine import Engine
+    from vmdr.control.server import job_kinds
     from vmdr.control.workflows.context import Workflows
-    from vmdr.control.workflows.items import list_items
     from vmdr.control.workflows.replicator import schedule_due
 
     sessions = session_factory(open_database(url))

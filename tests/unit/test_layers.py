@@ -76,6 +76,31 @@ def test_no_import_cycles() -> None:
     assert cycles == [], f"modules that import each other: {cycles}"
 
 
+def test_the_configuration_servers_routes_live_in_control_api_only() -> None:
+    """Routes are declared in ``control/api/`` and nowhere else in
+    ``control/``, and nothing else in ``control/`` imports them: the
+    workflows can be run (and tested) without an HTTP app."""
+    control = ROOT / "control"
+    misplaced = []
+    for path in sorted(control.rglob("*.py")):
+        rel = path.relative_to(control)
+        if rel.parts[0] == "api":
+            continue
+        routes = any(
+            isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute)
+            and d.func.attr in ("get", "post", "put", "patch", "delete")
+            and isinstance(d.func.value, ast.Name) and d.func.value.id == "app"
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for d in node.decorator_list
+        )  # fmt: skip
+        if routes:
+            misplaced.append(f"control/{rel} declares routes")
+        if any(m.startswith("vmdr.control.api") for m in imported_modules(path)):
+            misplaced.append(f"control/{rel} imports control.api")
+    assert misplaced == []
+
+
 def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
     """Tarjan's algorithm, iterative: the components of more than one module."""
     index: dict[str, int] = {}

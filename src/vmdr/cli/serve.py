@@ -276,7 +276,8 @@ def configuration_server(
     log_level: str = LogOpt,
 ) -> None:
     """The inventory database, discovery and jobs, behind a REST API."""
-    from vmdr.control.api import ConfigServerSettings, build_app
+    from vmdr.control.api import build_app
+    from vmdr.control.server import ConfigServerSettings
 
     try:
         s = _settings(
@@ -319,7 +320,7 @@ def worker(
     import logging
     import signal
 
-    from vmdr.control.api import ConfigServer, ConfigServerSettings
+    from vmdr.control.server import ConfigServer, ConfigServerSettings
 
     try:
         s = _settings(config, dict(state_dir=state_dir, database=database))

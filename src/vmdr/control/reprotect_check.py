@@ -30,7 +30,7 @@ from vmdr.control.db.models import (
     Site,
     VCenter,
 )
-from vmdr.control.roles_api import is_healthy
+from vmdr.control.nodes import is_healthy
 from vmdr.model.diskmatch import CloudDisk
 from vmdr.model.facts import (
     DiskFacts,

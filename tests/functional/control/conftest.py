@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vmdr.control.api import job_kinds
 from vmdr.control.db.engine import open_database, session_factory
 from vmdr.control.jobs.engine import Engine
+from vmdr.control.server import job_kinds
 from vmdr.control.workflows.context import Workflows
 
 from .rows import INTERVAL, interval

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
+from vmdr.control.api.items import list_items
+from vmdr.control.api.overview import overview
 from vmdr.control.db.models import RecoveryPoint
-from vmdr.control.overview import overview
 from vmdr.control.workflows.context import Workflows
-from vmdr.control.workflows.items import list_items
 
 from .rows import add_items, count_statements
 

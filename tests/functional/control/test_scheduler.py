@@ -96,7 +96,7 @@ def test_a_queued_cycle_gives_way_to_an_operation_and_a_late_one_does_nothing(
     wf: Workflows,
 ) -> None:
     from vmdr.control.jobs import StepContext
-    from vmdr.control.workflows.items import start_operation
+    from vmdr.control.workflows.operations import start_operation
     from vmdr.control.workflows.replicator import replicate_kind
     from vmdr.model.lifecycle import Operation
 

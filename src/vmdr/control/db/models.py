@@ -242,7 +242,7 @@ class RecoveryPoint(Base):
 
 class ReplicationGroup(Base):
     """Protected items whose recovery points are cut together
-    (``control/groups.py``)."""
+    (``control/workflows/groups.py``)."""
 
     __tablename__ = "replication_groups"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

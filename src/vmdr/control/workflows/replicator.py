@@ -20,7 +20,7 @@ interval applies at the next tick. The cycles queue per
 process server (the ``replication`` queue, partitioned, with a concurrency
 limit per process server).
 
-Members of a replication group (``control/groups.py``) are not replicated
+Members of a replication group (``control/workflows/groups.py``) are not replicated
 one by one: while every member can replicate, the group gets one
 ``groupPoint`` job each interval, whose points all members share; while one
 cannot (failed over, in an operation), the others replicate alone.

@@ -19,11 +19,12 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
+from vmdr.control.api.common import job_accepted
 from vmdr.control.db.models import Job, JobEvent
 from vmdr.control.jobs import ACTIVE, JobState, NotRetryable
-from vmdr.control.plans import cancel_waiting
 from vmdr.control.workflows.context import Workflows
-from vmdr.control.workflows.items import job_accepted, start_operation
+from vmdr.control.workflows.operations import start_operation
+from vmdr.control.workflows.plans import cancel_waiting
 from vmdr.model.lifecycle import Operation
 
 __all__ = ["add_job_routes", "job_dict"]

@@ -14,8 +14,8 @@ A plan's spec::
          | {"kind": "cutover", "profile": "shop", "site": "recovery" | "primary"}
          | {"kind": "probe", "profile": "shop", "endpoint": "cloud", "timeout": 120}
 
-Running an operation on a plan (``POST /v1/recovery-plans/{plan}/{operation}``)
-walks the groups in order; the items of one group run the operation in
+Running an operation on a plan (``POST /v1/recovery-plans/{plan}/{operation}``,
+``control/api/plans.py``) walks the groups in order; the items of one group run the operation in
 parallel, and the next group starts only when all of them succeeded. Item
 jobs started by a plan leave DNS alone (the plan's own cutover steps move it,
 once). Every unit of work (a step, an item's operation) is recorded as done on
@@ -34,26 +34,41 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from vmdr.control.db.models import Job, JobEvent, RecoveryPlan, TrafficProfile, by_id_or_name
+from vmdr.control.db.models import Job, JobEvent, RecoveryPlan, TrafficProfile
 from vmdr.control.jobs import Flow, JobCancelled, JobKind, JobState, StepContext
 from vmdr.control.scripts import run_script
 from vmdr.control.workflows.context import Workflows
-from vmdr.control.workflows.items import find_item, job_accepted, start_operation
+from vmdr.control.workflows.operations import find_item, start_operation
 from vmdr.model.errors import VmdrError
 from vmdr.model.lifecycle import Direction, Operation
 
-__all__ = ["add_plan_routes", "cancel_waiting", "plan_job_kind"]
+__all__ = [
+    "APPROVED",
+    "CANCELLED",
+    "PLAN_OPERATIONS",
+    "PlanError",
+    "PlanExists",
+    "PlanNotFound",
+    "PlanOperation",
+    "PlanSpec",
+    "cancel_waiting",
+    "plan_job_kind",
+    "waiting",
+    "waiting_event",
+]
+
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
 APPROVAL_WAIT = 24 * 3600.0
-WAITING = "waiting for approval: "
 APPROVED, CANCELLED = "approved", "cancelled"  # the messages a manual step receives
+
+
+WAITING = "waiting for approval: "
 
 
 class PlanError(VmdrError):
@@ -124,18 +139,6 @@ class PlanSpec(BaseModel):
     after: list[Step] = Field(default_factory=list, max_length=50)
 
 
-class NewPlan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=NAME)
-    spec: PlanSpec
-
-
-class PlanRun(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    remove_snapshots: bool = False
-    force: bool = False
-
-
 PlanOperation = Literal[
     "plannedFailover",
     "unplannedFailover",
@@ -144,6 +147,8 @@ PlanOperation = Literal[
     "testFailover",
     "testFailoverCleanup",
 ]
+
+
 PLAN_OPERATIONS = {
     "plannedFailover": Operation.PLANNED_FAILOVER,
     "unplannedFailover": Operation.UNPLANNED_FAILOVER,
@@ -268,7 +273,7 @@ class PlanFlow:
         """A member of a replication group fails over at the group's point:
         the newest complete one when the plan first needs it, kept on the job
         so that every plan group (and a resumed run) uses the same one."""
-        from vmdr.control.groups import common_point, group_of
+        from vmdr.control.workflows.groups import common_point, group_of
 
         with self.wf.sessions() as s:
             group = group_of(s, item)
@@ -358,7 +363,7 @@ def plan_job_kind(wf: Workflows) -> JobKind:
     return JobKind("recoveryPlan", flow=lambda flow: PlanFlow(wf, flow).run(), queue="plans")
 
 
-def _waiting_event(s: Any, job_id: str) -> JobEvent | None:
+def waiting_event(s: Any, job_id: str) -> JobEvent | None:
     """The newest "waiting for approval" event of a plan's job."""
     event: JobEvent | None = s.scalars(
         select(JobEvent)
@@ -388,9 +393,9 @@ def cancel_waiting(wf: Workflows, job_id: str) -> None:
         wf.engine.send(job_id, key, CANCELLED)
 
 
-def _waiting(s: Any, job_id: str) -> str | None:
+def waiting(s: Any, job_id: str) -> str | None:
     """The manual step a running plan waits on now (its message), if any."""
-    event = _waiting_event(s, job_id)
+    event = waiting_event(s, job_id)
     if event is None:
         return None
     approved = s.scalars(
@@ -399,109 +404,3 @@ def _waiting(s: Any, job_id: str) -> str | None:
         )
     ).first()
     return None if approved is not None else str(event.message)
-
-
-def _plan_dict(plan: RecoveryPlan) -> dict[str, Any]:
-    return {"id": plan.id, "name": plan.name, "spec": plan.spec}
-
-
-def add_plan_routes(app: FastAPI, wf: Workflows) -> None:
-    def find(s: Any, ident: str) -> RecoveryPlan:
-        plan = by_id_or_name(s, RecoveryPlan, ident)
-        if plan is None:
-            raise PlanNotFound(plan=ident)
-        return plan
-
-    @app.post("/v1/recovery-plans", status_code=201)
-    def post_plan(body: NewPlan) -> dict[str, Any]:
-        with wf.sessions() as s:
-            for group in body.spec.groups:
-                for item in group.items:
-                    find_item(wf, s, item)  # every item must be protected
-        try:
-            with wf.sessions.begin() as s:
-                plan = RecoveryPlan(name=body.name, spec=body.spec.model_dump())
-                s.add(plan)
-                s.flush()
-                return _plan_dict(plan)
-        except IntegrityError:
-            raise PlanExists(plan=body.name) from None
-
-    @app.get("/v1/recovery-plans")
-    def get_plans() -> list[dict[str, Any]]:
-        with wf.sessions() as s:
-            return [
-                _plan_dict(p) for p in s.scalars(select(RecoveryPlan).order_by(RecoveryPlan.name))
-            ]
-
-    @app.get("/v1/recovery-plans/{ident}")
-    def get_plan(ident: str) -> dict[str, Any]:
-        with wf.sessions() as s:
-            plan = find(s, ident)
-            jobs = s.scalars(
-                select(Job).where(Job.item_id == plan.id).order_by(Job.created_at.desc()).limit(10)
-            ).all()
-            return {
-                **_plan_dict(plan),
-                "runs": [
-                    {
-                        "job": j.id,
-                        "operation": j.params.get("operation"),
-                        "state": j.state,
-                        "done": j.params.get("done", []),
-                        "error": j.error,
-                        "waiting": _waiting(s, j.id) if j.state == "running" else None,
-                    }
-                    for j in jobs
-                ],
-            }
-
-    @app.delete("/v1/recovery-plans/{ident}")
-    def delete_plan(ident: str) -> dict[str, Any]:
-        with wf.sessions.begin() as s:
-            s.delete(find(s, ident))
-        return {"deleted": ident}
-
-    def start(plan_id: str, params: dict[str, Any]) -> JSONResponse:
-        return job_accepted(wf.engine.submit("recoveryPlan", params, plan_id), plan=plan_id)
-
-    @app.post("/v1/recovery-plans/{ident}/resume", status_code=202)
-    def post_resume(ident: str) -> JSONResponse:
-        """Run the last failed or cancelled run again, skipping what it did."""
-        with wf.sessions() as s:
-            plan = find(s, ident)
-            last = s.scalars(
-                select(Job).where(Job.item_id == plan.id).order_by(Job.created_at.desc())
-            ).first()
-            if last is None or last.state not in ("failed", "cancelled"):
-                raise PlanError(plan=plan.name, detail="no failed run to resume")
-            params, plan_id = dict(last.params), plan.id
-        return start(plan_id, params)
-
-    @app.post("/v1/recovery-plans/{ident}/approve")
-    def post_approve(ident: str) -> dict[str, Any]:
-        """Approve the manual step the running plan waits on."""
-        with wf.sessions.begin() as s:
-            plan = find(s, ident)
-            job = s.scalars(
-                select(Job).where(Job.item_id == plan.id, Job.state == "running")
-            ).first()
-            waiting = _waiting_event(s, job.id) if job is not None else None
-            if job is None or waiting is None or _waiting(s, job.id) is None:
-                raise PlanError(plan=plan.name, detail="no step is waiting for approval")
-            s.add(
-                JobEvent(
-                    job_id=job.id, step=waiting.step, kind="approved", bytes=0, message="approved"
-                )
-            )
-            answer = {"plan": plan.name, "job": job.id, "approved": waiting.step}
-        wf.engine.send(answer["job"], answer["approved"], APPROVED)
-        return answer
-
-    @app.post("/v1/recovery-plans/{ident}/{operation}", status_code=202)
-    def post_run(ident: str, operation: PlanOperation, body: PlanRun) -> JSONResponse:
-        """Run an operation on every item of the plan, group by group."""
-        with wf.sessions() as s:
-            plan_id = find(s, ident).id
-        params = {"plan": plan_id, "operation": operation, "options": body.model_dump(), "done": []}
-        return start(plan_id, params)

@@ -28,15 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from vmdr.control.db.models import Machine, MasterTarget, ProcessServer
+from vmdr.control.nodes import is_healthy, last_beat
 from vmdr.control.workflows.metrics import record_heartbeat
 from vmdr.model.errors import VmdrError
 from vmdr.transport.auth import TokenStore
 
-__all__ = ["OPEN", "STALE_SECONDS", "add_role_routes", "adopt_role_tokens", "is_healthy"]
+__all__ = ["OPEN", "add_role_routes", "adopt_role_tokens"]
 
 OPEN = frozenset({"/v1/roles/register"})
 log = logging.getLogger(__name__)
-STALE_SECONDS = 90.0
 MODELS: dict[str, Any] = {"process-server": ProcessServer, "master-target": MasterTarget}
 
 
@@ -59,20 +59,6 @@ class RoleRegistration(BaseModel):
 class Heartbeat(BaseModel):
     model_config = ConfigDict(extra="forbid")
     health: dict[str, Any] = Field(default_factory=dict)
-
-
-def last_beat(row: Any) -> dt.datetime | None:
-    beat: dt.datetime | None = row.heartbeat_at
-    if beat is not None and beat.tzinfo is None:  # SQLite returns naive UTC
-        beat = beat.replace(tzinfo=dt.UTC)
-    return beat
-
-
-def is_healthy(row: Any, now: dt.datetime | None = None) -> bool:
-    """A heartbeat came in the last ``STALE_SECONDS``."""
-    beat = last_beat(row)
-    now = now or dt.datetime.now(dt.UTC)
-    return beat is not None and (now - beat).total_seconds() < STALE_SECONDS
 
 
 def _role(row: Any, now: dt.datetime) -> dict[str, Any]:

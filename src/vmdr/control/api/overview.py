@@ -17,9 +17,9 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from vmdr.control.api.jobs import job_dict
 from vmdr.control.db.models import Job, Machine, ProtectedItem
 from vmdr.control.jobs import ACTIVE, JobState
-from vmdr.control.jobs_api import job_dict
 from vmdr.control.rpo import RpoView
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.health import replication_health

@@ -1,19 +1,16 @@
-"""Protected items and their operations, named as in the ASR API.
+"""Protected items and their operations over HTTP, named as in the ASR API.
 
-    POST /v1/protected-items                      {machine}: enableProtection, 202 + job
-    GET  /v1/protected-items[/{id}]               state, active site, direction, allowed
-                                                  operations, disks, proofs, points
-    GET  /v1/protected-items/{id}/recovery-points
-    GET  /v1/protected-items/{id}/metrics[?since=EPOCH]  RPO and throughput samples
-    POST /v1/protected-items/{id}/reprotect-plan  202: a read-only job computing the
-                                                  transfer plan (``plan.py``)
-    POST /v1/protected-items/{id}/{operation}     202 + the job's URL; 409 with
-                                                  VMDR-E0501 when the state forbids it
-
-The life cycle's rules live in ``model.lifecycle``; this module only asks it
-(``start`` before the job is queued, ``complete``/``fail`` from the job). Which
-job runs depends on the operation *and the direction*: a planned failover
-while the direction is recovery → primary is a failback.
+POST /v1/protected-items                      {machine}: enableProtection, 202 + job
+GET  /v1/protected-items[?limit=&after=NAME]  a page of items by VM name
+GET  /v1/protected-items/{id}                 state, active site, direction, allowed
+                                              operations, disks, proofs, points
+GET  /v1/protected-items/{id}/recovery-points
+GET  /v1/protected-items/{id}/metrics[?since=EPOCH]  RPO and throughput samples
+POST /v1/protected-items/{id}/recovery-points {tag}: one now, 202 + job
+POST /v1/protected-items/{id}/reprotect-plan  202: a read-only job computing the
+                                              transfer plan (``workflows/transfer_plan.py``)
+POST /v1/protected-items/{id}/{operation}     202 + the job's URL; 409 with
+                                              VMDR-E0501 when the state forbids it
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from vmdr.control.api.common import NAME, job_accepted
 from vmdr.control.db.models import (
     Machine,
     MasterTarget,
@@ -33,29 +31,19 @@ from vmdr.control.db.models import (
     ProtectedItem,
     RecoveryPoint,
 )
-from vmdr.control.jobs import JobConflict
 from vmdr.control.rpo import RpoView
 from vmdr.control.workflows import metrics
 from vmdr.control.workflows.context import (
-    ItemGone,
     Workflows,
     refuse_while_group_cuts,
     to_state,
 )
+from vmdr.control.workflows.operations import find_item, start_operation
 from vmdr.model import lifecycle
 from vmdr.model.errors import VmdrError
-from vmdr.model.lifecycle import Direction, ItemState, Operation, Site, State
+from vmdr.model.lifecycle import Direction, Operation, Site, State
 
-__all__ = ["add_item_routes", "find_item", "job_kind_for", "list_items", "start_operation"]
-
-NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$"
-
-
-class NotInThisVersion(VmdrError):
-    code = "VMDR-E0827"
-    http_status = 409
-    msg = "{operation} while the direction is {direction} is not available in this version"
-    fix = "Use the operations listed as allowed for the item (`vmdr items show ITEM`)."
+__all__ = ["add_item_routes", "list_items"]
 
 
 class MachineUnknown(VmdrError):
@@ -89,35 +77,6 @@ class OperationRequest(BaseModel):
     datastore: str | None = Field(default=None, pattern=NAME)
     remove_snapshots: bool = False
     force: bool = False
-
-
-_TO_CLOUD = Direction.PRIMARY_TO_RECOVERY
-_KINDS: dict[tuple[Operation, Direction], str] = {
-    (Operation.ENABLE_PROTECTION, _TO_CLOUD): "enableProtection",
-    (Operation.PLANNED_FAILOVER, _TO_CLOUD): "plannedFailover",
-    (Operation.PLANNED_FAILOVER, _TO_CLOUD.reversed()): "failback",
-    (Operation.UNPLANNED_FAILOVER, _TO_CLOUD): "unplannedFailover",
-    (Operation.CANCEL_FAILOVER, _TO_CLOUD): "cancelFailover",
-    (Operation.COMMIT, _TO_CLOUD): "commit",
-    (Operation.COMMIT, _TO_CLOUD.reversed()): "commitFailback",
-    (Operation.REPROTECT, _TO_CLOUD): "reprotectToOnPremises",
-    (Operation.REPROTECT, _TO_CLOUD.reversed()): "reprotectToCloud",
-    (Operation.TEST_FAILOVER, _TO_CLOUD): "testFailover",
-    (Operation.TEST_FAILOVER_CLEANUP, _TO_CLOUD): "testFailoverCleanup",
-    (Operation.TEST_FAILOVER, _TO_CLOUD.reversed()): "failbackDrill",
-    (Operation.TEST_FAILOVER_CLEANUP, _TO_CLOUD.reversed()): "failbackDrillCleanup",
-    (Operation.RESYNC, _TO_CLOUD): "resyncToCloud",
-    (Operation.RESYNC, _TO_CLOUD.reversed()): "resyncToOnPremises",
-    (Operation.DISABLE_PROTECTION, _TO_CLOUD): "disableProtection",
-    (Operation.DISABLE_PROTECTION, _TO_CLOUD.reversed()): "disableProtection",
-}
-
-
-def job_kind_for(item: ItemState, op: Operation) -> str:
-    kind = _KINDS.get((op, item.direction))
-    if kind is None:
-        raise NotInThisVersion(operation=str(op), direction=str(item.direction))
-    return kind
 
 
 def _item(row: ProtectedItem, machine: Machine, points: int | None = None) -> dict[str, Any]:
@@ -173,63 +132,9 @@ def _route(row: ProtectedItem, roles: dict[str, str | None], last: float | None)
     To the cloud, the configuration server's own jobs read the VMDKs and
     write the page blobs (``to_cloud.py``); back, the cloud process server
     sends to the on-premises master target."""
-    if row.direction == _TO_CLOUD:
+    if row.direction == Direction.PRIMARY_TO_RECOVERY:
         roles = {"process_server": "configuration-server", "master_target": None}
     return {**roles, "last_recovery_point": last}
-
-
-def job_accepted(job_id: str, **fields: Any) -> JSONResponse:
-    """202 Accepted for a job just started: its id, URL and a Location header."""
-    body = {**fields, "job": job_id, "url": f"/v1/jobs/{job_id}"}
-    return JSONResponse(body, status_code=202, headers={"location": body["url"]})
-
-
-class ItemChanged(VmdrError):
-    code = "VMDR-E0516"
-    http_status = 409
-    msg = "{item} changed while {operation} was being started (now {state}, {direction})"
-    fix = "Look at the item (`vmdr items show {item}`); retry if the operation still applies."
-
-
-def start_operation(
-    wf: Workflows,
-    item_id: str,
-    op: Operation,
-    params: dict[str, Any],
-    *,
-    job_id: str | None = None,
-    parent: str | None = None,
-) -> tuple[str, str]:
-    """Start ``op`` on the item: in one transaction the job takes the item's
-    lock, the life cycle says whether the operation may start (and the item
-    enters it) and the job is queued; return (job id, job kind)."""
-    with wf.sessions() as s:
-        row, machine = wf.item(s, item_id)
-        kind = job_kind_for(to_state(row, machine.name), op)
-        if op is not Operation.UNPLANNED_FAILOVER:  # the disaster path never waits
-            refuse_while_group_cuts(s, item_id, machine.name)
-
-    def start(item: ItemState) -> ItemState:
-        if job_kind_for(item, op) != kind:  # the direction turned since the read above
-            raise ItemChanged(item=item.name, operation=str(op), state=str(item.state),
-                              direction=str(item.direction))  # fmt: skip
-        return lifecycle.start(item, op)
-
-    def submit() -> str:
-        return wf.engine.submit(
-            kind, {"item": item_id, "operation": str(op), **params}, item_id,
-            job_id=job_id, parent=parent,
-            prepare=lambda s, _job: wf.transition_in(s, item_id, start),
-        )  # fmt: skip
-
-    try:
-        return submit(), kind
-    except JobConflict:
-        # A replication cycle that has not started gives way to an operation
-        # (one that runs is waited for: VMDR-E0511, retry).
-        if not wf.engine.yield_queued(item_id, ("replicate",)):
-            raise
-    return submit(), kind
 
 
 def list_items(s: Any, wf: Workflows, limit: int, after: str | None) -> list[dict[str, Any]]:
@@ -270,7 +175,7 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
                         machine_id=machine.id,
                         state=State.UNPROTECTED,
                         active_site=Site.PRIMARY,
-                        direction=_TO_CLOUD,
+                        direction=Direction.PRIMARY_TO_RECOVERY,
                         settings={},
                     )
                     s.add(row)
@@ -363,17 +268,3 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
             row, _ = find_item(wf, s, ident)
             item_id = row.id
         return operate(item_id, operation, body.model_dump(exclude_defaults=True))
-
-
-def find_item(wf: Workflows, s: Any, ident: str) -> tuple[ProtectedItem, Machine]:
-    """An item by its id or its machine's name."""
-    row = s.get(ProtectedItem, ident)
-    if row is None:
-        row = s.scalars(
-            select(ProtectedItem)
-            .join(Machine)
-            .where(or_(Machine.name == ident, Machine.id == ident))
-        ).first()
-    if row is None:
-        raise ItemGone(item=ident)
-    return wf.item(s, row.id)

@@ -31,40 +31,29 @@ way, failing over the group uses one group point for every member.
 While members are in a group, the replicator cuts group points (one cycle
 for the group every ``replication_interval``) instead of per-item points.
 
-    POST   /v1/replication-groups              {name, items, quiesce?}
-    GET    /v1/replication-groups[/{id|name}]  with the complete group points
-    DELETE /v1/replication-groups/{id|name}
-    POST   /v1/replication-groups/{g}/points   202: cut a group point now
-    POST   /v1/replication-groups/{g}/{unplannedFailover|testFailover}
-           {group_point?}: every member from the same group point (the
-           newest every member has, or the one named); 202 with the jobs
+The routes are in ``control/api/groups.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vmdr.control.db.models import RecoveryPoint, ReplicationGroup, by_id_or_name
-from vmdr.control.jobs import JobConflict, JobKind, StepContext
+from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.jobs.store import active_job
 from vmdr.control.scripts import run_script
 from vmdr.control.workflows import metrics
-from vmdr.control.workflows.context import Workflows, add_point_rows, group_of, to_state
-from vmdr.control.workflows.items import find_item, start_operation
-from vmdr.model import lifecycle
+from vmdr.control.workflows.context import Workflows, add_point_rows, group_of
 from vmdr.model.errors import VmdrError
-from vmdr.model.lifecycle import Direction, Operation, State
+from vmdr.model.lifecycle import Direction, State
 
-__all__ = ["add_group_routes", "common_point", "group_kind", "group_of"]
+__all__ = ["check_ready", "common_point", "complete_points", "find_group", "group_kind", "group_of"]
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ITEM = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$"
@@ -100,19 +89,7 @@ class Quiesce(BaseModel):
     timeout: float = Field(default=60.0, gt=0, le=3600)
 
 
-class NewGroup(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=NAME)
-    items: list[Annotated[str, Field(pattern=ITEM)]] = Field(min_length=2, max_length=50)
-    quiesce: Quiesce | None = None
-
-
-class GroupFailover(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    group_point: int | None = Field(default=None, ge=1)
-
-
-def _find(s: Session, ident: str) -> ReplicationGroup:
+def find_group(s: Session, ident: str) -> ReplicationGroup:
     group = by_id_or_name(s, ReplicationGroup, ident)
     if group is None:
         raise GroupNotFound(group=ident)
@@ -158,12 +135,12 @@ def common_point(
 # -- the groupPoint job ------------------------------------------------------------------
 def _members(wf: Workflows, ctx: StepContext) -> tuple[ReplicationGroup, list[str]]:
     with wf.sessions() as s:
-        group = _find(s, ctx.params["group"])
+        group = find_group(s, ctx.params["group"])
         s.expunge(group)
     return group, list(group.items)
 
 
-def _check_ready(wf: Workflows, group: ReplicationGroup) -> None:
+def check_ready(wf: Workflows, group: ReplicationGroup) -> None:
     """Every member protected to the cloud (a test failover leaves replication
     running) with no operation and no job of its own."""
     problems = []
@@ -193,7 +170,7 @@ def _presync(wf: Workflows, ctx: StepContext) -> None:
     from vmdr.control.workflows.to_cloud import last_sync_bytes, sync_disks
 
     group, items = _members(wf, ctx)
-    _check_ready(wf, group)
+    check_ready(wf, group)
     for item in items:
         sync_disks(wf, ctx.with_params(item=item), "presync")
         wf.update_settings(item, group_presync_bytes=last_sync_bytes(wf, item))
@@ -207,7 +184,7 @@ def _cut(wf: Workflows, ctx: StepContext) -> None:
     from vmdr.providers.azure.pageblob import snapshot
 
     group, items = _members(wf, ctx)
-    _check_ready(wf, group)
+    check_ready(wf, group)
     env = {"VMDR_GROUP": group.name, "VMDR_GROUP_ITEMS": " ".join(items)}
     quiesce = group.quiesce
     taken: dict[str, dict[int, str]] = {item: {} for item in items}
@@ -247,7 +224,7 @@ def _cut(wf: Workflows, ctx: StepContext) -> None:
     try:
         # An unplanned failover may have taken a member meanwhile (it is
         # never held back by a cut): then this point is not the group's.
-        _check_ready(wf, group)
+        check_ready(wf, group)
         gseq = _store(wf, ctx, group, taken, when, "app" if quiesce else "crash", moved)
     except BaseException:
         _discard(taken)
@@ -343,125 +320,3 @@ def group_kind(wf: Workflows) -> JobKind:
         failed,
         queue="replication",
     )
-
-
-# -- the API ------------------------------------------------------------------------------
-def _group_dict(wf: Workflows, s: Session, group: ReplicationGroup) -> dict[str, Any]:
-    vms = {item: wf.item(s, item)[1].name for item in group.items}
-    points = [
-        {
-            "group_point": g,
-            "time": p["time"],
-            "points": {vms[i]: seq for i, seq in p["items"].items()},
-        }
-        for g, p in complete_points(s, group).items()
-    ]
-    return {
-        "id": group.id,
-        "name": group.name,
-        "items": group.items,
-        "vms": list(vms.values()),
-        "quiesce": group.quiesce,
-        "points": points,
-    }
-
-
-def add_group_routes(app: FastAPI, wf: Workflows) -> None:
-    from vmdr.control.workflows.items import job_accepted
-
-    @app.post("/v1/replication-groups", status_code=201)
-    def post_group(body: NewGroup) -> dict[str, Any]:
-        with wf.sessions() as s:
-            ids = [find_item(wf, s, name)[0].id for name in body.items]
-            if len(set(ids)) != len(ids):
-                raise GroupExists(detail="an item is named twice in the group")
-            for item in ids:
-                other = group_of(s, item)
-                if other is not None:
-                    raise GroupExists(detail=f"{item} is already in replication group {other.name}")
-        try:
-            with wf.sessions.begin() as s:
-                quiesce = body.quiesce.model_dump() if body.quiesce else None
-                group = ReplicationGroup(name=body.name, items=ids, quiesce=quiesce,
-                                         cycle_anchor=0.0)  # fmt: skip
-                s.add(group)
-                s.flush()
-                return _group_dict(wf, s, group)
-        except IntegrityError:
-            raise GroupExists(detail=f"a replication group named {body.name!r} exists") from None
-
-    @app.get("/v1/replication-groups")
-    def get_groups() -> list[dict[str, Any]]:
-        with wf.sessions() as s:
-            groups = s.scalars(select(ReplicationGroup).order_by(ReplicationGroup.name))
-            return [_group_dict(wf, s, g) for g in groups]
-
-    @app.get("/v1/replication-groups/{ident}")
-    def get_group(ident: str) -> dict[str, Any]:
-        with wf.sessions() as s:
-            return _group_dict(wf, s, _find(s, ident))
-
-    @app.delete("/v1/replication-groups/{ident}")
-    def delete_group(ident: str) -> dict[str, Any]:
-        """The members go back to per-item points. The group's points stay,
-        as continuous points of each member, pruned with the others."""
-        with wf.sessions.begin() as s:
-            group = _find(s, ident)
-            name = group.name
-            cutting = active_job(s, group.id)
-            if cutting is not None:
-                raise GroupRefused(
-                    group=name,
-                    detail=f"a group point is being cut now (job {cutting.id})",
-                    fix="Retry when it has finished (`vmdr jobs watch JOB`).",
-                )
-            for row in s.scalars(select(RecoveryPoint).where(RecoveryPoint.group_id == group.id)):
-                row.tag = "continuous"
-            s.delete(group)
-        return {"deleted": name}
-
-    @app.post("/v1/replication-groups/{ident}/points", status_code=202)
-    def post_point(ident: str) -> JSONResponse:
-        with wf.sessions() as s:
-            group = _find(s, ident)
-            s.expunge(group)
-        _check_ready(wf, group)
-        try:
-            job = wf.engine.submit("groupPoint", {"group": group.id}, group.id)
-        except JobConflict as exc:  # the replicator's cycle, or another request's
-            raise GroupRefused(
-                group=group.name,
-                detail=f"a group point is being cut now ({exc.message})",
-                fix="Wait for it to finish; it is as good as the one asked for.",
-            ) from exc
-        return job_accepted(job, group=group.name, kind="groupPoint")
-
-    @app.post("/v1/replication-groups/{ident}/{operation}", status_code=202)
-    def post_failover(
-        ident: str,
-        operation: Literal["unplannedFailover", "testFailover"],
-        body: GroupFailover,
-    ) -> JSONResponse:
-        """Every member to the same group point, each in its own job."""
-        op = Operation(operation)
-        with wf.sessions() as s:
-            group = _find(s, ident)
-            gseq, seqs = common_point(s, group, body.group_point)
-            refused = []
-            for item in group.items:
-                row, machine = wf.item(s, item)
-                if op not in lifecycle.allowed(to_state(row, machine.name)):
-                    refused.append(f"{machine.name} is {row.state}")
-            name = group.name
-        if refused:  # all members or none
-            raise GroupRefused(
-                group=name,
-                detail=f"{operation} is not allowed: " + "; ".join(refused),
-                fix="Every member must allow the operation (`vmdr items list`).",
-            )
-        jobs = []
-        for item, seq in seqs.items():
-            job_id, kind = start_operation(wf, item, op, {"recovery_point": seq})
-            jobs.append({"item": item, "recovery_point": seq, "job": job_id, "kind": kind})
-        body_out = {"group": name, "group_point": gseq, "jobs": jobs}
-        return JSONResponse(body_out, status_code=202)
