@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmdr.model.dspath import DatastoreFile
 from vmdr.model.errors import VmdrError
 from vmdr.roles.datastores import DatastorePath, DatastoreRoots
 from vmdr.transport.client import ServiceClient
@@ -112,8 +113,8 @@ class DataPlane:
     def source_disk(self, vmdk: str) -> DatastorePath:
         """The flat extent of an on-premises VMDK (``[ds] folder/x.vmdk``)."""
         roots = DatastoreRoots(self._need(self.datastores, "the on-premises datastores"))
-        ds, _, rel = vmdk.partition("] ")
-        return roots.resolve(ds.lstrip("["), rel.removesuffix(".vmdk") + "-flat.vmdk")
+        where = DatastoreFile.parse(vmdk)
+        return roots.resolve(where.datastore, where.flat)
 
     def blob_url(self, item: str, unit: int) -> str:
         account = self._need(self.storage_account, "the cloud storage account")

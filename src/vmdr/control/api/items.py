@@ -24,6 +24,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from vmdr.control.api.common import NAME, job_accepted
+from vmdr.control.db.item_settings import ItemSettings
 from vmdr.control.db.models import (
     Machine,
     MasterTarget,
@@ -79,9 +80,13 @@ class OperationRequest(BaseModel):
     force: bool = False
 
 
+SHOWN_DISK = {"unit", "file", "capacity", "blob"}
+
+
 def _item(row: ProtectedItem, machine: Machine, points: int | None = None) -> dict[str, Any]:
     state = to_state(row, machine.name)
-    settings = row.settings or {}
+    settings = ItemSettings.of(row.settings)
+    shown = settings.stored()
     out: dict[str, Any] = {
         "id": row.id,
         "machine": machine.id,
@@ -93,18 +98,11 @@ def _item(row: ProtectedItem, machine: Machine, points: int | None = None) -> di
         "last_error": row.last_error,
         "planned": row.planned,
         "allowed": [str(op) for op in lifecycle.allowed(state)],
-        "disks": [
-            {k: d.get(k) for k in ("unit", "file", "capacity", "blob")}
-            for d in settings.get("disks", [])
-        ],
-        "recovery_type": (settings.get("reprotect") or {}).get("mode"),
-        "failback_proof": settings.get("failback_proof"),
-        "reprotect_sent": settings.get("reprotect_sent"),
-        "last_sync": settings.get("last_sync"),
-        "failed_over_at_point": settings.get("failed_over_at_point"),
-        "reprotect_plan": settings.get("reprotect_plan"),
-        "test_failover": settings.get("test_failover"),
-    }
+        "disks": [d.model_dump(include=SHOWN_DISK) for d in settings.disks],
+        "recovery_type": (settings.reprotect or {}).get("mode"),
+        **{key: shown.get(key) for key in ("failback_proof", "reprotect_sent", "last_sync",
+           "failed_over_at_point", "reprotect_plan", "test_failover")},
+    }  # fmt: skip
     if points is not None:
         out["recovery_points"] = points
     return out

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vmdr.blocks.durable import write_atomically
 from vmdr.control.dataplane import DataPlane
+from vmdr.control.db.item_settings import ItemSettings
 from vmdr.control.db.models import (
     Machine,
     ProtectedItem,
@@ -153,15 +154,16 @@ class Workflows:
         ).all()
         return [(row, machine) for row, machine in rows]
 
-    def settings(self, item_id: str) -> dict[str, Any]:
+    def settings(self, item_id: str) -> ItemSettings:
         with self.sessions() as s:
-            return dict(self.item(s, item_id)[0].settings or {})
+            return ItemSettings.of(self.item(s, item_id)[0].settings)
 
-    def update_settings(self, item_id: str, **changes: Any) -> dict[str, Any]:
+    def update_settings(self, item_id: str, **changes: Any) -> ItemSettings:
         with self.sessions.begin() as s:
             row, _ = self.item(s, item_id)
-            row.settings = {**(row.settings or {}), **changes}
-            return dict(row.settings)
+            new = ItemSettings.of(row.settings).changed(**changes)
+            row.settings = new.stored()
+            return new
 
     def transition(self, item_id: str, change: Callable[[ItemState], ItemState]) -> ItemState:
         with self.sessions.begin() as s:

@@ -209,12 +209,12 @@ def _cut(wf: Workflows, ctx: StepContext) -> None:
         for item in items:
             sync_disks(wf, ctx.with_params(item=item), "cut")
             moved[item] = last_sync_bytes(wf, item) + int(
-                wf.settings(item).get("group_presync_bytes") or 0
+                wf.settings(item).group_presync_bytes or 0
             )
         when = time.time()
         for item in items:
-            for d in wf.settings(item)["disks"]:
-                taken[item][d["unit"]] = snapshot(d["blob"])
+            for d in wf.settings(item).disks:
+                taken[item][d.unit] = snapshot(d.blob)
     except BaseException:
         _discard(taken)
         raise

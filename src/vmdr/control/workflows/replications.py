@@ -38,20 +38,20 @@ def start_replication(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     settings = wf.settings(item)
     initial = ctx.params.get("initial") or (
-        "diff" if settings["reprotect"]["mode"] == "OLR" else "full"
+        "diff" if settings.reprotect_report["mode"] == "OLR" else "full"
     )
     with wf.dataplane.ps() as ps:
         known = {r["id"] for r in ps.get("/v1/replications")}
-        for disk, target in zip(settings["disks"], settings["failback_targets"], strict=True):
-            rid = replication_id(item, disk["unit"])
+        for disk, target in zip(settings.disks, settings.failback_targets, strict=True):
+            rid = replication_id(item, disk.unit)
             if rid in known:
                 continue
-            ds, _, rel = target["file"].partition("] ")
+            where = target.datastore_file
             body = {
                 "id": rid,
-                "source": disk["blob"],
-                "datastore": ds.lstrip("["),
-                "path": rel.removesuffix(".vmdk") + "-flat.vmdk",
+                "source": disk.blob,
+                "datastore": where.datastore,
+                "path": where.flat,
                 "initial": initial,
                 "interval": 3600,
             }
@@ -68,21 +68,21 @@ def wait_initial_sync(wf: Workflows, ctx: StepContext) -> None:
     settings = wf.settings(item)
     sent: dict[str, int] = {}
     with wf.dataplane.ps() as ps:
-        for disk in settings["disks"]:
-            rid = replication_id(item, disk["unit"])
+        for disk in settings.disks:
+            rid = replication_id(item, disk.unit)
             deadline = time.monotonic() + INITIAL_SYNC_TIMEOUT
             while not (status := ps.get(f"/v1/replications/{rid}"))["initial_done"]:
                 if status.get("error") and "retry" not in str(status["error"]).lower():
-                    raise ReplicationFailed(disk=disk["unit"], detail=str(status["error"]))
+                    raise ReplicationFailed(disk=disk.unit, detail=str(status["error"]))
                 if time.monotonic() > deadline:
-                    raise ReplicationFailed(disk=disk["unit"], detail="initial sync timed out")
-                ctx.progress("initial-sync", status["sent_bytes"], f"disk {disk['unit']}")
+                    raise ReplicationFailed(disk=disk.unit, detail="initial sync timed out")
+                ctx.progress("initial-sync", status["sent_bytes"], f"disk {disk.unit}")
                 ctx.sleep(0.2)  # a cancel request ends the wait
-            sent[str(disk["unit"])] = status["sent_bytes"]
+            sent[str(disk.unit)] = status["sent_bytes"]
             ctx.progress(
                 "initial-sync",
                 status["sent_bytes"],
-                f"disk {disk['unit']}: {status['sent_bytes']} bytes sent of {disk['capacity']}",
+                f"disk {disk.unit}: {status['sent_bytes']} bytes sent of {disk.capacity}",
             )
     wf.update_settings(item, reprotect_sent=sent)
 
@@ -91,10 +91,10 @@ def stop_replications(wf: Workflows, item: str) -> None:
     """Stop the failback replications (the master target forgets their journals)."""
     settings = wf.settings(item)
     with wf.dataplane.ps() as ps:
-        for disk in settings.get("disks", []):
+        for disk in settings.disks:
             try:
                 ps.delete(
-                    f"/v1/replications/{replication_id(item, disk['unit'])}",
+                    f"/v1/replications/{replication_id(item, disk.unit)}",
                     params={"forget_target": "true"},
                 )
             except RemoteError as exc:

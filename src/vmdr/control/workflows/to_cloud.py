@@ -15,6 +15,7 @@ from vmdr.blocks.operation import Counters
 from vmdr.blocks.resync import DiffResync
 from vmdr.blocks.urls import open_backend
 from vmdr.blocks.verify import Verify, VerifyResult
+from vmdr.control.db.item_settings import ItemDisk
 from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.errors import VmdrError
@@ -33,23 +34,19 @@ class ReplicaDiffers(VmdrError):
 
 def _plan_disks(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
-    if wf.settings(item).get("disks"):
+    if wf.settings(item).disks:
         return
     plane = wf.dataplane
     with wf.sessions() as s:
         _, machine = wf.item(s, item)
         disks = [
-            {
-                "unit": d.unit,
-                "file": d.path,
-                "capacity": d.capacity,
-                "uuid": d.uuid,
-                "address": d.address or f"scsi0:{d.unit}",
-                "blob": plane.blob_url(item, d.unit),
-            }
+            ItemDisk(
+                unit=d.unit, file=d.path, capacity=d.capacity, uuid=d.uuid,
+                address=d.address or f"scsi0:{d.unit}", blob=plane.blob_url(item, d.unit),
+            )
             for d in machine.disks
-        ]
-    plane.source_disk(str(disks[0]["file"]))  # the datastore is readable, before anything else
+        ]  # fmt: skip
+    plane.source_disk(disks[0].file)  # the datastore is readable, before anything else
     wf.update_settings(item, disks=disks, vm=machine.name, vcenter=machine.vcenter_id)
 
 
@@ -58,36 +55,35 @@ def sync_disks(wf: Workflows, ctx: StepContext, step: str) -> None:
     item = ctx.params["item"]
     plane, settings = wf.dataplane, wf.settings(item)
     sent: dict[str, int] = {}
-    for disk in settings["disks"]:
-        result = resync_into(ctx, plane.source_disk(disk["file"]).url, disk["blob"])
-        sent[str(disk["unit"])] = result.written + result.zeroed
+    for disk in settings.disks:
+        result = resync_into(ctx, plane.source_disk(disk.file).url, disk.blob)
+        sent[str(disk.unit)] = result.written + result.zeroed
         ctx.progress(
             step,
             result.written,
-            f"disk {disk['unit']}: {result.written} bytes written, "
-            f"{result.zeroed} zeroed, of {disk['capacity']}",
+            f"disk {disk.unit}: {result.written} bytes written, "
+            f"{result.zeroed} zeroed, of {disk.capacity}",
         )
     wf.update_settings(item, last_sync={"step": step, "bytes": sent})
 
 
 def last_sync_bytes(wf: Workflows, item: str) -> int:
     """Bytes the item's last sync wrote or zeroed, over all its disks."""
-    return sum((wf.settings(item).get("last_sync") or {}).get("bytes", {}).values())
+    last = wf.settings(item).last_sync
+    return sum(last.bytes.values()) if last is not None else 0
 
 
 def verify_replicas(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     plane, settings = wf.dataplane, wf.settings(item)
     proof = {}
-    for disk in settings["disks"]:
-        source = plane.source_disk(disk["file"])
-        with open_backend(source.url) as a, open_backend(disk["blob"]) as b:
+    for disk in settings.disks:
+        source = plane.source_disk(disk.file)
+        with open_backend(source.url) as a, open_backend(disk.blob) as b:
             result = ctx.run(Verify(a, b))
         if not result.equal:
-            raise ReplicaDiffers(
-                blob=disk["blob"], source=disk["file"], bytes=result.differing_bytes
-            )
-        proof[str(disk["unit"])] = {"root": result.root_a.hex(), "equal": True}
+            raise ReplicaDiffers(blob=disk.blob, source=disk.file, bytes=result.differing_bytes)
+        proof[str(disk.unit)] = {"root": result.root_a.hex(), "equal": True}
     wf.update_settings(item, cloud_proof=proof)
 
 
@@ -96,9 +92,9 @@ def take_point(wf: Workflows, ctx: StepContext, tag: str) -> None:
 
     item = ctx.params["item"]
     settings = wf.settings(item)
-    if settings.get("point_job") == ctx.job_id:
+    if settings.point_job == ctx.job_id:
         return  # taken by an earlier run of this step
-    locations = {d["unit"]: snapshot(d["blob"]) for d in settings["disks"]}
+    locations = {d.unit: snapshot(d.blob) for d in settings.disks}
     kind = "crash" if tag == "continuous" else "app"
     seq = wf.add_point(item, tag, kind, locations)
     wf.update_settings(item, point_job=ctx.job_id)
@@ -109,8 +105,8 @@ def _shut_down_source(wf: Workflows, ctx: StepContext) -> None:
     from vmdr.providers.vsphere.control import find_vm, power_off
 
     settings = wf.settings(ctx.params["item"])
-    with wf.vsphere(settings["vcenter"]) as si:
-        name = settings.get("onprem_vm", settings["vm"])
+    with wf.vsphere(settings.vcenter_id) as si:
+        name = settings.onprem_vm_name
         how = power_off(si, find_vm(si, name), guest_timeout=60)
     ctx.progress("shut-down-source", 0, f"{name} powered off ({how})")
 
@@ -119,12 +115,12 @@ def _start_in_cloud(wf: Workflows, ctx: StepContext) -> None:
     from vmdr.providers.azure.errors import CloudVmNotFound
 
     settings = wf.settings(ctx.params["item"])
-    compute, name = wf.dataplane.compute(), settings["vm"]
+    compute, name = wf.dataplane.compute(), settings.vm_name
     try:
         compute.status(name)
     except CloudVmNotFound:
         compute.create_from_disks(
-            name, [d["blob"] for d in settings["disks"]], CLOUD_VM_SIZE, CLOUD_NETWORK
+            name, [d.blob for d in settings.disks], CLOUD_VM_SIZE, CLOUD_NETWORK
         )
     vm = compute.start(name)
     ctx.progress("start-in-cloud", 0, f"cloud VM {name} is {vm.state}")
@@ -157,10 +153,10 @@ def restore_point(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     seq, locations = wf.point(item, ctx.params.get("recovery_point"))
     proof = {}
-    for disk in wf.settings(item)["disks"]:
-        result, check = copy_verified(ctx, locations[disk["unit"]], disk["blob"])
-        proof[str(disk["unit"])] = {"point": locations[disk["unit"]], "root": check.root_a.hex()}
-        ctx.progress("restore-point", result.written, f"disk {disk['unit']} at point {seq}")
+    for disk in wf.settings(item).disks:
+        result, check = copy_verified(ctx, locations[disk.unit], disk.blob)
+        proof[str(disk.unit)] = {"point": locations[disk.unit], "root": check.root_a.hex()}
+        ctx.progress("restore-point", result.written, f"disk {disk.unit} at point {seq}")
     wf.update_settings(item, failed_over_at_point=seq, restore_proof=proof)
 
 
@@ -168,9 +164,9 @@ def _cancel_in_cloud(wf: Workflows, ctx: StepContext) -> None:
     from vmdr.providers.vsphere.control import find_vm, power_on
 
     settings = wf.settings(ctx.params["item"])
-    wf.dataplane.compute().delete(settings["vm"])
-    with wf.vsphere(settings["vcenter"]) as si:
-        power_on(si, find_vm(si, settings.get("onprem_vm", settings["vm"])))
+    wf.dataplane.compute().delete(settings.vm_name)
+    with wf.vsphere(settings.vcenter_id) as si:
+        power_on(si, find_vm(si, settings.onprem_vm_name))
 
 
 def cloud_kinds(wf: Workflows) -> list[JobKind]:

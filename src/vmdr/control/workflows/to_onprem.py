@@ -17,6 +17,7 @@ from typing import Any
 
 from vmdr.blocks.urls import open_backend
 from vmdr.blocks.verify import Verify
+from vmdr.control.db.item_settings import DiskTarget
 from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.workflows.context import Workflows
@@ -28,6 +29,7 @@ from vmdr.control.workflows.replications import (
     wait_initial_sync,
 )
 from vmdr.model.diskmatch import CloudDisk
+from vmdr.model.dspath import DatastoreFile
 from vmdr.model.errors import VmdrError
 from vmdr.model.prechecks import PrecheckFailed
 
@@ -82,11 +84,8 @@ def prechecks_report(wf: Workflows, ctx: StepContext) -> dict[str, Any]:
     the matched target of each cloud disk, and the error to raise if refused)."""
     item, p = ctx.params["item"], ctx.params
     settings = wf.settings(item)
-    _refresh_discovery(wf, settings["vcenter"])
-    cloud = [
-        CloudDisk(f"disk{d['unit']}", d["capacity"], d["address"], d.get("uuid"))
-        for d in settings["disks"]
-    ]
+    _refresh_discovery(wf, settings.vcenter_id)
+    cloud = [CloudDisk(f"disk{d.unit}", d.capacity, d.address, d.uuid) for d in settings.disks]
     with wf.sessions() as s:
         machine_id = wf.item(s, item)[1].id
     check = ReprotectCheck(
@@ -121,38 +120,36 @@ def _prepare_target(wf: Workflows, ctx: StepContext) -> None:
 
     item = ctx.params["item"]
     settings = wf.settings(item)
-    plan, vm = settings["reprotect"], settings["vm"]
-    if settings.get("failback_targets"):
+    plan, vm = settings.reprotect_report, settings.vm_name
+    if settings.failback_targets:
         return
-    targets = []
-    with wf.vsphere(settings["vcenter"]) as si:
+    targets: list[DiskTarget] = []
+    with wf.vsphere(settings.vcenter_id) as si:
         if plan["mode"] == "OLR":
             original = find_vm(si, vm)
             power_off(si, original, guest_timeout=60)
             if ctx.params.get("remove_snapshots"):
                 remove_snapshots(si, original)
-            for disk in settings["disks"]:
-                file = plan["targets"][f"disk{disk['unit']}"]
+            for disk in settings.disks:
+                file = plan["targets"][f"disk{disk.unit}"]
                 if file is None:
                     raise ReplicationFailed(
-                        disk=disk["unit"],
+                        disk=disk.unit,
                         detail="no original disk matched; "
                         "extra disks are not created by this version",
                     )
-                targets.append({"unit": disk["unit"], "file": file})
+                targets.append(DiskTarget(unit=disk.unit, file=file))
             name = vm
         else:
             datastore = ctx.params["datastore"]
             name = vm if not vm_exists(si, vm) else f"{vm}-failback"
             host = master_target_host(wf)
-            new = [NewDisk(d["capacity"], d["uuid"] or "") for d in settings["disks"]]
+            new = [NewDisk(d.capacity, d.uuid or "") for d in settings.disks]
             if not vm_exists(si, name):
                 create_vm(si, name, host, datastore, new)
-            for i, disk in enumerate(settings["disks"]):
-                suffix = "" if i == 0 else f"_{i}"
-                targets.append(
-                    {"unit": disk["unit"], "file": f"[{datastore}] {name}/{name}{suffix}.vmdk"}
-                )
+            for i, disk in enumerate(settings.disks):
+                file = DatastoreFile.of_disk(datastore, name, i)
+                targets.append(DiskTarget(unit=disk.unit, file=str(file)))
     wf.update_settings(item, failback_targets=targets, failback_vm=name)
 
 
@@ -181,7 +178,7 @@ def master_target_host(wf: Workflows) -> str:
 
 def _stop_cloud_vm(wf: Workflows, ctx: StepContext) -> None:
     settings = wf.settings(ctx.params["item"])
-    vm = wf.dataplane.compute().stop(settings["vm"])
+    vm = wf.dataplane.compute().stop(settings.vm_name)
     ctx.progress("shut-down-cloud-vm", 0, f"cloud VM {vm.name} is {vm.state}")
 
 
@@ -214,12 +211,12 @@ def _final_sync(wf: Workflows, ctx: StepContext) -> None:
     settings = wf.settings(item)
     compute = wf.dataplane.compute()
     with wf.dataplane.ps() as ps:
-        for index, disk in enumerate(settings["disks"]):
-            rid = replication_id(item, disk["unit"])
-            path = compute.dirty_map_path(settings["vm"], index)
+        for index, disk in enumerate(settings.disks):
+            rid = replication_id(item, disk.unit)
+            path = compute.dirty_map_path(settings.vm_name, index)
             extents: list[list[int]] = []
             if path.exists():
-                with DirtyMap(path, url=disk["blob"], size=disk["capacity"]) as dirty:
+                with DirtyMap(path, url=disk.blob, size=disk.capacity) as dirty:
                     extents = [[e.start, e.length] for e in dirty.dirty()]
             if extents:
                 ps.post(f"/v1/replications/{rid}/dirty", {"extents": extents})
@@ -227,11 +224,11 @@ def _final_sync(wf: Workflows, ctx: StepContext) -> None:
                 f"/v1/replications/{rid}/points", {"tag": f"failback-{ctx.job_id[:8]}", "wait": 600}
             )
             if not point.get("delivered"):
-                raise ReplicationFailed(disk=disk["unit"], detail="the final point was not applied")
+                raise ReplicationFailed(disk=disk.unit, detail="the final point was not applied")
             ctx.progress(
                 "final-sync",
                 sum(e[1] for e in extents),
-                f"disk {disk['unit']}: {len(extents)} changed extents",
+                f"disk {disk.unit}: {len(extents)} changed extents",
             )
 
 
@@ -240,20 +237,20 @@ def _prove(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     settings, plane = wf.settings(item), wf.dataplane
     proof = {}
-    for disk, target in zip(settings["disks"], settings["failback_targets"], strict=True):
-        onprem = plane.source_disk(target["file"])
-        with open_backend(disk["blob"]) as cloud, open_backend(onprem.url) as local:
+    for disk, target in zip(settings.disks, settings.failback_targets, strict=True):
+        onprem = plane.source_disk(target.file)
+        with open_backend(disk.blob) as cloud, open_backend(onprem.url) as local:
             result = ctx.run(Verify(cloud, local))
-        proof[str(disk["unit"])] = {
-            "cloud": disk["blob"],
-            "onprem": target["file"],
+        proof[str(disk.unit)] = {
+            "cloud": disk.blob,
+            "onprem": target.file,
             "cloud_root": result.root_a.hex(),
             "onprem_root": result.root_b.hex(),
             "equal": result.equal,
         }
         if not result.equal:
             wf.update_settings(item, failback_proof=proof)
-            raise FailbackProofFailed(disk=target["file"], bytes=result.differing_bytes)
+            raise FailbackProofFailed(disk=target.file, bytes=result.differing_bytes)
     wf.update_settings(item, failback_proof=proof)
     ctx.progress("prove", 0, f"{len(proof)} disk(s) equal, byte for byte")
 
@@ -263,26 +260,26 @@ def _power_on_onprem(wf: Workflows, ctx: StepContext) -> None:
 
     item = ctx.params["item"]
     settings = wf.settings(item)
-    with wf.vsphere(settings["vcenter"]) as si:
-        power_on(si, find_vm(si, settings["failback_vm"]))
+    with wf.vsphere(settings.vcenter_id) as si:
+        power_on(si, find_vm(si, settings.failback_vm_name))
     # From now on the on-premises side of the item is the failed-back VM and
     # its disks (after ALR: a new VM, new files); protecting it again reads them.
-    files = {t["unit"]: t["file"] for t in settings["failback_targets"]}
-    disks = [{**d, "file": files[d["unit"]]} for d in settings["disks"]]
-    wf.update_settings(item, disks=disks, onprem_vm=settings["failback_vm"])
+    files = {t.unit: t.file for t in settings.failback_targets}
+    disks = [d.model_copy(update={"file": files[d.unit]}) for d in settings.disks]
+    wf.update_settings(item, disks=disks, onprem_vm=settings.failback_vm_name)
 
 
 def _check_proof(wf: Workflows, ctx: StepContext) -> None:
     settings = wf.settings(ctx.params["item"])
-    proof = settings.get("failback_proof") or {}
-    holds = len(proof) == len(settings["disks"]) and all(p["equal"] for p in proof.values())
+    proof = settings.failback_proof or {}
+    holds = len(proof) == len(settings.disks) and all(p["equal"] for p in proof.values())
     if not holds and not ctx.params.get("force"):
-        raise FailbackProofMissing(vm=settings["vm"])
+        raise FailbackProofMissing(vm=settings.vm_name)
 
 
 def _delete_cloud_vm(wf: Workflows, ctx: StepContext) -> None:
     settings = wf.settings(ctx.params["item"])
-    wf.dataplane.compute().delete(settings["vm"])
+    wf.dataplane.compute().delete(settings.vm_name)
 
 
 def onprem_kinds(wf: Workflows) -> list[JobKind]:

@@ -37,29 +37,29 @@ def _plan(wf: Workflows, ctx: StepContext) -> None:
         report = prechecks_report(wf, ctx)
         mode, findings = report["mode"], report["findings"]
         targets = report.get("targets") or {}
-        for disk in settings["disks"]:
-            original = targets.get(f"disk{disk['unit']}") if mode == "OLR" else None
-            with open_backend(disk["blob"]) as cloud:
+        for disk in settings.disks:
+            original = targets.get(f"disk{disk.unit}") if mode == "OLR" else None
+            with open_backend(disk.blob) as cloud:
                 if original:
                     with open_backend(plane.source_disk(original).url) as onprem:
                         moving = resync_bytes(cloud, onprem)
                 else:
                     with open_backend("memory:?size=0", "rw") as empty:
                         moving = resync_bytes(cloud, empty)
-            matched = (report.get("matched_by") or {}).get(f"disk{disk['unit']}")
-            disks.append({"unit": disk["unit"], "capacity": disk["capacity"], "mode": mode,
+            matched = (report.get("matched_by") or {}).get(f"disk{disk.unit}")
+            disks.append({"unit": disk.unit, "capacity": disk.capacity, "mode": mode,
                           "target": original or "(new disk)", "bytes": moving,
                           "matched_by": matched if original else None})  # fmt: skip
     else:  # after a failback: back to the cloud, the delta
         mode = "delta"
-        for disk in settings["disks"]:
+        for disk in settings.disks:
             with (
-                open_backend(plane.source_disk(disk["file"]).url) as onprem,
-                open_backend(disk["blob"]) as cloud,
+                open_backend(plane.source_disk(disk.file).url) as onprem,
+                open_backend(disk.blob) as cloud,
             ):
                 moving = resync_bytes(onprem, cloud)
-            disks.append({"unit": disk["unit"], "capacity": disk["capacity"], "mode": mode,
-                          "target": disk["blob"], "bytes": moving})  # fmt: skip
+            disks.append({"unit": disk.unit, "capacity": disk.capacity, "mode": mode,
+                          "target": disk.blob, "bytes": moving})  # fmt: skip
     total = sum(d["bytes"] for d in disks)
     bandwidth = _bandwidth(wf)
     plan = {

@@ -17,8 +17,7 @@ cleanup, resync, and disable protection.
 
 from __future__ import annotations
 
-from typing import Any
-
+from vmdr.control.db.item_settings import ItemSettings, TrialVm
 from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.replications import (
@@ -27,6 +26,7 @@ from vmdr.control.workflows.replications import (
     wait_initial_sync,
 )
 from vmdr.control.workflows.to_cloud import copy_verified, sync_disks, take_point, verify_replicas
+from vmdr.model.dspath import DatastoreFile
 
 __all__ = ["TEST_NETWORK", "upkeep_kinds"]
 
@@ -40,10 +40,12 @@ def _test_blob(blob: str) -> str:
 def _prepare_test_disks(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     seq, locations = wf.point(item, ctx.params.get("recovery_point"))
-    for disk in wf.settings(item)["disks"]:
-        result, _ = copy_verified(ctx, locations[disk["unit"]], _test_blob(disk["blob"]))
-        ctx.progress("prepare-test-disks", result.written, f"disk {disk['unit']} at point {seq}")
-    wf.update_settings(item, test_failover={"point": seq, "vm": f"{wf.settings(item)['vm']}-test"})
+    for disk in wf.settings(item).disks:
+        result, _ = copy_verified(ctx, locations[disk.unit], _test_blob(disk.blob))
+        ctx.progress("prepare-test-disks", result.written, f"disk {disk.unit} at point {seq}")
+    wf.update_settings(
+        item, test_failover=TrialVm(point=seq, vm=f"{wf.settings(item).vm_name}-test")
+    )
 
 
 def _start_test_vm(wf: Workflows, ctx: StepContext) -> None:
@@ -51,11 +53,11 @@ def _start_test_vm(wf: Workflows, ctx: StepContext) -> None:
     from vmdr.providers.azure.errors import CloudVmNotFound
 
     settings = wf.settings(ctx.params["item"])
-    compute, name = wf.dataplane.compute(), settings["test_failover"]["vm"]
+    compute, name = wf.dataplane.compute(), settings.test.vm
     try:
         compute.status(name)
     except CloudVmNotFound:
-        disks = [_test_blob(d["blob"]) for d in settings["disks"]]
+        disks = [_test_blob(d.blob) for d in settings.disks]
         compute.create_from_disks(name, disks, CLOUD_VM_SIZE, TEST_NETWORK)
     vm = compute.start(name)
     ctx.progress("start-test-vm", 0, f"test VM {name} is {vm.state} on {TEST_NETWORK}")
@@ -66,15 +68,15 @@ def _clean_up_test(wf: Workflows, ctx: StepContext) -> None:
 
     item = ctx.params["item"]
     settings = wf.settings(item)
-    test = settings.get("test_failover") or {}
-    wf.dataplane.compute().delete(test.get("vm") or f"{settings['vm']}-test")
-    for disk in settings["disks"]:
-        delete(_test_blob(disk["blob"]))
+    test = settings.test_failover
+    wf.dataplane.compute().delete(test.vm if test else f"{settings.vm_name}-test")
+    for disk in settings.disks:
+        delete(_test_blob(disk.blob))
     wf.update_settings(item, test_failover=None)
 
 
-def _drill_name(settings: dict[str, Any]) -> str:
-    return f"{settings.get('onprem_vm') or settings['vm']}-drill"
+def _drill_name(settings: ItemSettings) -> str:
+    return f"{settings.onprem_vm_name}-drill"
 
 
 def _create_drill_vm(wf: Workflows, ctx: StepContext) -> None:
@@ -86,13 +88,14 @@ def _create_drill_vm(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     settings = wf.settings(item)
     name = _drill_name(settings)
-    datastore = settings["failback_targets"][0]["file"].partition("]")[0].lstrip("[")
-    with wf.vsphere(settings["vcenter"]) as si:
+    datastore = settings.failback_targets[0].datastore_file.datastore
+    with wf.vsphere(settings.vcenter_id) as si:
         if not vm_exists(si, name):
-            disks = [NewDisk(d["capacity"], vmware_disk_uuid()) for d in settings["disks"]]
+            disks = [NewDisk(d.capacity, vmware_disk_uuid()) for d in settings.disks]
             create_vm(si, name, master_target_host(wf), datastore, disks)
     wf.update_settings(
-        item, test_failover={"vm": name, "datastore": datastore, "direction": "recoveryToPrimary"}
+        item,
+        test_failover=TrialVm(vm=name, datastore=datastore, direction="recoveryToPrimary"),
     )
     ctx.progress("create-drill-vm", 0, f"scratch VM {name} on {datastore}")
 
@@ -104,19 +107,18 @@ def _materialise_drill_disks(wf: Workflows, ctx: StepContext) -> None:
 
     item = ctx.params["item"]
     settings = wf.settings(item)
-    drill = settings["test_failover"]
+    drill = settings.test
     with wf.dataplane.mt() as mt:
-        for i, disk in enumerate(settings["disks"]):
-            suffix = "" if i == 0 else f"_{i}"
-            path = f"{drill['vm']}/{drill['vm']}{suffix}-flat.vmdk"
+        for i, disk in enumerate(settings.disks):
+            path = DatastoreFile.of_disk(drill.datastore or "", drill.vm, i).flat
             done = mt.post(
-                f"/v1/disks/{replication_id(item, disk['unit'])}/materialise",
-                {"point": "latest", "datastore": drill["datastore"], "path": path},
+                f"/v1/disks/{replication_id(item, disk.unit)}/materialise",
+                {"point": "latest", "datastore": drill.datastore, "path": path},
             )
             ctx.progress(
                 "materialise",
-                disk["capacity"],
-                f"disk {disk['unit']} as at point {done['point']['seq']}",
+                disk.capacity,
+                f"disk {disk.unit} as at point {done['point']['seq']}",
             )
 
 
@@ -124,8 +126,8 @@ def _power_on_drill(wf: Workflows, ctx: StepContext) -> None:
     from vmdr.providers.vsphere.control import find_vm, power_on
 
     settings = wf.settings(ctx.params["item"])
-    with wf.vsphere(settings["vcenter"]) as si:
-        power_on(si, find_vm(si, settings["test_failover"]["vm"]))
+    with wf.vsphere(settings.vcenter_id) as si:
+        power_on(si, find_vm(si, settings.test.vm))
 
 
 def _clean_up_drill(wf: Workflows, ctx: StepContext) -> None:
@@ -134,8 +136,8 @@ def _clean_up_drill(wf: Workflows, ctx: StepContext) -> None:
 
     item = ctx.params["item"]
     settings = wf.settings(item)
-    name = (settings.get("test_failover") or {}).get("vm") or _drill_name(settings)
-    with wf.vsphere(settings["vcenter"]) as si:
+    name = settings.test_failover.vm if settings.test_failover else _drill_name(settings)
+    with wf.vsphere(settings.vcenter_id) as si:
         if vm_exists(si, name):
             vm = find_vm(si, name)
             power_off(si, vm, guest_timeout=30)

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from vmdr.model.dspath import DatastoreFile
 from vmdr.providers.vsphere.session import (
     VSphereError,
     objects_of_type,
@@ -140,7 +141,7 @@ def _disk_spec(datastore: str, folder: str, unit: int, disk: NewDisk) -> Any:
         diskMode="persistent",
         thinProvisioned=True,
         uuid=disk.uuid,
-        fileName=f"[{datastore}] {folder}/{folder}{'' if unit == 0 else f'_{unit}'}.vmdk",
+        fileName=str(DatastoreFile.of_disk(datastore, folder, unit)),
     )
     device = vim.vm.device.VirtualDisk(
         key=2000 + unit,
