@@ -34,7 +34,7 @@ def _follow_all(group: str, started: dict[str, Any], as_json: bool) -> None:
     jobs = {j["job"]: j for j in started["jobs"]}
     while True:
         states = {job: call("GET", f"/v1/jobs/{job}", as_json) for job in jobs}
-        if all(s["state"] not in ("queued", "running") for s in states.values()):
+        if all(s["finished"] for s in states.values()):
             break
         time.sleep(0.5)
     rows = [

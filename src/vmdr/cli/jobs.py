@@ -14,7 +14,6 @@ import typer
 
 from vmdr.cli.output import console, emit_json, fail
 from vmdr.cli.remote import JsonOption, call, lister, show
-from vmdr.control.jobs.kinds import ACTIVE
 from vmdr.model.errors import VmdrError
 
 __all__ = ["JobFailed", "WaitOption", "add_commands", "follow", "watch"]
@@ -58,7 +57,7 @@ def watch(job_id: str, as_json: bool) -> None:
                 if not live and event["kind"] in ("end", "error", "cancelled") and not as_json:
                     sys.stdout.write(f"{step}\t{event['kind']}\t{event['message'] or ''}\n")
             cursor = page["next"]
-            if page["state"] not in ACTIVE and not page["events"]:
+            if page["finished"] and not page["events"]:
                 break
             if not page["events"]:
                 time.sleep(0.5)

@@ -26,7 +26,6 @@ from rich.table import Table
 from vmdr.cli.jobs import JobFailed, WaitOption, follow
 from vmdr.cli.output import console, emit_json, err_console, fail
 from vmdr.cli.remote import JsonOption, call, show
-from vmdr.control.jobs.kinds import ACTIVE
 from vmdr.model.errors import UsageError
 
 __all__ = ["add_commands"]
@@ -227,7 +226,7 @@ def reprotect(
 
 def _show_plan(item: str, body: dict[str, Any], as_json: bool) -> None:
     started = call("POST", f"/v1/protected-items/{item}/reprotect-plan", as_json, body)
-    while (job := call("GET", started["url"], as_json))["state"] in ACTIVE:
+    while not (job := call("GET", started["url"], as_json))["finished"]:
         time.sleep(0.2)
     if job["state"] != "succeeded":
         error = job.get("error") or {}

@@ -255,7 +255,7 @@ def write_dataplane(ctx: LabContext) -> Path:
 def _discover(client: ServiceClient, cs: ServiceRecord, vcenter: str, timeout: float) -> None:
     job = client.post(f"/v1/vcenters/{vcenter}/discover")
     deadline = time.monotonic() + timeout
-    while (status := client.get(job["url"]))["state"] in ("queued", "running"):
+    while not (status := client.get(job["url"]))["finished"]:
         if time.monotonic() > deadline:
             raise service_failed(cs.name, Path(cs.log), "discovery did not finish")
         time.sleep(0.1)

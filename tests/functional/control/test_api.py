@@ -51,9 +51,12 @@ def test_discover_the_lab_vcenter_through_a_job(
     assert answer["url"] == f"/v1/jobs/{answer['job']}"
     deadline = time.monotonic() + 60
     while (job := c.get(answer["url"]))["state"] in ("queued", "running"):
+        assert job["finished"] is False  # what clients wait on
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
-    assert job["state"] == "succeeded", job
+    assert job["state"] == "succeeded" and job["finished"] is True, job
+    page = c.get(f"{answer['url']}/events", params={"after": 0})
+    assert page["finished"] is True and page["state"] == "succeeded"
     assert [(e["step"], e["kind"]) for e in job["events"] if e["kind"] != "progress"] == [
         ("discover", "start"), ("discover", "end"),
     ]  # fmt: skip

@@ -42,6 +42,8 @@ def job_dict(j: Job, events: list[JobEvent] | None = None) -> dict[str, Any]:
         "id": j.id, "kind": j.kind, "item": j.item_id, "state": j.state, "step": j.step,
         "error": j.error, "parent": j.parent_id, "cancel_requested": j.cancel_requested,
         "created_at": j.created_at, "updated_at": j.updated_at,
+        # Clients wait on this, not on a list of state names of their own.
+        "finished": j.state not in ACTIVE,
     }  # fmt: skip
     if events is not None:
         out["events"] = [event_dict(e) for e in events]
@@ -106,13 +108,13 @@ def add_job_routes(app: FastAPI, wf: Workflows) -> None:
         limit: int = Query(default=EVENTS_PAGE, ge=1, le=5000),
     ) -> dict[str, Any]:
         """Events after the cursor, oldest first, with the job's state and
-        the next cursor: poll until ``state`` is over and ``events`` empty."""
+        the next cursor: poll until ``finished`` and ``events`` empty."""
         with wf.sessions() as s:
             job = wf.engine.store.get(s, ident)
             events = wf.engine.store.events_after(s, ident, after, limit)
             return {
-                "job": ident, "state": job.state, "error": job.error,
-                "events": [event_dict(e) for e in events],
+                "job": ident, "state": job.state, "finished": job.state not in ACTIVE,
+                "error": job.error, "events": [event_dict(e) for e in events],
                 "next": events[-1].id if events else after,
             }  # fmt: skip
 

@@ -56,7 +56,7 @@ export async function waitForJob(id, onUpdate, { interval = 700, stop } = {}) {
   for (;;) {
     const job = await get(`/v1/jobs/${encodeURIComponent(id)}`);
     onUpdate?.(job);
-    if (!["queued", "running"].includes(job.state)) return job;
+    if (job.finished) return job;
     if (stop?.()) return job;
     await new Promise((resolve) => setTimeout(resolve, interval));
   }

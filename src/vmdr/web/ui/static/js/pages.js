@@ -7,7 +7,6 @@ import { replicationChart } from "./chart.js";
 import { badge, bytes, duration, facts, h, link, problemBox, table, when } from "./dom.js";
 
 const id = encodeURIComponent;
-const ACTIVE = ["queued", "running"];
 const DIRECTION = { primaryToRecovery: "on-premises → cloud", recoveryToPrimary: "cloud → on-premises" };
 const SITE = { primary: "on-premises", recovery: "cloud" };
 
@@ -130,11 +129,11 @@ export async function item(load, ident, onStarted) {
 export async function jobs(load) {
   const [rows, list] = await Promise.all([load("/v1/jobs?limit=100"), load("/v1/protected-items")]);
   const byId = Object.fromEntries(list.map((i) => [i.id, i]));
-  const running = rows.filter((j) => ACTIVE.includes(j.state));
+  const running = rows.filter((j) => !j.finished);
   return h("section", {},
     h("h1", { id: "page-title" }, "Jobs"),
     h("h2", {}, "Running"), jobsTable("Running jobs", running, byId),
-    h("h2", {}, "Recent"), jobsTable("Recent jobs", rows.filter((j) => !ACTIVE.includes(j.state)), byId));
+    h("h2", {}, "Recent"), jobsTable("Recent jobs", rows.filter((j) => j.finished), byId));
 }
 
 function stepRows(job) {
@@ -157,7 +156,7 @@ export async function job(load, ident) {
   const owner = j.item ? await load(`/v1/protected-items/${id(j.item)}`).catch(() => null) : null;
   const steps = stepRows(j);
   const done = steps.filter((s) => s.state === "succeeded").length;
-  const live = ACTIVE.includes(j.state);
+  const live = !j.finished;
   return h("section", {},
     h("h1", { id: "page-title" }, `Job ${j.kind}`),
     facts([
