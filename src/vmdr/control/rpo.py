@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from vmdr.control.db.models import ProcessServer, ProtectedItem, RecoveryPoint
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.health import DEFAULT_RPO_THRESHOLD, replication_health
+from vmdr.model.ids import ReplicationId
 from vmdr.model.lifecycle import Direction, State
 
 __all__ = ["RpoView"]
@@ -51,7 +52,7 @@ class RpoView:
         lags = [
             r.get("lag_seconds")
             for r in self.ps_health.get("replications") or []
-            if str(r.get("id", "")).startswith(f"fb-{item}-")
+            if (ident := ReplicationId.parse(str(r.get("id", "")))) and ident.item == item
         ]
         return max(lags) if lags and None not in lags else None
 

@@ -7,7 +7,7 @@ over time, one row per measurement (``replication_samples``):
   before its new point (the oldest the newest point got: the saw-tooth's
   peak), the bytes the cycle wrote and how long the cycle took;
 - to on-premises, each process-server heartbeat gives the lag of every
-  failback replication (``fb-{item}-d{unit}``) and its cumulative sent
+  failback replication (``model.ids.ReplicationId``) and its cumulative sent
   bytes; the sample keeps the largest lag and the bytes sent since the
   previous heartbeat.
 
@@ -26,13 +26,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from vmdr.control.db.models import Job, ProtectedItem, RecoveryPoint, ReplicationSample
+from vmdr.model.ids import ReplicationId
 from vmdr.model.lifecycle import Direction
 
 __all__ = ["RETENTION_SECONDS", "record", "record_cycle", "record_heartbeat", "samples"]
 
 RETENTION_SECONDS = 7 * 86400.0
 MAX_SAMPLES = 5000  # per answer: a week of one-minute cycles is ~10 000; charts need fewer
-FAILBACK_PREFIX = "fb-"
 
 
 def record(
@@ -87,9 +87,9 @@ def record_heartbeat(
     }
     per_item: dict[str, list[dict[str, Any]]] = {}
     for repl in health.get("replications") or []:
-        ident = str(repl.get("id", ""))
-        if ident.startswith(FAILBACK_PREFIX) and "-d" in ident:
-            per_item.setdefault(ident[len(FAILBACK_PREFIX) : ident.rindex("-d")], []).append(repl)
+        ident = ReplicationId.parse(str(repl.get("id", "")))
+        if ident is not None:
+            per_item.setdefault(ident.item, []).append(repl)
     written = 0
     for item_id, repls in per_item.items():
         if s.get(ProtectedItem, item_id) is None:

@@ -11,11 +11,11 @@ import time
 from vmdr.control.jobs import StepContext
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.errors import VmdrError
+from vmdr.model.ids import ReplicationId
 from vmdr.transport.client import RemoteError
 
 __all__ = [
     "ReplicationFailed",
-    "replication_id",
     "start_replication",
     "stop_replications",
     "wait_initial_sync",
@@ -30,10 +30,6 @@ class ReplicationFailed(VmdrError):
     fix = "Read the process server's log; fix the cause and run reprotect again."
 
 
-def replication_id(item: str, unit: int) -> str:
-    return f"fb-{item}-d{unit}"
-
-
 def start_replication(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     settings = wf.settings(item)
@@ -43,7 +39,7 @@ def start_replication(wf: Workflows, ctx: StepContext) -> None:
     with wf.dataplane.ps() as ps:
         known = {r["id"] for r in ps.get("/v1/replications")}
         for disk, target in zip(settings.disks, settings.failback_targets, strict=True):
-            rid = replication_id(item, disk.unit)
+            rid = str(ReplicationId(item, disk.unit))
             if rid in known:
                 continue
             where = target.datastore_file
@@ -69,7 +65,7 @@ def wait_initial_sync(wf: Workflows, ctx: StepContext) -> None:
     sent: dict[str, int] = {}
     with wf.dataplane.ps() as ps:
         for disk in settings.disks:
-            rid = replication_id(item, disk.unit)
+            rid = str(ReplicationId(item, disk.unit))
             deadline = time.monotonic() + INITIAL_SYNC_TIMEOUT
             while not (status := ps.get(f"/v1/replications/{rid}"))["initial_done"]:
                 if status.get("error") and "retry" not in str(status["error"]).lower():
@@ -94,7 +90,7 @@ def stop_replications(wf: Workflows, item: str) -> None:
         for disk in settings.disks:
             try:
                 ps.delete(
-                    f"/v1/replications/{replication_id(item, disk.unit)}",
+                    f"/v1/replications/{ReplicationId(item, disk.unit)}",
                     params={"forget_target": "true"},
                 )
             except RemoteError as exc:

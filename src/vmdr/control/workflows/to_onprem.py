@@ -23,7 +23,6 @@ from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.replications import (
     ReplicationFailed,
-    replication_id,
     start_replication,
     stop_replications,
     wait_initial_sync,
@@ -31,6 +30,7 @@ from vmdr.control.workflows.replications import (
 from vmdr.model.diskmatch import CloudDisk
 from vmdr.model.dspath import DatastoreFile
 from vmdr.model.errors import VmdrError
+from vmdr.model.ids import ReplicationId
 from vmdr.model.prechecks import PrecheckFailed
 
 __all__ = ["FailbackProofMissing", "onprem_kinds"]
@@ -212,7 +212,7 @@ def _final_sync(wf: Workflows, ctx: StepContext) -> None:
     compute = wf.dataplane.compute()
     with wf.dataplane.ps() as ps:
         for index, disk in enumerate(settings.disks):
-            rid = replication_id(item, disk.unit)
+            rid = str(ReplicationId(item, disk.unit))
             path = compute.dirty_map_path(settings.vm_name, index)
             extents: list[list[int]] = []
             if path.exists():

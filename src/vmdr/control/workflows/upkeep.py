@@ -27,6 +27,7 @@ from vmdr.control.workflows.replications import (
 )
 from vmdr.control.workflows.to_cloud import copy_verified, sync_disks, take_point, verify_replicas
 from vmdr.model.dspath import DatastoreFile
+from vmdr.model.ids import ReplicationId
 
 __all__ = ["TEST_NETWORK", "upkeep_kinds"]
 
@@ -103,7 +104,6 @@ def _create_drill_vm(wf: Workflows, ctx: StepContext) -> None:
 def _materialise_drill_disks(wf: Workflows, ctx: StepContext) -> None:
     """The master target writes each disk as at the latest recovery point it
     holds into the scratch VM's disks; the replica itself is not touched."""
-    from vmdr.control.workflows.replications import replication_id
 
     item = ctx.params["item"]
     settings = wf.settings(item)
@@ -112,7 +112,7 @@ def _materialise_drill_disks(wf: Workflows, ctx: StepContext) -> None:
         for i, disk in enumerate(settings.disks):
             path = DatastoreFile.of_disk(drill.datastore or "", drill.vm, i).flat
             done = mt.post(
-                f"/v1/disks/{replication_id(item, disk.unit)}/materialise",
+                f"/v1/disks/{ReplicationId(item, disk.unit)}/materialise",
                 {"point": "latest", "datastore": drill.datastore, "path": path},
             )
             ctx.progress(

@@ -1,5 +1,6 @@
-"""vSphere's datastore path notation, parsed once: the names failback and
-the master target derive from it are the ones vSphere itself gives."""
+"""Names parsed once: vSphere's datastore paths (the names failback and the
+master target derive from them are the ones vSphere itself gives), and a
+failback replication's identity."""
 
 from __future__ import annotations
 
@@ -40,3 +41,14 @@ def test_a_new_vms_disks_are_named_as_vsphere_names_them() -> None:
         "[vmfs-02] db-01/db-01.vmdk", "[vmfs-02] db-01/db-01_1.vmdk",
         "[vmfs-02] db-01/db-01_2.vmdk",
     ]  # fmt: skip
+
+
+def test_a_replication_identity_prints_and_parses_back_and_nothing_else_is_one() -> None:
+    from vmdr.model.ids import ReplicationId, is_id
+
+    rid = ReplicationId("3f2a-9c", 12)
+    assert str(rid) == "fb-3f2a-9c-d12" and is_id(str(rid))
+    assert ReplicationId.parse(str(rid)) == rid
+    assert ReplicationId.parse("fb-a-d1-d2") == ReplicationId("a-d1", 2)
+    for other in ("rep-1", "fb--d1", "fb-a-dx", "fb-a", "fb-../x-d1"):
+        assert ReplicationId.parse(other) is None
