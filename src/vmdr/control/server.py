@@ -21,6 +21,7 @@ from vmdr.control.db.models import VCenter
 from vmdr.control.inventory import store_discovery
 from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.jobs.engine import Engine, QueueLimits
+from vmdr.control.jobs.params import DiscoverParams
 from vmdr.control.jobs.workers import WorkerLease, worker_id
 from vmdr.control.secrets import SecretBox
 from vmdr.control.traffic import TrafficManager
@@ -99,7 +100,9 @@ class ConfigServer:
         self.sessions = session_factory(self.engine)
         self.secrets = SecretBox.in_folder(settings.state_dir)
         self.jobs = Engine(self.sessions, settings.url)
-        self.jobs.register(JobKind("discover", [("discover", self._discover_step)]))
+        self.jobs.register(
+            JobKind("discover", [("discover", self._discover_step)], params=DiscoverParams)
+        )
         self.workflows = Workflows(
             self.sessions, self.jobs, lambda: self.secrets, settings.state_dir
         )

@@ -109,3 +109,28 @@ def test_job_states() -> None:
     assert [s.value for s in ACTIVE] == ["queued", "running"]
     assert JobState("running").active and not JobState.SUCCEEDED.active
     assert JobState.FAILED == "failed"  # stored and sent as the plain string
+
+
+def test_job_parameters_are_checked_on_submit_and_read_back_typed() -> None:
+    """Each kind's parameters fit its model or are refused with a code before
+    anything is queued; a step reads them typed, a shared view (the
+    recovery options) leaving the kind's other keys aside."""
+    from vmdr.control.jobs.kinds import StepContext
+    from vmdr.control.jobs.params import BadJobParams, OperationParams, RecoveryOptions, checked
+
+    stored = checked("failback", OperationParams, {
+        "item": "i-1", "operation": "plannedFailover", "recovery_point": 3, "mode": "olr",
+        "force": False,
+    })  # fmt: skip
+    assert stored == {"item": "i-1", "operation": "plannedFailover", "recovery_point": 3,
+                      "mode": "olr"}  # fmt: skip
+    for wrong in ({"item": "i-1"}, {"item": "i-1", "operation": "x", "mode": "copy"},
+                  {"item": "i-1", "operation": "x", "recovery_point": 0},
+                  {"item": "i-1", "operation": "x", "favourite": 1}):  # fmt: skip
+        with pytest.raises(BadJobParams) as err:
+            checked("failback", OperationParams, wrong)
+        assert err.value.code == "VMDR-E0522" and err.value.http_status == 422
+    ctx = StepContext("job-1", stored, reporter=None)  # type: ignore[arg-type]
+    assert ctx.args(OperationParams).recovery_point == 3
+    options = ctx.args(RecoveryOptions)
+    assert (options.mode, options.force, options.datastore) == ("olr", False, None)

@@ -46,6 +46,7 @@ from vmdr.control.jobs.kinds import (
     NotCancellable,
     Throttle,
 )
+from vmdr.control.jobs.params import checked
 from vmdr.control.jobs.runner import TICK, WORKFLOW, Runner, WorkflowLost, set_current, undo
 from vmdr.control.jobs.store import JobStore, active_job
 from vmdr.model.errors import VmdrError
@@ -147,6 +148,8 @@ class Engine:
         # it, the check would wait for a pooled connection that concurrent
         # submissions hold while they wait for this one's lock.
         _ = self.client
+        if spec.params is not None:
+            params = checked(kind, spec.params, params)
         if job_id is not None:
             with self.sessions() as s:
                 if s.get(Job, job_id) is not None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
+from pydantic import BaseModel
+
 from vmdr.model.errors import VmdrError
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class JobState(StrEnum):
@@ -137,6 +140,12 @@ class StepContext:
     def progress(self, step: str, done_bytes: int, message: str | None = None) -> None:
         self.reporter.progress(self.job_id, step, done_bytes, message)
 
+    def args(self, model: type[M]) -> M:
+        """The job's parameters seen as ``model`` (checked whole on submit;
+        a view such as ``RecoveryOptions`` leaves the other keys aside)."""
+        return model.model_validate({k: v for k, v in self.params.items()
+                                     if k in model.model_fields})  # fmt: skip
+
     def with_params(self, **changes: Any) -> StepContext:
         """The same job, seen with some parameters changed (for a step that
         runs another step's code with different options)."""
@@ -199,6 +208,8 @@ class JobKind:
     flow: Callable[[Flow], None] | None = None
     # Which queue runs it ("operations", "replication", "plans").
     queue: str = "operations"
+    # The model its parameters must fit (``jobs/params.py``), checked on submit.
+    params: type[BaseModel] | None = None
 
     def may_cancel(self, step: int) -> bool:
         return self.cancellable_before is None or step < self.cancellable_before

@@ -32,6 +32,7 @@ from vmdr.control.db.models import (
     VCenter,
 )
 from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.jobs.params import OperationParams
 from vmdr.control.jobs.store import active_job
 from vmdr.control.secrets import SecretBox
 from vmdr.model import lifecycle
@@ -100,7 +101,7 @@ class Workflows:
 
     def cutover(self, ctx: StepContext, site: str) -> None:
         """Move the item's DNS names to ``site`` (after the item's state changed)."""
-        if self.traffic is None or ctx.params.get("skip_cutover"):
+        if self.traffic is None or ctx.args(OperationParams).skip_cutover:
             return  # a recovery plan moves DNS itself, once, where its spec says
         for address in self.traffic.cutover_item(ctx.params["item"], site):
             ctx.progress("cutover", 0, f"DNS now points at {address} ({site})")
@@ -130,7 +131,7 @@ class Workflows:
         its end state), then, with ``site``, the DNS cutover to that site."""
         after = [("cutover", lambda ctx: self.cutover(ctx, site))] if site else []
         steps = [*steps, ("complete", self.complete), *after]
-        return JobKind(name, steps, cancel_before, self.failed)
+        return JobKind(name, steps, cancel_before, self.failed, params=OperationParams)
 
     # -- the item --------------------------------------------------------------------
     def item(self, s: Session, item_id: str) -> tuple[ProtectedItem, Machine]:

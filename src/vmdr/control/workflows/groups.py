@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 
 from vmdr.control.db.models import RecoveryPoint, ReplicationGroup, by_id_or_name
 from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.jobs.params import GroupPointParams
 from vmdr.control.jobs.store import active_job
 from vmdr.control.scripts import run_script
 from vmdr.control.workflows import metrics
@@ -319,4 +320,5 @@ def group_kind(wf: Workflows) -> JobKind:
         None,
         failed,
         queue="replication",
+        params=GroupPointParams,
     )

@@ -39,6 +39,7 @@ from sqlalchemy import select
 
 from vmdr.control.db.models import Job, JobEvent, RecoveryPlan, TrafficProfile
 from vmdr.control.jobs import Flow, JobCancelled, JobKind, JobState, StepContext
+from vmdr.control.jobs.params import PlanParams
 from vmdr.control.scripts import run_script
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.operations import find_item, start_operation
@@ -360,7 +361,8 @@ class PlanFlow:
 
 
 def plan_job_kind(wf: Workflows) -> JobKind:
-    return JobKind("recoveryPlan", flow=lambda flow: PlanFlow(wf, flow).run(), queue="plans")
+    return JobKind("recoveryPlan", flow=lambda flow: PlanFlow(wf, flow).run(), queue="plans",
+                   params=PlanParams)  # fmt: skip
 
 
 def waiting_event(s: Any, job_id: str) -> JobEvent | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from vmdr.control.jobs import StepContext
+from vmdr.control.jobs.params import OperationParams
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.errors import VmdrError
 from vmdr.model.ids import ReplicationId
@@ -33,7 +34,7 @@ class ReplicationFailed(VmdrError):
 def start_replication(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     settings = wf.settings(item)
-    initial = ctx.params.get("initial") or (
+    initial = ctx.args(OperationParams).initial or (
         "diff" if settings.reprotect_report["mode"] == "OLR" else "full"
     )
     with wf.dataplane.ps() as ps:

@@ -40,6 +40,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from vmdr.control.db.models import Job, ProtectedItem, RecoveryPoint, ReplicationGroup
 from vmdr.control.jobs import ACTIVE, JobConflict, JobKind, StepContext
+from vmdr.control.jobs.params import ItemParams
 from vmdr.control.workflows import metrics
 from vmdr.control.workflows.context import Workflows, jitter, replicating, to_state
 
@@ -133,6 +134,7 @@ def replicate_kind(wf: Workflows) -> JobKind:
         None,
         failed,
         queue="replication",
+        params=ItemParams,
     )
 
 

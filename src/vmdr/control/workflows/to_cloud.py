@@ -17,6 +17,7 @@ from vmdr.blocks.urls import open_backend
 from vmdr.blocks.verify import Verify, VerifyResult
 from vmdr.control.db.item_settings import ItemDisk
 from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.jobs.params import RecoveryOptions
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.errors import VmdrError
 
@@ -151,7 +152,7 @@ def copy_verified(ctx: StepContext, source: str, target: str) -> tuple[Counters,
 def restore_point(wf: Workflows, ctx: StepContext) -> None:
     """Unplanned failover: the cloud disks go back to the chosen point."""
     item = ctx.params["item"]
-    seq, locations = wf.point(item, ctx.params.get("recovery_point"))
+    seq, locations = wf.point(item, ctx.args(RecoveryOptions).recovery_point)
     proof = {}
     for disk in wf.settings(item).disks:
         result, check = copy_verified(ctx, locations[disk.unit], disk.blob)

@@ -19,6 +19,7 @@ from vmdr.blocks.urls import open_backend
 from vmdr.blocks.verify import Verify
 from vmdr.control.db.item_settings import DiskTarget
 from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.jobs.params import RecoveryOptions
 from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.replications import (
@@ -82,7 +83,7 @@ def _prechecks(wf: Workflows, ctx: StepContext) -> None:
 def prechecks_report(wf: Workflows, ctx: StepContext) -> dict[str, Any]:
     """Refresh discovery, then judge every rule; the report as a dict (with
     the matched target of each cloud disk, and the error to raise if refused)."""
-    item, p = ctx.params["item"], ctx.params
+    item, p = ctx.params["item"], ctx.args(RecoveryOptions)
     settings = wf.settings(item)
     _refresh_discovery(wf, settings.vcenter_id)
     cloud = [CloudDisk(f"disk{d.unit}", d.capacity, d.address, d.uuid) for d in settings.disks]
@@ -90,9 +91,9 @@ def prechecks_report(wf: Workflows, ctx: StepContext) -> dict[str, Any]:
         machine_id = wf.item(s, item)[1].id
     check = ReprotectCheck(
         machine=machine_id,
-        mode=p.get("mode", "auto"),
-        datastore=p.get("datastore"),
-        remove_snapshots=bool(p.get("remove_snapshots")),
+        mode=p.mode,
+        datastore=p.datastore,
+        remove_snapshots=p.remove_snapshots,
     )
     with wf.sessions() as s:
         report = run_reprotect_check(s, check, server_id="this", cloud_disks=cloud)
@@ -128,7 +129,7 @@ def _prepare_target(wf: Workflows, ctx: StepContext) -> None:
         if plan["mode"] == "OLR":
             original = find_vm(si, vm)
             power_off(si, original, guest_timeout=60)
-            if ctx.params.get("remove_snapshots"):
+            if ctx.args(RecoveryOptions).remove_snapshots:
                 remove_snapshots(si, original)
             for disk in settings.disks:
                 file = plan["targets"][f"disk{disk.unit}"]
@@ -141,7 +142,9 @@ def _prepare_target(wf: Workflows, ctx: StepContext) -> None:
                 targets.append(DiskTarget(unit=disk.unit, file=file))
             name = vm
         else:
-            datastore = ctx.params["datastore"]
+            datastore = ctx.args(RecoveryOptions).datastore
+            if datastore is None:  # the prechecks refuse this before (VMDR-E0819)
+                raise ReplicationFailed(disk="-", detail="no datastore for the new VM")
             name = vm if not vm_exists(si, vm) else f"{vm}-failback"
             host = master_target_host(wf)
             new = [NewDisk(d.capacity, d.uuid or "") for d in settings.disks]
@@ -187,7 +190,7 @@ def _restore_cloud_point(wf: Workflows, ctx: StepContext) -> None:
     first (their latest state kept as a recovery point of its own)."""
     from vmdr.control.workflows.to_cloud import restore_point, take_point
 
-    if ctx.params.get("recovery_point") is None:
+    if ctx.args(RecoveryOptions).recovery_point is None:
         return
     take_point(wf, ctx, f"before-failback-to-{ctx.params['recovery_point']}")  # once per job
     restore_point(wf, ctx)
@@ -199,7 +202,7 @@ def _final_sync(wf: Workflows, ctx: StepContext) -> None:
     an earlier point, the blocks that changed are not in any dirty map: then
     both sides are hashed again (a differential resync), so that the
     on-premises disks become exactly the point."""
-    if ctx.params.get("recovery_point") is not None:
+    if ctx.args(RecoveryOptions).recovery_point is not None:
         stop_replications(wf, ctx.params["item"])
         sub = ctx.with_params(initial="diff")
         start_replication(wf, sub)
@@ -273,7 +276,7 @@ def _check_proof(wf: Workflows, ctx: StepContext) -> None:
     settings = wf.settings(ctx.params["item"])
     proof = settings.failback_proof or {}
     holds = len(proof) == len(settings.disks) and all(p["equal"] for p in proof.values())
-    if not holds and not ctx.params.get("force"):
+    if not holds and not ctx.args(RecoveryOptions).force:
         raise FailbackProofMissing(vm=settings.vm_name)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from vmdr.blocks.hashing import resync_bytes
 from vmdr.blocks.urls import open_backend
 from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.jobs.params import TransferPlanParams
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.lifecycle import Direction
 
@@ -83,4 +84,5 @@ def _bandwidth(wf: Workflows) -> int:
 
 
 def plan_kind(wf: Workflows) -> JobKind:
-    return JobKind("reprotectPlan", [("plan", lambda ctx: _plan(wf, ctx))])
+    return JobKind("reprotectPlan", [("plan", lambda ctx: _plan(wf, ctx))],
+                   params=TransferPlanParams)  # fmt: skip

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from vmdr.control.db.item_settings import ItemSettings, TrialVm
 from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.jobs.params import PointParams, RecoveryOptions
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.replications import (
     start_replication,
@@ -40,7 +41,7 @@ def _test_blob(blob: str) -> str:
 
 def _prepare_test_disks(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
-    seq, locations = wf.point(item, ctx.params.get("recovery_point"))
+    seq, locations = wf.point(item, ctx.args(RecoveryOptions).recovery_point)
     for disk in wf.settings(item).disks:
         result, _ = copy_verified(ctx, locations[disk.unit], _test_blob(disk.blob))
         ctx.progress("prepare-test-disks", result.written, f"disk {disk.unit} at point {seq}")
@@ -168,7 +169,7 @@ def _take_point(wf: Workflows, ctx: StepContext) -> None:
     if to_cloud:
         sync_disks(wf, ctx, "sync")
         verify_replicas(wf, ctx)
-    take_point(wf, ctx, ctx.params.get("tag") or "manual")
+    take_point(wf, ctx, ctx.args(PointParams).tag or "manual")
 
 
 def upkeep_kinds(wf: Workflows) -> list[JobKind]:
@@ -199,7 +200,7 @@ def upkeep_kinds(wf: Workflows) -> list[JobKind]:
             ],
         ),
         kind("disableProtection", [("stop-replication", step(_stop))]),
-        JobKind("recoveryPoint", [("recovery-point", step(_take_point))]),
+        JobKind("recoveryPoint", [("recovery-point", step(_take_point))], params=PointParams),
         kind(
             "failbackDrill",
             [
