@@ -33,10 +33,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vmdr.model.dspath import DatastoreFile
 from vmdr.model.errors import VmdrError
+from vmdr.roles.clients import MasterTargetClient, ProcessServerClient
 from vmdr.roles.datastores import DatastorePath, DatastoreRoots
 from vmdr.transport.client import ServiceClient
 
@@ -55,15 +56,18 @@ class DataPlaneMissing(VmdrError):
     )
 
 
+C = TypeVar("C", bound=ServiceClient)
+
+
 @dataclass(frozen=True)
 class RoleAccess:
     url: str
     ca: Path
     token_file: Path  # read when a client is made, not each time the file is loaded
 
-    def client(self, name: str, timeout: float = 120.0) -> ServiceClient:
+    def client(self, name: str, kind: type[C], timeout: float = 120.0) -> C:
         token = self.token_file.read_text().strip()
-        return ServiceClient(name, self.url, self.ca, token, timeout=timeout)
+        return kind(name, self.url, self.ca, token, timeout=timeout)
 
 
 @dataclass
@@ -125,10 +129,10 @@ class DataPlane:
 
         return LabCompute(self._need(self.cloud_compute, "the cloud compute"))
 
-    def ps(self) -> ServiceClient:
+    def ps(self) -> ProcessServerClient:
         access: RoleAccess = self._need(self.process_server, "the cloud process server")
-        return access.client("process server")
+        return access.client("process server", ProcessServerClient)
 
-    def mt(self) -> ServiceClient:
+    def mt(self) -> MasterTargetClient:
         access: RoleAccess = self._need(self.master_target, "the master target")
-        return access.client("master target")
+        return access.client("master target", MasterTargetClient)

@@ -31,17 +31,17 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from vmdr.blocks.backend import Backend
-from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE, check_block_size
+from vmdr.blocks.hashing import check_block_size
 from vmdr.blocks.operation import prepare_target
 from vmdr.blocks.parallel import digests
 from vmdr.blocks.retention import RecoveryPoint, RetentionStore
 from vmdr.model.errors import VmdrError
 from vmdr.model.ids import is_id
 from vmdr.roles.apply import ChangeSetApplier, SessionError, load_session
+from vmdr.roles.contracts import DigestRequest, DiskSpec, MaterialiseRequest
 from vmdr.roles.datastores import DatastorePath, DatastoreRoots
 from vmdr.transport import frames
 from vmdr.transport.auth import TokenStore
@@ -116,28 +116,6 @@ class MasterTargetSettings:
     datastores: DatastoreRoots
     retention: RetentionStore
     state_dir: Path
-
-
-class DiskSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    datastore: str | None = Field(default=None, max_length=128)
-    path: str = Field(min_length=1, max_length=512)
-    size: int | None = Field(default=None, ge=0, le=1 << 46)
-    create: bool = False
-
-
-class DigestRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    block_size: int = DEFAULT_BLOCK_SIZE
-    start_block: int = Field(default=0, ge=0)
-    size: int = Field(ge=0, le=1 << 46)
-
-
-class MaterialiseRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    point: str | float = "latest"
-    datastore: str | None = Field(default=None, max_length=128)
-    path: str = Field(min_length=1, max_length=512)
 
 
 @dataclass

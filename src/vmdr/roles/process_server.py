@@ -24,20 +24,19 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
-from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE, check_block_size
+from vmdr.blocks.hashing import check_block_size
 from vmdr.blocks.urls import open_backend
 from vmdr.model.errors import VmdrError
-from vmdr.model.ids import ID_PATTERN
+from vmdr.roles.clients import MasterTargetClient
+from vmdr.roles.contracts import DirtyFeed, NewReplication, PointRequest
 from vmdr.roles.replication import Replication, ReplicationSpec
 from vmdr.roles.sender import RateLimiter
 from vmdr.transport.auth import TokenStore
-from vmdr.transport.client import ServiceClient
 from vmdr.transport.service import create_app
 
 __all__ = ["ProcessServer", "ProcessServerSettings", "build_app"]
@@ -69,29 +68,6 @@ class ProcessServerSettings:
     bandwidth: int = 0  # bytes per second, 0 = no limit
     cache_limit: int | None = None
     compress: bool = True
-
-
-class NewReplication(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(pattern=ID_PATTERN)
-    source: str = Field(min_length=1, max_length=2048)
-    datastore: str | None = Field(default=None, max_length=128)
-    path: str = Field(min_length=1, max_length=512)
-    initial: Literal["full", "diff"] = "full"
-    interval: float = Field(default=300.0, ge=1.0, le=86400.0)
-    block_size: int = DEFAULT_BLOCK_SIZE
-
-
-class DirtyFeed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    extents: list[tuple[NonNegativeInt, PositiveInt]] = Field(max_length=1_000_000)
-
-
-class PointRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    tag: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
-    kind: Literal["crash", "app"] = "app"
-    wait: float = Field(default=60.0, ge=0.0, le=3600.0)
 
 
 class ProcessServer:
@@ -126,9 +102,9 @@ class ProcessServer:
             self._repls[spec.id] = self._make(spec)
             self._repls[spec.id].start()
 
-    def client(self) -> ServiceClient:
+    def client(self) -> MasterTargetClient:
         s = self.settings
-        return ServiceClient(
+        return MasterTargetClient(
             "master target",
             s.master_target_url,
             s.master_target_ca,
@@ -141,9 +117,9 @@ class ProcessServer:
         reprotect refuses while the process server cannot reach it."""
         s = self.settings
         try:
-            with ServiceClient("master target", s.master_target_url, s.master_target_ca,
-                               s.master_target_token, timeout=5.0) as client:  # fmt: skip
-                client.get("/v1/capabilities")
+            with MasterTargetClient("master target", s.master_target_url, s.master_target_ca,
+                                    s.master_target_token, timeout=5.0) as client:  # fmt: skip
+                client.capabilities()
         except VmdrError as exc:
             return {"url": s.master_target_url, "reachable": False, "detail": exc.code}
         return {"url": s.master_target_url, "reachable": True}
@@ -152,7 +128,7 @@ class ProcessServer:
         """Compression is used when both sides support it (asked once)."""
         if self._compress is None:
             with self.client() as client:
-                caps = client.get("/v1/capabilities")
+                caps = client.capabilities()
             self._compress = self.settings.compress and "zstd" in caps.get("compression", [])
         return self._compress
 
@@ -216,7 +192,7 @@ class ProcessServer:
         answer: dict[str, Any] = {"id": repl_id, "stopped": True, "dropped_change_sets": dropped}
         if forget_target:
             with self.client() as client:
-                answer["target"] = client.delete(f"/v1/disks/{repl.spec.disk}")
+                answer["target"] = client.forget(repl.spec.disk)
         return answer
 
     def all(self) -> list[dict[str, Any]]:

@@ -41,10 +41,11 @@ from vmdr.blocks.resync import DiffResyncSource
 from vmdr.blocks.urls import open_backend
 from vmdr.model.errors import VmdrError
 from vmdr.providers.azure.tracking import DirtyMap
+from vmdr.roles.clients import MasterTargetClient
+from vmdr.roles.contracts import DigestRequest, DiskSpec
 from vmdr.roles.outbox import Outbox
 from vmdr.roles.sender import Cut, RateLimiter, resume_offset, send_changeset, trim
 from vmdr.transport import frames
-from vmdr.transport.client import ServiceClient
 
 __all__ = ["Replication", "ReplicationSpec"]
 
@@ -80,7 +81,7 @@ class Replication:
         spec: ReplicationSpec,
         state_dir: Path,
         cache_dir: Path,
-        client: Callable[[], ServiceClient],
+        client: Callable[[], MasterTargetClient],
         limiter: RateLimiter,
         *,
         cache_limit: int | None = None,
@@ -194,9 +195,9 @@ class Replication:
         started = time.monotonic()
         with self.client_factory() as client, open_backend(spec.source, "r") as src:
             size = src.size()
-            client.put(
-                f"/v1/disks/{spec.disk}",
-                {"datastore": spec.datastore, "path": spec.path, "size": size, "create": True},
+            client.open_disk(
+                spec.disk,
+                DiskSpec(datastore=spec.datastore, path=spec.path, size=size, create=True),
             )
             offset, point = resume_offset(client, spec.disk, INITIAL)
             if point is None:
@@ -213,14 +214,12 @@ class Replication:
         )
         self._save()
 
-    def _send_diff(self, client: ServiceClient, src: Any, size: int, offset: int) -> Any:
+    def _send_diff(self, client: MasterTargetClient, src: Any, size: int, offset: int) -> Any:
         bs = self.spec.block_size
-        request = {"block_size": bs, "start_block": 0, "size": size}
+        request = DigestRequest(block_size=bs, start_block=0, size=size)
         source = DiffResyncSource(src, bs)
         with ExitStack() as stack:
-            raw = stack.enter_context(
-                client.download(f"/v1/disks/{self.spec.disk}/digests", request)
-            )
+            raw = stack.enter_context(client.digests(self.spec.disk, request))
             theirs = _digests(raw)
             # The source is hashed in a worker process where worth it (mapped,
             # from the descriptor opened here), else in this thread.
@@ -234,7 +233,7 @@ class Replication:
 
     def _send(
         self,
-        client: ServiceClient,
+        client: MasterTargetClient,
         changeset: str,
         messages: Any,
         offset: int,

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmdr.blocks.messages import DataRun, Message, ZeroRun
+from vmdr.roles.clients import MasterTargetClient
 from vmdr.transport import frames
-from vmdr.transport.client import ServiceClient
 
 __all__ = ["Cut", "RateLimiter", "resume_offset", "send_changeset", "trim"]
 
@@ -83,10 +83,10 @@ def trim(messages: Iterable[Message], resume_from: int) -> Iterator[Message]:
         yield msg
 
 
-def resume_offset(client: ServiceClient, disk: str, changeset: str) -> tuple[int, Any]:
+def resume_offset(client: MasterTargetClient, disk: str, changeset: str) -> tuple[int, Any]:
     """Where to start sending ``changeset``: ``(offset, None)``, or
     ``(-1, point)`` when the master target already committed it."""
-    state = client.get(f"/v1/disks/{disk}")
+    state = client.disk(disk)
     latest = state.get("latest_point")
     if latest and latest["changeset"] == changeset:
         return -1, latest
@@ -132,7 +132,7 @@ def _chain(*parts: Iterable[Any]) -> Iterator[Any]:
 
 
 def send_changeset(
-    client: ServiceClient,
+    client: MasterTargetClient,
     disk: str,
     changeset: str,
     messages: Iterable[Message],

@@ -13,6 +13,7 @@ from vmdr.control.jobs.params import OperationParams
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.errors import VmdrError
 from vmdr.model.ids import ReplicationId
+from vmdr.roles.contracts import NewReplication
 from vmdr.transport.client import RemoteError
 
 __all__ = [
@@ -38,22 +39,16 @@ def start_replication(wf: Workflows, ctx: StepContext) -> None:
         "diff" if settings.reprotect_report["mode"] == "OLR" else "full"
     )
     with wf.dataplane.ps() as ps:
-        known = {r["id"] for r in ps.get("/v1/replications")}
+        known = {r.id for r in ps.replications()}
         for disk, target in zip(settings.disks, settings.failback_targets, strict=True):
             rid = str(ReplicationId(item, disk.unit))
             if rid in known:
                 continue
             where = target.datastore_file
-            body = {
-                "id": rid,
-                "source": disk.blob,
-                "datastore": where.datastore,
-                "path": where.flat,
-                "initial": initial,
-                "interval": 3600,
-            }
+            spec = NewReplication(id=rid, source=disk.blob, datastore=where.datastore,
+                                  path=where.flat, initial=initial, interval=3600)  # fmt: skip
             try:
-                ps.post("/v1/replications", body)
+                ps.start(spec)
             except RemoteError as exc:
                 # A run of this step killed mid-request may have created it.
                 if exc.remote_code != "VMDR-E0432":
@@ -68,18 +63,18 @@ def wait_initial_sync(wf: Workflows, ctx: StepContext) -> None:
         for disk in settings.disks:
             rid = str(ReplicationId(item, disk.unit))
             deadline = time.monotonic() + INITIAL_SYNC_TIMEOUT
-            while not (status := ps.get(f"/v1/replications/{rid}"))["initial_done"]:
-                if status.get("error") and "retry" not in str(status["error"]).lower():
-                    raise ReplicationFailed(disk=disk.unit, detail=str(status["error"]))
+            while not (status := ps.replication(rid)).initial_done:
+                if status.error and "retry" not in str(status.error).lower():
+                    raise ReplicationFailed(disk=disk.unit, detail=str(status.error))
                 if time.monotonic() > deadline:
                     raise ReplicationFailed(disk=disk.unit, detail="initial sync timed out")
-                ctx.progress("initial-sync", status["sent_bytes"], f"disk {disk.unit}")
+                ctx.progress("initial-sync", status.sent_bytes, f"disk {disk.unit}")
                 ctx.sleep(0.2)  # a cancel request ends the wait
-            sent[str(disk.unit)] = status["sent_bytes"]
+            sent[str(disk.unit)] = status.sent_bytes
             ctx.progress(
                 "initial-sync",
-                status["sent_bytes"],
-                f"disk {disk.unit}: {status['sent_bytes']} bytes sent of {disk.capacity}",
+                status.sent_bytes,
+                f"disk {disk.unit}: {status.sent_bytes} bytes sent of {disk.capacity}",
             )
     wf.update_settings(item, reprotect_sent=sent)
 
@@ -89,11 +84,4 @@ def stop_replications(wf: Workflows, item: str) -> None:
     settings = wf.settings(item)
     with wf.dataplane.ps() as ps:
         for disk in settings.disks:
-            try:
-                ps.delete(
-                    f"/v1/replications/{ReplicationId(item, disk.unit)}",
-                    params={"forget_target": "true"},
-                )
-            except RemoteError as exc:
-                if exc.status != 404:
-                    raise
+            ps.stop(ReplicationId(item, disk.unit), forget_target=True)

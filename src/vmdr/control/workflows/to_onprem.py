@@ -33,6 +33,7 @@ from vmdr.model.dspath import DatastoreFile
 from vmdr.model.errors import VmdrError
 from vmdr.model.ids import ReplicationId
 from vmdr.model.prechecks import PrecheckFailed
+from vmdr.roles.contracts import PointRequest
 
 __all__ = ["FailbackProofMissing", "onprem_kinds"]
 
@@ -215,17 +216,15 @@ def _final_sync(wf: Workflows, ctx: StepContext) -> None:
     compute = wf.dataplane.compute()
     with wf.dataplane.ps() as ps:
         for index, disk in enumerate(settings.disks):
-            rid = str(ReplicationId(item, disk.unit))
+            rid = ReplicationId(item, disk.unit)
             path = compute.dirty_map_path(settings.vm_name, index)
-            extents: list[list[int]] = []
+            extents: list[tuple[int, int]] = []
             if path.exists():
                 with DirtyMap(path, url=disk.blob, size=disk.capacity) as dirty:
-                    extents = [[e.start, e.length] for e in dirty.dirty()]
+                    extents = [(e.start, e.length) for e in dirty.dirty()]
             if extents:
-                ps.post(f"/v1/replications/{rid}/dirty", {"extents": extents})
-            point = ps.post(
-                f"/v1/replications/{rid}/points", {"tag": f"failback-{ctx.job_id[:8]}", "wait": 600}
-            )
+                ps.mark_dirty(rid, extents)
+            point = ps.point(rid, PointRequest(tag=f"failback-{ctx.job_id[:8]}", wait=600))
             if not point.get("delivered"):
                 raise ReplicationFailed(disk=disk.unit, detail="the final point was not applied")
             ctx.progress(

@@ -29,6 +29,7 @@ from vmdr.control.workflows.replications import (
 from vmdr.control.workflows.to_cloud import copy_verified, sync_disks, take_point, verify_replicas
 from vmdr.model.dspath import DatastoreFile
 from vmdr.model.ids import ReplicationId
+from vmdr.roles.contracts import MaterialiseRequest
 
 __all__ = ["TEST_NETWORK", "upkeep_kinds"]
 
@@ -112,10 +113,8 @@ def _materialise_drill_disks(wf: Workflows, ctx: StepContext) -> None:
     with wf.dataplane.mt() as mt:
         for i, disk in enumerate(settings.disks):
             path = DatastoreFile.of_disk(drill.datastore or "", drill.vm, i).flat
-            done = mt.post(
-                f"/v1/disks/{ReplicationId(item, disk.unit)}/materialise",
-                {"point": "latest", "datastore": drill.datastore, "path": path},
-            )
+            at = MaterialiseRequest(point="latest", datastore=drill.datastore, path=path)
+            done = mt.materialise(ReplicationId(item, disk.unit), at)
             ctx.progress(
                 "materialise",
                 disk.capacity,

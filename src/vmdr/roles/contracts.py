@@ -1,0 +1,82 @@
+"""What the process server and the master target accept and answer over
+HTTP: the server validates requests with these models, and the typed clients
+(``roles/clients.py``) send them, so both sides share one definition."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+
+from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE
+from vmdr.model.ids import ID_PATTERN
+
+__all__ = [
+    "DigestRequest",
+    "DirtyFeed",
+    "DiskSpec",
+    "MaterialiseRequest",
+    "NewReplication",
+    "PointRequest",
+    "ReplicationStatus",
+]
+
+
+# -- the process server ------------------------------------------------------------------
+class NewReplication(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=ID_PATTERN)
+    source: str = Field(min_length=1, max_length=2048)
+    datastore: str | None = Field(default=None, max_length=128)
+    path: str = Field(min_length=1, max_length=512)
+    initial: Literal["full", "diff"] = "full"
+    interval: float = Field(default=300.0, ge=1.0, le=86400.0)
+    block_size: int = DEFAULT_BLOCK_SIZE
+
+
+class DirtyFeed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    extents: list[tuple[NonNegativeInt, PositiveInt]] = Field(max_length=1_000_000)
+
+
+class PointRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tag: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    kind: Literal["crash", "app"] = "app"
+    wait: float = Field(default=60.0, ge=0.0, le=3600.0)
+
+
+class ReplicationStatus(BaseModel):
+    """One replication as the process server reports it (the fields its
+    clients act on; the rest of the report is kept as it came)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    phase: str
+    initial_done: bool
+    sent_bytes: int = 0
+    lag_seconds: float | None = None
+    error: dict[str, Any] | None = None
+
+
+# -- the master target -------------------------------------------------------------------
+class DiskSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    datastore: str | None = Field(default=None, max_length=128)
+    path: str = Field(min_length=1, max_length=512)
+    size: int | None = Field(default=None, ge=0, le=1 << 46)
+    create: bool = False
+
+
+class DigestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    block_size: int = DEFAULT_BLOCK_SIZE
+    start_block: int = Field(default=0, ge=0)
+    size: int = Field(ge=0, le=1 << 46)
+
+
+class MaterialiseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    point: str | float = "latest"
+    datastore: str | None = Field(default=None, max_length=128)
+    path: str = Field(min_length=1, max_length=512)
