@@ -1,20 +1,20 @@
 """``vmdr serve``: run one of vmdr's services in the foreground.
 
-Settings come from a TOML file (``--config``) whose keys are the long flag
-names with ``_`` for ``-`` (``datastore = ["vmfs-01=/srv/ds1"]``); a flag
-given on the command line wins over the file. Secrets are read from files
-(``--master-target-token-file``), never from flags, which ``ps`` would show.
+Its settings are typed and loaded once (``cli/settings.py``): a flag wins
+over the environment (``VMDR_<SERVICE>_<NAME>``), which wins over the TOML
+file of ``--config`` (keys are the long flag names with ``_`` for ``-``:
+``datastore = ["vmfs-01=/srv/ds1"]``); an unknown key is refused. Secrets are
+read from files (``--master-target-token-file``), never from flags, which
+``ps`` would show.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import threading
 import time
-import tomllib
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -23,60 +23,33 @@ from typing import Any
 import typer
 
 from vmdr.cli.output import fail
+from vmdr.cli.settings import (
+    ConfigServerOptions,
+    MasterTargetOptions,
+    ProcessServerOptions,
+    WorkerOptions,
+)
 from vmdr.model.errors import UsageError, VmdrError
 
 app = typer.Typer(help="Run a vmdr service (HTTPS, token auth) in the foreground.")
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?$", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
-
-def parse_size(text: str | int | None) -> int | None:
-    """``"20M"`` -> 20 MiB; plain numbers are bytes."""
-    if text is None or isinstance(text, int):
-        return text
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise UsageError(detail=f"{text!r} is not a size (e.g. 512M, 20G, 1048576)")
-    return int(float(match[1]) * _UNITS[match[2].upper()])
-
-
-def _settings(config: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    if config is not None:
-        try:
-            merged.update(tomllib.loads(config.read_text()))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise UsageError(detail=f"cannot read config {config}: {exc}") from exc
-    merged.update({k: v for k, v in flags.items() if v not in (None, [])})
-    return merged
-
-
-def _need(settings: dict[str, Any], key: str) -> Any:
-    if settings.get(key) in (None, [], ""):
-        raise UsageError(detail=f"--{key.replace('_', '-')} is required (flag or config file)")
-    return settings[key]
-
-
-def _run(name: str, s: dict[str, Any], log_level: str, build: Callable[[Any], Any]) -> None:
+def _run(name: str, s: Any, build: Callable[[Any], Any]) -> None:
     """Build the app with the service's token store, announce it, serve it."""
     from vmdr.transport.auth import TokenStore
     from vmdr.transport.service import ServiceSettings, serve, tls_files
 
     try:
-        state = Path(_need(s, "state_dir"))
-        host = s.get("host", "127.0.0.1")
-        service = ServiceSettings(name, state, host, int(_need(s, "port")),
-                                  ca_dir=_path(s.get("ca_dir")))  # fmt: skip
-        app_ = build(TokenStore(state))
+        service = ServiceSettings(name, s.state_dir, s.host, s.port, ca_dir=s.ca_dir)
+        app_ = build(TokenStore(s.state_dir))
         _, ca = tls_files(service)
     except VmdrError as exc:
         fail(exc)
-    line = {"service": name, "url": f"https://{host}:{service.port}", "ca": str(ca),
-            "state": str(state)}  # fmt: skip
+    line = {"service": name, "url": f"https://{s.host}:{s.port}", "ca": str(ca),
+            "state": str(s.state_dir)}  # fmt: skip
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
-    serve(app_, service, log_level)
+    serve(app_, service, s.log_level)
 
 
 ConfigOpt = typer.Option(None, "--config", help="TOML file with these settings.")
@@ -84,7 +57,7 @@ StateOpt = typer.Option(None, "--state-dir", help="Tokens, certificates, progres
 HostOpt = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1).")
 PortOpt = typer.Option(None, "--port", help="Port to listen on.")
 CaOpt = typer.Option(None, "--ca-dir", help="Folder of the CA (default <state-dir>/pki).")
-LogOpt = typer.Option("info", "--log-level")
+LogOpt = typer.Option(None, "--log-level", help="debug, info (default), warning…")
 CsOpt = typer.Option(
     None, "--configuration-server", help="https://HOST:PORT to send heartbeats to."
 )
@@ -94,19 +67,24 @@ CsTokenOpt = typer.Option(
 )
 
 
-def _heartbeat(s: dict[str, Any], health: Callable[[], dict[str, Any]]) -> None:
+def _heartbeat(s: Any, health: Callable[[], dict[str, Any]]) -> None:
     """Start heartbeats if a configuration server is configured."""
-    if not s.get("configuration_server"):
+    if not s.configuration_server:
         return
     from vmdr.roles.heartbeat import start_heartbeat
 
-    token_file = Path(_need(s, "configuration_server_token_file"))
+    if s.configuration_server_token_file is None or s.configuration_server_ca is None:
+        raise UsageError(detail="--configuration-server needs --configuration-server-ca and "
+                         "--configuration-server-token-file")  # fmt: skip
+    token = _read_token(s.configuration_server_token_file)
+    start_heartbeat(s.configuration_server, s.configuration_server_ca, token, health)
+
+
+def _read_token(path: Path) -> str:
     try:
-        token = token_file.read_text().strip()
+        return path.read_text().strip()
     except OSError as exc:
-        raise UsageError(detail=f"cannot read the token file {token_file}: {exc}") from exc
-    ca = Path(_need(s, "configuration_server_ca"))
-    start_heartbeat(str(s["configuration_server"]), ca, token, health)
+        raise UsageError(detail=f"cannot read the token file {path}: {exc}") from exc
 
 
 @app.command("master-target")
@@ -124,7 +102,7 @@ def master_target(
     configuration_server: str | None = CsOpt,
     configuration_server_ca: Path | None = CsCaOpt,
     configuration_server_token_file: Path | None = CsTokenOpt,
-    log_level: str = LogOpt,
+    log_level: str | None = LogOpt,
 ) -> None:
     """Receive replication data, journal it, write target disks, cut points."""
     from vmdr.blocks.retention import RetentionStore
@@ -132,37 +110,27 @@ def master_target(
     from vmdr.roles.master_target import MasterTargetSettings, build_app
 
     try:
-        s = _settings(
-            config,
-            dict(
-                state_dir=state_dir,
-                host=host,
-                port=port,
-                ca_dir=ca_dir,
-                datastore=datastore,
-                retention_dir=retention_dir,
-                retention_hours=retention_hours,
-                retention_quota=retention_quota,
-                retention_min_free=retention_min_free,
-                configuration_server=configuration_server,
-                configuration_server_ca=configuration_server_ca,
-                configuration_server_token_file=configuration_server_token_file,
-            ),
-        )
-        state = Path(_need(s, "state_dir"))
-        roots = DatastoreRoots.parse(list(_need(s, "datastore")))
+        s = MasterTargetOptions.load(config, dict(
+            state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, datastore=datastore,
+            retention_dir=retention_dir, retention_hours=retention_hours,
+            retention_quota=retention_quota, retention_min_free=retention_min_free,
+            configuration_server=configuration_server,
+            configuration_server_ca=configuration_server_ca,
+            configuration_server_token_file=configuration_server_token_file, log_level=log_level,
+        ))  # fmt: skip
+        roots = DatastoreRoots.parse(s.datastore)
         retention = RetentionStore(
-            Path(_need(s, "retention_dir")),
-            window=timedelta(hours=float(s.get("retention_hours", 24))),
-            quota_bytes=parse_size(s.get("retention_quota")),
-            min_free_bytes=parse_size(s.get("retention_min_free")) or 256 << 20,
+            s.retention_dir,
+            window=timedelta(hours=s.retention_hours),
+            quota_bytes=s.retention_quota,
+            min_free_bytes=s.retention_min_free or 256 << 20,  # 0 is not "no guard"
         )
         _heartbeat(s, lambda: {"retention": retention.usage(), "datastores": roots.names()})
     except VmdrError as exc:
         fail(exc)
     threading.Thread(target=_prune_forever, args=(retention,), daemon=True).start()
-    settings = MasterTargetSettings(roots, retention, state)
-    _run("master-target", s, log_level, lambda tokens: build_app(settings, tokens))
+    settings = MasterTargetSettings(roots, retention, s.state_dir)
+    _run("master-target", s, lambda tokens: build_app(settings, tokens))
 
 
 def _prune_forever(retention: Any) -> None:
@@ -172,10 +140,6 @@ def _prune_forever(retention: Any) -> None:
         except VmdrError as exc:  # reported, retried: pruning is housekeeping
             sys.stderr.write(f"prune: {exc}\n")
         time.sleep(60)
-
-
-def _path(value: Any) -> Path | None:
-    return Path(value) if value else None
 
 
 @app.command("process-server")
@@ -197,46 +161,30 @@ def process_server(
     configuration_server: str | None = CsOpt,
     configuration_server_ca: Path | None = CsCaOpt,
     configuration_server_token_file: Path | None = CsTokenOpt,
-    log_level: str = LogOpt,
+    log_level: str | None = LogOpt,
 ) -> None:
     """Read source disks and replicate them to a master target."""
     from vmdr.roles.process_server import ProcessServerSettings, build_app
 
     try:
-        s = _settings(
-            config,
-            dict(
-                state_dir=state_dir,
-                host=host,
-                port=port,
-                ca_dir=ca_dir,
-                cache_dir=cache_dir,
-                master_target=master_target,
-                master_target_ca=master_target_ca,
-                master_target_token_file=master_target_token_file,
-                bandwidth=bandwidth,
-                cache_limit=cache_limit,
-                compress=compress,
-                configuration_server=configuration_server,
-                configuration_server_ca=configuration_server_ca,
-                configuration_server_token_file=configuration_server_token_file,
-            ),
-        )
-        state = Path(_need(s, "state_dir"))
-        token_file = Path(_need(s, "master_target_token_file"))
-        try:
-            token = token_file.read_text().strip()
-        except OSError as exc:
-            raise UsageError(detail=f"cannot read the token file {token_file}: {exc}") from exc
+        s = ProcessServerOptions.load(config, dict(
+            state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, cache_dir=cache_dir,
+            master_target=master_target, master_target_ca=master_target_ca,
+            master_target_token_file=master_target_token_file, bandwidth=bandwidth,
+            cache_limit=cache_limit, compress=compress,
+            configuration_server=configuration_server,
+            configuration_server_ca=configuration_server_ca,
+            configuration_server_token_file=configuration_server_token_file, log_level=log_level,
+        ))  # fmt: skip
         settings = ProcessServerSettings(
-            state_dir=state,
-            cache_dir=Path(s.get("cache_dir") or state / "cache"),
-            master_target_url=str(_need(s, "master_target")),
-            master_target_ca=Path(_need(s, "master_target_ca")),
-            master_target_token=token,
-            bandwidth=parse_size(s.get("bandwidth")) or 0,
-            cache_limit=parse_size(s.get("cache_limit")),
-            compress=bool(s.get("compress", True)),
+            state_dir=s.state_dir,
+            cache_dir=s.cache_dir or s.state_dir / "cache",
+            master_target_url=s.master_target,
+            master_target_ca=s.master_target_ca,
+            master_target_token=_read_token(s.master_target_token_file),
+            bandwidth=s.bandwidth or 0,
+            cache_limit=s.cache_limit,
+            compress=s.compress,
         )
     except VmdrError as exc:
         fail(exc)
@@ -254,7 +202,7 @@ def process_server(
         )
         return app_
 
-    _run("process-server", s, log_level, build)
+    _run("process-server", s, build)
 
 
 @app.command("configuration-server")
@@ -273,31 +221,23 @@ def configuration_server(
         help="Run jobs in this process too (default; always with SQLite). With PostgreSQL, "
         "--no-worker makes an API replica beside `vmdr serve worker` processes.",
     ),
-    log_level: str = LogOpt,
+    log_level: str | None = LogOpt,
 ) -> None:
     """The inventory database, discovery and jobs, behind a REST API."""
     from vmdr.control.api import build_app
     from vmdr.control.server import ConfigServerSettings
 
     try:
-        s = _settings(
-            config,
-            dict(state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, database=database,
-                 worker=worker),
-        )  # fmt: skip
-        settings = ConfigServerSettings(
-            Path(_need(s, "state_dir")), s.get("database"), worker=s.get("worker", True)
-        )
+        s = ConfigServerOptions.load(config, dict(
+            state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, database=database,
+            worker=worker, log_level=log_level,
+        ))  # fmt: skip
+        settings = ConfigServerSettings(s.state_dir, s.database, worker=s.worker)
     except VmdrError as exc:
         fail(exc)
     from vmdr.web.dashboard import Dashboard
 
-    _run(
-        "configuration-server",
-        s,
-        log_level,
-        lambda tokens: build_app(settings, tokens, Dashboard()),
-    )
+    _run("configuration-server", s, lambda tokens: build_app(settings, tokens, Dashboard()))
 
 
 @app.command("worker")
@@ -312,7 +252,7 @@ def worker(
     database: str | None = typer.Option(
         None, help="The configuration server's PostgreSQL URL (SQLAlchemy form)."
     ),
-    log_level: str = LogOpt,
+    log_level: str | None = LogOpt,
 ) -> None:
     """Run jobs: workflow steps from the shared database, beside any number
     of other workers (PostgreSQL). A dead worker's jobs move to the others
@@ -323,16 +263,17 @@ def worker(
     from vmdr.control.server import ConfigServer, ConfigServerSettings
 
     try:
-        s = _settings(config, dict(state_dir=state_dir, database=database))
-        url = str(_need(s, "database"))
+        s = WorkerOptions.load(config, dict(state_dir=state_dir, database=database,
+                                            log_level=log_level))  # fmt: skip
+        url = s.database
         if url.startswith("sqlite"):
             raise UsageError(
                 detail="a separate worker needs PostgreSQL: with SQLite the configuration "
                 "server runs the jobs itself"
             )
-        state = Path(_need(s, "state_dir"))
+        state = s.state_dir
         state.mkdir(parents=True, exist_ok=True)
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+        logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
         cs = ConfigServer(ConfigServerSettings(state, url))
         cs.start_worker()
     except VmdrError as exc:

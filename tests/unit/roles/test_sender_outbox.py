@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vmdr.blocks.messages import DataRun, DiskInfo, Done, ZeroRun
-from vmdr.cli.serve import parse_size
+from vmdr.cli.settings import parse_size
 from vmdr.model.errors import UsageError
 from vmdr.roles.outbox import Outbox, OutboxFull
 from vmdr.roles.sender import RateLimiter, trim
