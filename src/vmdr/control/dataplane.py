@@ -11,8 +11,15 @@ where those are (``<state>/dataplane.json``, written by the operator or by
       "container": "vmdr-replicas",
       "cloud_compute": "/var/lib/vmdr/lab-cloud",
       "process_server": {"url": "https://...", "ca": "ca.pem", "token_file": "ps.token"},
-      "master_target": {"url": "https://...", "ca": "ca.pem", "token_file": "mt.token"}
+      "master_target": {"url": "https://...", "ca": "ca.pem", "token_file": "mt.token"},
+      "dns": {"server": "10.0.0.53", "port": 53, "zone": "example.com.",
+              "key_name": "vmdr.", "algorithm": "hmac-sha256", "secret_file": "tsig.key"},
+      "replication_interval": 300, "point_retention": 24, "rpo_threshold": 900
     }
+
+The file is typed (``DataPlane``, pydantic): read per use, so that it may be
+written while the server runs, and refused whole (``VMDR-E0561``, naming
+each wrong key) when it is malformed or has a key vmdr does not know.
 
 - ``datastores``: where the on-premises datastores are mounted for reading,
   used by the cloud-bound direction (protect, reprotect to the cloud): in this
@@ -23,6 +30,10 @@ where those are (``<state>/dataplane.json``, written by the operator or by
   emulator exists; docs/azure.md).
 - ``process_server``/``master_target``: the roles the failback direction uses
   (cloud process server → on-premises master target), with a token each.
+- ``dns``: the server the traffic manager updates (docs/traffic.md).
+- ``replication_interval``, ``point_retention``, ``rpo_threshold``: seconds
+  between replication cycles (300), recovery points kept per item (24), and
+  the RPO beyond which an item's health is a warning.
 
 Paths are confined the way the master target confines them
 (``roles.datastores``).
@@ -31,9 +42,10 @@ Paths are confined the way the master target confines them
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from vmdr.model.dspath import DatastoreFile
 from vmdr.model.errors import VmdrError
@@ -41,7 +53,7 @@ from vmdr.roles.clients import MasterTargetClient, ProcessServerClient
 from vmdr.roles.datastores import DatastorePath, DatastoreRoots
 from vmdr.transport.client import ServiceClient
 
-__all__ = ["DataPlane", "DataPlaneMissing", "RoleAccess"]
+__all__ = ["DataPlane", "DataPlaneMalformed", "DataPlaneMissing", "DnsSpec", "RoleAccess"]
 
 FILE = "dataplane.json"
 
@@ -59,9 +71,19 @@ class DataPlaneMissing(VmdrError):
 C = TypeVar("C", bound=ServiceClient)
 
 
-@dataclass(frozen=True)
-class RoleAccess:
-    url: str
+class DataPlaneMalformed(VmdrError):
+    code = "VMDR-E0561"
+    http_status = 409
+    msg = "the data-plane file {path} is not valid: {detail}"
+    fix = "Correct it (docs/workflows.md lists its keys); nothing ran with it."
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoleAccess(_Section):
+    url: str = Field(pattern=r"^https://")
     ca: Path
     token_file: Path  # read when a client is made, not each time the file is loaded
 
@@ -70,44 +92,60 @@ class RoleAccess:
         return kind(name, self.url, self.ca, token, timeout=timeout)
 
 
-@dataclass
-class DataPlane:
-    path: Path
-    datastores: dict[str, Path] = field(default_factory=dict)
+class DnsSpec(_Section):
+    """The DNS server the traffic manager updates (RFC 2136, TSIG)."""
+
+    server: str
+    port: int = Field(default=53, ge=1, le=65535)
+    zone: str
+    key_name: str
+    algorithm: str = "hmac-sha256"
+    secret_file: Path | None = None
+    secret: str | None = Field(default=None, repr=False)  # better in secret_file
+
+
+class DataPlane(_Section):
+    datastores: dict[str, Path] = {}
     storage_account: str | None = None
     container: str = "vmdr-replicas"
     cloud_compute: Path | None = None
     process_server: RoleAccess | None = None
     master_target: RoleAccess | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # the file as written
+    dns: DnsSpec | None = None
+    replication_interval: float | None = Field(default=None, gt=0)  # seconds between cycles
+    point_retention: int | None = Field(default=None, ge=1)  # points kept per item
+    rpo_threshold: float | None = Field(default=None, gt=0)  # seconds before "Warning"
+    _path: Path = PrivateAttr(default=Path(FILE))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_when_empty(cls, raw: Any) -> Any:
+        # As the hand-written loader had it: a section left empty ("dns": {},
+        # "cloud_compute": "", null) is a section not given.
+        if isinstance(raw, dict):
+            return {k: v for k, v in raw.items() if v not in (None, "", {}, [])}
+        return raw
+
+    @property
+    def path(self) -> Path:
+        return self._path
 
     @classmethod
     def load(cls, state_dir: Path) -> DataPlane:
+        """The file as it is now (read per use: an operator, or the lab, may
+        write it while the server runs); an empty one without the file."""
         path = state_dir / FILE
-        if not path.exists():
-            return cls(path)
-        raw: dict[str, Any] = json.loads(path.read_text())
-
-        def role(key: str) -> RoleAccess | None:
-            spec = raw.get(key)
-            if not spec:
-                return None
-            return RoleAccess(spec["url"], Path(spec["ca"]), Path(spec["token_file"]))
-
-        return cls(
-            path=path,
-            datastores={k: Path(v) for k, v in (raw.get("datastores") or {}).items()},
-            storage_account=raw.get("storage_account"),
-            container=raw.get("container") or "vmdr-replicas",
-            cloud_compute=Path(raw["cloud_compute"]) if raw.get("cloud_compute") else None,
-            process_server=role("process_server"),
-            master_target=role("master_target"),
-            options=raw,
-        )
-
-    def raw(self) -> dict[str, Any]:
-        """The file as written (for sections read elsewhere: dns, intervals)."""
-        return self.options
+        try:
+            raw = json.loads(path.read_text()) if path.exists() else {}
+            plane = cls.model_validate(raw)
+        except ValidationError as exc:
+            detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                               for e in exc.errors())  # fmt: skip
+            raise DataPlaneMalformed(path=str(path), detail=detail) from None
+        except (OSError, ValueError) as exc:  # unreadable, or not JSON
+            raise DataPlaneMalformed(path=str(path), detail=str(exc)) from None
+        plane._path = path
+        return plane
 
     def _need(self, value: Any, what: str) -> Any:
         if not value:

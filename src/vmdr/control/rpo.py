@@ -39,7 +39,7 @@ class RpoView:
         if items is not None:
             query = query.where(RecoveryPoint.item_id.in_(items))
         newest = {item: float(t) for item, t in s.execute(query).all()}
-        threshold = wf.dataplane_option("rpo_threshold", DEFAULT_RPO_THRESHOLD)
+        threshold = wf.dataplane.rpo_threshold or DEFAULT_RPO_THRESHOLD
         return cls(threshold, (ps.health or {}) if ps else {}, newest, time.time())
 
     def rpo(self, item: str, state: str, direction: str) -> float | None:

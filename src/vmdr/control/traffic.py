@@ -75,10 +75,9 @@ class TrafficManager:
     # -- plumbing --------------------------------------------------------------------------
     def dns(self) -> DnsServer:
         plane: DataPlane = self._dataplane()
-        spec = plane.raw().get("dns")
-        if not spec:
+        if plane.dns is None:
             raise DnsNotConfigured(path=str(plane.path))
-        return DnsServer.from_spec(spec)
+        return DnsServer.from_spec(plane.dns.model_dump(mode="json", exclude_none=True))
 
     def event(self, s: Session, profile: TrafficProfile, kind: str, message: str) -> None:
         s.add(RoutingEvent(profile_id=profile.id, time=time.time(), kind=kind, message=message))

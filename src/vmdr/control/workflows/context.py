@@ -110,13 +110,9 @@ class Workflows:
     def dataplane(self) -> DataPlane:
         return DataPlane.load(self.state_dir)  # read per use: the lab may write it late
 
-    def dataplane_option(self, key: str, default: float) -> float:
-        """A number from the data-plane file (e.g. ``rpo_threshold``)."""
-        return float(self.dataplane.raw().get(key) or default)
-
     def interval(self) -> float:
         """Seconds between two replication cycles of an item (``replication_interval``)."""
-        return max(self.dataplane_option("replication_interval", DEFAULT_INTERVAL), 1.0)
+        return max(self.dataplane.replication_interval or DEFAULT_INTERVAL, 1.0)
 
     # -- job kinds -------------------------------------------------------------------
     def step(self, fn: Callable[..., None], *args: Any) -> Callable[[StepContext], None]:

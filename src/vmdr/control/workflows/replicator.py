@@ -54,7 +54,7 @@ RETRY = 5.0  # seconds before a busy item or group is tried again
 
 
 def _retention(wf: Workflows) -> int:
-    return int(wf.dataplane.raw().get("point_retention") or DEFAULT_RETENTION)
+    return wf.dataplane.point_retention or DEFAULT_RETENTION
 
 
 def prune_points(
