@@ -98,6 +98,9 @@ class Workflows:
     secrets: Callable[[], SecretBox]
     state_dir: Path
     traffic: Any = None  # control.traffic.TrafficManager, for cutover steps
+    # Where the outside world is: the data-plane file, or (unit tests of
+    # steps) a plane whose compute and roles are in-memory fakes.
+    load_plane: Callable[[Path], DataPlane] = DataPlane.load
 
     def cutover(self, ctx: StepContext, site: str) -> None:
         """Move the item's DNS names to ``site`` (after the item's state changed)."""
@@ -108,7 +111,7 @@ class Workflows:
 
     @property
     def dataplane(self) -> DataPlane:
-        return DataPlane.load(self.state_dir)  # read per use: the lab may write it late
+        return self.load_plane(self.state_dir)  # read per use: the lab may write it late
 
     def interval(self) -> float:
         """Seconds between two replication cycles of an item (``replication_interval``)."""

@@ -1,0 +1,114 @@
+"""The outside world of the workflow steps, in memory: a cloud compute and a
+process server that keep what they were asked in a dict, behind the same
+interfaces the real ones have (``CloudCompute``; the typed process-server
+client), and a data plane that hands them out. What the memory backend is
+to the block engine, for unit tests of steps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import PrivateAttr
+
+from vmdr.control.dataplane import DataPlane
+from vmdr.providers.azure.compute import RUNNING, STOPPED, CloudCompute, CloudVm
+from vmdr.providers.azure.errors import CloudVmExists, CloudVmNotFound
+from vmdr.roles.contracts import NewReplication, PointRequest, ReplicationStatus
+from vmdr.transport.client import RemoteError
+
+
+class MemoryCompute(CloudCompute):
+    where = "memory"
+
+    def __init__(self) -> None:
+        self.vms: dict[str, CloudVm] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    def create_from_disks(
+        self, name: str, disk_urls: Sequence[str], size: str, network: str
+    ) -> CloudVm:
+        self.calls.append(("create", name))
+        if name in self.vms:
+            raise CloudVmExists(name=name, where=self.where)
+        self.vms[name] = CloudVm(name, tuple(disk_urls), size, network, STOPPED)
+        return self.vms[name]
+
+    def _set(self, name: str, state: str) -> CloudVm:
+        vm = self.status(name)
+        self.vms[name] = CloudVm(vm.name, vm.disks, vm.size, vm.network, state)
+        return self.vms[name]
+
+    def start(self, name: str) -> CloudVm:
+        self.calls.append(("start", name))
+        return self._set(name, RUNNING)
+
+    def stop(self, name: str) -> CloudVm:
+        self.calls.append(("stop", name))
+        return self._set(name, STOPPED)
+
+    def delete(self, name: str) -> None:
+        self.calls.append(("delete", name))
+        self.vms.pop(name, None)
+
+    def status(self, name: str) -> CloudVm:
+        if name not in self.vms:
+            raise CloudVmNotFound(name=name, where=self.where)
+        return self.vms[name]
+
+    def dirty_map_path(self, name: str, disk_index: int) -> Path:
+        return Path(f"/nonexistent/{name}/disk{disk_index}.map")  # no writes recorded
+
+
+class MemoryProcessServer:
+    """The process server's API as the typed client offers it."""
+
+    def __init__(self) -> None:
+        self.specs: dict[str, NewReplication] = {}
+        self.status: dict[str, dict[str, Any]] = {}
+        self.dirty: dict[str, list[tuple[int, int]]] = {}
+        self.points: list[tuple[str, PointRequest]] = []
+        self.stopped: list[tuple[str, bool]] = []
+
+    def __enter__(self) -> MemoryProcessServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def start(self, spec: NewReplication) -> dict[str, Any]:
+        if spec.id in self.specs:
+            raise RemoteError(service="ps", status=409, detail="exists", remote_code="VMDR-E0432")
+        self.specs[spec.id] = spec
+        self.status[spec.id] = {"id": spec.id, "phase": "initial", "initial_done": False,
+                                "sent_bytes": 0}  # fmt: skip
+        return {"id": spec.id}
+
+    def replications(self) -> list[ReplicationStatus]:
+        return [ReplicationStatus.model_validate(s) for s in self.status.values()]
+
+    def replication(self, rid: object) -> ReplicationStatus:
+        return ReplicationStatus.model_validate(self.status[str(rid)])
+
+    def mark_dirty(self, rid: object, extents: list[tuple[int, int]]) -> None:
+        self.dirty.setdefault(str(rid), []).extend(extents)
+
+    def point(self, rid: object, request: PointRequest) -> dict[str, Any]:
+        self.points.append((str(rid), request))
+        return {"delivered": True, "point": {"seq": len(self.points)}}
+
+    def stop(self, rid: object, *, forget_target: bool = False) -> bool:
+        self.stopped.append((str(rid), forget_target))
+        return self.status.pop(str(rid), None) is not None
+
+
+class MemoryPlane(DataPlane):
+    _compute: MemoryCompute = PrivateAttr(default_factory=MemoryCompute)
+    _ps: MemoryProcessServer = PrivateAttr(default_factory=MemoryProcessServer)
+
+    def compute(self) -> MemoryCompute:
+        return self._compute
+
+    def ps(self) -> Any:
+        return self._ps
