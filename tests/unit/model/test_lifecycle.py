@@ -126,3 +126,21 @@ def test_complete_fail_and_initial_done_need_the_right_state() -> None:
         assert err.value.code == "VMDR-E0501"
     with pytest.raises(IllegalTransition):
         initial_replication_done(start(ItemState("a", state=S.INITIAL_REPLICATION), Op.RESYNC))
+
+
+def test_the_stored_names_of_states_and_operations_stay_the_asr_ones() -> None:
+    """The database, the API, the CLI and scripts hold these strings: a
+    rename here would strand every item stored under the old one."""
+    from vmdr.model.lifecycle import Operation, State
+
+    assert [s.value for s in State] == [
+        "Unprotected", "EnablingProtection", "InitialReplication", "Protected", "Resyncing",
+        "PlannedFailover", "UnplannedFailover", "FailedOver", "CancellingFailover", "Committing",
+        "Committed", "Reprotecting", "TestFailover", "TestFailoverCompleted",
+        "TestFailoverCleanup", "DisablingProtection",
+    ]  # fmt: skip
+    assert [o.value for o in Operation] == [
+        "enableProtection", "testFailover", "testFailoverCleanup", "plannedFailover",
+        "unplannedFailover", "commit", "cancelFailover", "reprotect", "resync",
+        "disableProtection",
+    ]  # fmt: skip
