@@ -141,7 +141,6 @@ class ConfigServer:
         return self.jobs.prune(now - keep, now - dt.timedelta(hours=1))
 
     def _discover_step(self, ctx: StepContext) -> None:
-        from vmdr.providers.vsphere.discovery import discover
         from vmdr.providers.vsphere.errors import WrongEndpointKind
 
         with self.sessions() as s:
@@ -149,8 +148,8 @@ class ConfigServer:
             if vc is None:
                 raise NotFound(what="vcenter", id=ctx.params["vcenter"])
             kind, url = vc.kind, vc.url
-        with self.workflows.vsphere(ctx.params["vcenter"]) as si:
-            inventory = discover(si)
+        with self.workflows.vsphere(ctx.params["vcenter"]) as vms:
+            inventory = vms.inventory()
         actual = "esx" if inventory.api_type == "HostAgent" else "vcenter"
         if actual != kind:
             raise WrongEndpointKind(address=url, actual=actual, expected=kind)

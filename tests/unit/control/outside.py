@@ -112,3 +112,51 @@ class MemoryPlane(DataPlane):
 
     def ps(self) -> Any:
         return self._ps
+
+
+class MemoryVms:
+    """A vCenter's VMs by name, as ``VmOperations`` offers them."""
+
+    def __init__(self, *names: str) -> None:
+        self.power: dict[str, str] = {name: "poweredOn" for name in names}
+        self.created: dict[str, tuple[str, str, list[Any]]] = {}
+        self.snapshots_removed: list[str] = []
+
+    def __call__(self, vcenter_id: str) -> Any:  # Workflows.vcenters
+        import contextlib
+
+        return contextlib.nullcontext(self)
+
+    def inventory(self) -> Any:
+        raise AssertionError("discovery is the simulator's to test")
+
+    def exists(self, name: str) -> bool:
+        return name in self.power
+
+    def _need(self, name: str) -> None:
+        from vmdr.providers.vsphere.control import VmNotFound
+
+        if name not in self.power:
+            raise VmNotFound(name=name)
+
+    def power_on(self, name: str) -> None:
+        self._need(name)
+        self.power[name] = "poweredOn"
+
+    def power_off(self, name: str, guest_timeout: float) -> str:
+        self._need(name)
+        was, self.power[name] = self.power[name], "poweredOff"
+        return "already" if was == "poweredOff" else "guest"
+
+    def remove_snapshots(self, name: str) -> int:
+        self._need(name)
+        self.snapshots_removed.append(name)
+        return 1
+
+    def create(self, name: str, host: str, datastore: str, disks: list[Any]) -> None:
+        self.power[name] = "poweredOff"
+        self.created[name] = (host, datastore, disks)
+
+    def delete(self, name: str) -> None:
+        self._need(name)
+        del self.power[name]

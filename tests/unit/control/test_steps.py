@@ -19,7 +19,7 @@ from vmdr.control.workflows.to_onprem import onprem_kinds
 from vmdr.model.errors import VmdrError
 from vmdr.model.lifecycle import Direction, Site, State
 
-from .outside import MemoryPlane
+from .outside import MemoryPlane, MemoryVms
 
 BLOB = "pageblob://acct/vmdr-replicas/{item}-disk{unit}"
 
@@ -38,10 +38,15 @@ def plane() -> MemoryPlane:
 
 
 @pytest.fixture
-def wf(tmp_path: Path, plane: MemoryPlane) -> Iterator[Workflows]:
+def vms() -> MemoryVms:
+    return MemoryVms("web-01")
+
+
+@pytest.fixture
+def wf(tmp_path: Path, plane: MemoryPlane, vms: MemoryVms) -> Iterator[Workflows]:
     engine = open_database(f"sqlite:///{tmp_path / 'vmdr.db'}")
     flows = Workflows(session_factory(engine), None, lambda: None, tmp_path,  # type: ignore[arg-type,return-value]
-                      load_plane=lambda _: plane)  # fmt: skip
+                      load_plane=lambda _: plane, vcenters=vms)  # fmt: skip
     yield flows
     engine.dispose()
 
@@ -58,16 +63,15 @@ def item(wf: Workflows, mode: str = "OLR", disks: int = 2, **settings: Any) -> s
         s.flush()
         ident = row.id
     suffix = ["", "_1", "_2"]
-    wf.update_settings(
-        ident,
+    defaults: dict[str, Any] = dict(
         vm="web-01", vcenter="vc-1", reprotect={"mode": mode},
         disks=[{"unit": u, "file": f"[vmfs-01] web-01/web-01{suffix[u]}.vmdk", "capacity": 1 << 20,
                 "address": f"scsi0:{u}", "blob": BLOB.format(item=ident, unit=u)}
                for u in range(disks)],
         failback_targets=[{"unit": u, "file": f"[vmfs-02] web-01/web-01{suffix[u]}.vmdk"}
                           for u in range(disks)],
-        **settings,
     )  # fmt: skip
+    wf.update_settings(ident, **{**defaults, **settings})
     return ident
 
 
@@ -162,3 +166,67 @@ def test_commit_refuses_without_a_proof_that_holds_unless_forced(
     run(commit, "check-proof", {"item": ident, "operation": "commit"})
     run(commit, "delete-cloud-vm", {"item": ident, "operation": "commit"})
     assert "web-01" not in compute.vms
+
+
+def master_target_on(wf: Workflows, host: str) -> None:
+    from vmdr.control.db.models import Host, MasterTarget, Site, VCenter
+
+    with wf.sessions.begin() as s:
+        site = Site(name="on-premises", role="primary")
+        s.add(site)
+        s.flush()
+        vc = VCenter(site_id=site.id, name="vc", url="https://vc/sdk", user="u", secret_enc=b"x")
+        s.add(vc)
+        s.flush()
+        esx = Host(vcenter_id=vc.id, name=host, moref="host-1")
+        s.add(esx)
+        s.flush()
+        s.add(MasterTarget(name="mt", url="https://mt:9443", token_digest="0" * 64,
+                           host_id=esx.id))  # fmt: skip
+
+
+def test_original_location_powers_the_vm_off_and_writes_its_matched_disks(
+    wf: Workflows, vms: MemoryVms
+) -> None:
+    targets = {"disk0": "[vmfs-01] web-01/web-01.vmdk", "disk1": "[vmfs-01] web-01/web-01_1.vmdk"}
+    ident = item(wf, mode="OLR", failback_targets=[], reprotect={"mode": "OLR", "targets": targets})
+    params = {"item": ident, "operation": "reprotect", "remove_snapshots": True}
+    run(kinds(wf)["reprotectToOnPremises"], "prepare-target", params)
+    settings = wf.settings(ident)
+    assert vms.power["web-01"] == "poweredOff" and vms.snapshots_removed == ["web-01"]
+    assert [(t.unit, t.file) for t in settings.failback_targets] == [
+        (0, targets["disk0"]), (1, targets["disk1"])]  # fmt: skip
+    assert settings.failback_vm == "web-01" and vms.created == {}
+
+
+def test_alternate_location_creates_a_new_vm_beside_the_original_on_the_chosen_datastore(
+    wf: Workflows, vms: MemoryVms
+) -> None:
+    master_target_on(wf, "esx-02")
+    ident = item(wf, mode="ALR", failback_targets=[])
+    params = {"item": ident, "operation": "reprotect", "mode": "alr", "datastore": "vmfs-02"}
+    run(kinds(wf)["reprotectToOnPremises"], "prepare-target", params)
+    settings = wf.settings(ident)
+    host, datastore, disks = vms.created["web-01-failback"]  # the original still exists
+    assert (host, datastore, [d.capacity for d in disks]) == ("esx-02", "vmfs-02", [1 << 20] * 2)
+    assert [t.file for t in settings.failback_targets] == [
+        "[vmfs-02] web-01-failback/web-01-failback.vmdk",
+        "[vmfs-02] web-01-failback/web-01-failback_1.vmdk",
+    ]
+    assert vms.power["web-01"] == "poweredOn"  # production untouched
+    run(kinds(wf)["reprotectToOnPremises"], "prepare-target", params)  # a re-run: nothing new
+    assert list(vms.created) == ["web-01-failback"]
+
+
+def test_failback_powers_on_the_target_vm_and_the_item_now_reads_its_disks(
+    wf: Workflows, vms: MemoryVms
+) -> None:
+    ident = item(wf, failback_vm="web-01-failback", failback_targets=[
+        {"unit": 0, "file": "[vmfs-02] web-01-failback/web-01-failback.vmdk"},
+        {"unit": 1, "file": "[vmfs-02] web-01-failback/web-01-failback_1.vmdk"}])  # fmt: skip
+    vms.create("web-01-failback", "esx-02", "vmfs-02", [])
+    run(kinds(wf)["failback"], "power-on-onprem", {"item": ident, "operation": "plannedFailover"})
+    settings = wf.settings(ident)
+    assert vms.power["web-01-failback"] == "poweredOn"
+    assert settings.onprem_vm_name == "web-01-failback"
+    assert [d.file for d in settings.disks] == [t.file for t in settings.failback_targets]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ from vmdr.control.secrets import SecretBox
 from vmdr.model import lifecycle
 from vmdr.model.errors import VmdrError
 from vmdr.model.lifecycle import Direction, ItemState, Operation, Site, State
+from vmdr.providers.vsphere.vms import VmOperations
 
 if TYPE_CHECKING:
     from vmdr.control.jobs.engine import Engine
@@ -101,6 +102,7 @@ class Workflows:
     # Where the outside world is: the data-plane file, or (unit tests of
     # steps) a plane whose compute and roles are in-memory fakes.
     load_plane: Callable[[Path], DataPlane] = DataPlane.load
+    vcenters: Callable[[str], AbstractContextManager[VmOperations]] | None = None
 
     def cutover(self, ctx: StepContext, site: str) -> None:
         """Move the item's DNS names to ``site`` (after the item's state changed)."""
@@ -242,8 +244,15 @@ class Workflows:
 
     # -- vSphere -----------------------------------------------------------------------
     @contextmanager
-    def vsphere(self, vcenter_id: str) -> Iterator[Any]:
+    def vsphere(self, vcenter_id: str) -> Iterator[VmOperations]:
+        """The VM operations of one vCenter or ESX host (a session for the
+        ``with`` block); a unit test of steps sets ``vcenters`` instead."""
+        if self.vcenters is not None:
+            with self.vcenters(vcenter_id) as vms:
+                yield vms
+            return
         from vmdr.providers.vsphere.session import Endpoint, session
+        from vmdr.providers.vsphere.vms import VmControl
 
         with self.sessions() as s:
             vc = s.get(VCenter, vcenter_id)
@@ -261,7 +270,7 @@ class Workflows:
                 ca_file=ca,
             )
         with session(endpoint) as si:
-            yield si
+            yield VmControl(si)
 
 
 class GroupCutting(VmdrError):

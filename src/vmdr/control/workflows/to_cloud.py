@@ -103,12 +103,10 @@ def take_point(wf: Workflows, ctx: StepContext, tag: str) -> None:
 
 
 def _shut_down_source(wf: Workflows, ctx: StepContext) -> None:
-    from vmdr.providers.vsphere.control import find_vm, power_off
-
     settings = wf.settings(ctx.params["item"])
-    with wf.vsphere(settings.vcenter_id) as si:
+    with wf.vsphere(settings.vcenter_id) as vms:
         name = settings.onprem_vm_name
-        how = power_off(si, find_vm(si, name), guest_timeout=60)
+        how = vms.power_off(name, guest_timeout=60)
     ctx.progress("shut-down-source", 0, f"{name} powered off ({how})")
 
 
@@ -162,12 +160,10 @@ def restore_point(wf: Workflows, ctx: StepContext) -> None:
 
 
 def _cancel_in_cloud(wf: Workflows, ctx: StepContext) -> None:
-    from vmdr.providers.vsphere.control import find_vm, power_on
-
     settings = wf.settings(ctx.params["item"])
     wf.dataplane.compute().delete(settings.vm_name)
-    with wf.vsphere(settings.vcenter_id) as si:
-        power_on(si, find_vm(si, settings.onprem_vm_name))
+    with wf.vsphere(settings.vcenter_id) as vms:
+        vms.power_on(settings.onprem_vm_name)
 
 
 def cloud_kinds(wf: Workflows) -> list[JobKind]:

@@ -61,10 +61,9 @@ def _refresh_discovery(wf: Workflows, vcenter_id: str) -> None:
     snapshot removed or taken, the master target moved."""
     from vmdr.control.db.models import VCenter
     from vmdr.control.inventory import store_discovery
-    from vmdr.providers.vsphere.discovery import discover
 
-    with wf.vsphere(vcenter_id) as si:
-        inventory = discover(si)
+    with wf.vsphere(vcenter_id) as vms:
+        inventory = vms.inventory()
     with wf.sessions.begin() as s:
         vc = s.get(VCenter, vcenter_id)
         if vc is not None:
@@ -112,13 +111,7 @@ def prechecks_report(wf: Workflows, ctx: StepContext) -> dict[str, Any]:
 
 
 def _prepare_target(wf: Workflows, ctx: StepContext) -> None:
-    from vmdr.providers.vsphere.control import (
-        NewDisk,
-        create_vm,
-        find_vm,
-        power_off,
-        remove_snapshots,
-    )
+    from vmdr.providers.vsphere.control import NewDisk
 
     item = ctx.params["item"]
     settings = wf.settings(item)
@@ -126,12 +119,11 @@ def _prepare_target(wf: Workflows, ctx: StepContext) -> None:
     if settings.failback_targets:
         return
     targets: list[DiskTarget] = []
-    with wf.vsphere(settings.vcenter_id) as si:
+    with wf.vsphere(settings.vcenter_id) as vms:
         if plan["mode"] == "OLR":
-            original = find_vm(si, vm)
-            power_off(si, original, guest_timeout=60)
+            vms.power_off(vm, guest_timeout=60)
             if ctx.args(RecoveryOptions).remove_snapshots:
-                remove_snapshots(si, original)
+                vms.remove_snapshots(vm)
             for disk in settings.disks:
                 file = plan["targets"][f"disk{disk.unit}"]
                 if file is None:
@@ -146,25 +138,15 @@ def _prepare_target(wf: Workflows, ctx: StepContext) -> None:
             datastore = ctx.args(RecoveryOptions).datastore
             if datastore is None:  # the prechecks refuse this before (VMDR-E0819)
                 raise ReplicationFailed(disk="-", detail="no datastore for the new VM")
-            name = vm if not vm_exists(si, vm) else f"{vm}-failback"
+            name = vm if not vms.exists(vm) else f"{vm}-failback"
             host = master_target_host(wf)
             new = [NewDisk(d.capacity, d.uuid or "") for d in settings.disks]
-            if not vm_exists(si, name):
-                create_vm(si, name, host, datastore, new)
+            if not vms.exists(name):
+                vms.create(name, host, datastore, new)
             for i, disk in enumerate(settings.disks):
                 file = DatastoreFile.of_disk(datastore, name, i)
                 targets.append(DiskTarget(unit=disk.unit, file=str(file)))
     wf.update_settings(item, failback_targets=targets, failback_vm=name)
-
-
-def vm_exists(si: Any, name: str) -> bool:
-    from vmdr.providers.vsphere.control import VmNotFound, find_vm
-
-    try:
-        find_vm(si, name)
-    except VmNotFound:
-        return False
-    return True
 
 
 def master_target_host(wf: Workflows) -> str:
@@ -258,12 +240,10 @@ def _prove(wf: Workflows, ctx: StepContext) -> None:
 
 
 def _power_on_onprem(wf: Workflows, ctx: StepContext) -> None:
-    from vmdr.providers.vsphere.control import find_vm, power_on
-
     item = ctx.params["item"]
     settings = wf.settings(item)
-    with wf.vsphere(settings.vcenter_id) as si:
-        power_on(si, find_vm(si, settings.failback_vm_name))
+    with wf.vsphere(settings.vcenter_id) as vms:
+        vms.power_on(settings.failback_vm_name)
     # From now on the on-premises side of the item is the failed-back VM and
     # its disks (after ALR: a new VM, new files); protecting it again reads them.
     files = {t.unit: t.file for t in settings.failback_targets}

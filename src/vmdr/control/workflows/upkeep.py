@@ -85,17 +85,17 @@ def _drill_name(settings: ItemSettings) -> str:
 def _create_drill_vm(wf: Workflows, ctx: StepContext) -> None:
     """The failback drill's scratch VM on the master target's ESX host, on the
     datastore the failback would use; no network card: isolated by design."""
-    from vmdr.control.workflows.to_onprem import master_target_host, vm_exists
-    from vmdr.providers.vsphere.control import NewDisk, create_vm, vmware_disk_uuid
+    from vmdr.control.workflows.to_onprem import master_target_host
+    from vmdr.providers.vsphere.control import NewDisk, vmware_disk_uuid
 
     item = ctx.params["item"]
     settings = wf.settings(item)
     name = _drill_name(settings)
     datastore = settings.failback_targets[0].datastore_file.datastore
-    with wf.vsphere(settings.vcenter_id) as si:
-        if not vm_exists(si, name):
+    with wf.vsphere(settings.vcenter_id) as vms:
+        if not vms.exists(name):
             disks = [NewDisk(d.capacity, vmware_disk_uuid()) for d in settings.disks]
-            create_vm(si, name, master_target_host(wf), datastore, disks)
+            vms.create(name, master_target_host(wf), datastore, disks)
     wf.update_settings(
         item,
         test_failover=TrialVm(vm=name, datastore=datastore, direction="recoveryToPrimary"),
@@ -123,25 +123,19 @@ def _materialise_drill_disks(wf: Workflows, ctx: StepContext) -> None:
 
 
 def _power_on_drill(wf: Workflows, ctx: StepContext) -> None:
-    from vmdr.providers.vsphere.control import find_vm, power_on
-
     settings = wf.settings(ctx.params["item"])
-    with wf.vsphere(settings.vcenter_id) as si:
-        power_on(si, find_vm(si, settings.test.vm))
+    with wf.vsphere(settings.vcenter_id) as vms:
+        vms.power_on(settings.test.vm)
 
 
 def _clean_up_drill(wf: Workflows, ctx: StepContext) -> None:
-    from vmdr.control.workflows.to_onprem import vm_exists
-    from vmdr.providers.vsphere.control import delete_vm, find_vm, power_off
-
     item = ctx.params["item"]
     settings = wf.settings(item)
     name = settings.test_failover.vm if settings.test_failover else _drill_name(settings)
-    with wf.vsphere(settings.vcenter_id) as si:
-        if vm_exists(si, name):
-            vm = find_vm(si, name)
-            power_off(si, vm, guest_timeout=30)
-            delete_vm(si, vm)  # its files go with it
+    with wf.vsphere(settings.vcenter_id) as vms:
+        if vms.exists(name):
+            vms.power_off(name, guest_timeout=30)
+            vms.delete(name)  # its files go with it
     wf.update_settings(item, test_failover=None)
 
 

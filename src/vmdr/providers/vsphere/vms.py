@@ -1,0 +1,73 @@
+"""The on-premises VM operations a workflow step needs, by VM name, on one
+vCenter session: the interface the steps are written against
+(``Workflows.vsphere`` yields one), so that a unit test of a step can hand
+them an in-memory one instead of a vCenter."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from vmdr.providers.vsphere import control
+from vmdr.providers.vsphere.control import NewDisk, VmNotFound
+
+__all__ = ["VmControl", "VmOperations"]
+
+
+class VmOperations(Protocol):
+    def inventory(self) -> Any:
+        """Discovery of the whole vCenter (``discovery.Inventory``)."""
+        ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def power_on(self, name: str) -> None: ...
+
+    def power_off(self, name: str, guest_timeout: float) -> str:
+        """How it went off: ``"guest"`` (shut down by its tools), ``"hard"``
+        or ``"already"``."""
+        ...
+
+    def remove_snapshots(self, name: str) -> int: ...
+
+    def create(self, name: str, host: str, datastore: str, disks: list[NewDisk]) -> None:
+        """A powered-off VM with ``disks`` (their files created on ``datastore``)."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Power off (hard) if needed, then destroy the VM and its files."""
+        ...
+
+
+class VmControl:
+    """``VmOperations`` on a pyVmomi session (``si``, also there for discovery)."""
+
+    def __init__(self, si: Any) -> None:
+        self.si = si
+
+    def inventory(self) -> Any:
+        from vmdr.providers.vsphere.discovery import discover
+
+        return discover(self.si)
+
+    def exists(self, name: str) -> bool:
+        try:
+            control.find_vm(self.si, name)
+        except VmNotFound:
+            return False
+        return True
+
+    def power_on(self, name: str) -> None:
+        control.power_on(self.si, control.find_vm(self.si, name))
+
+    def power_off(self, name: str, guest_timeout: float) -> str:
+        vm = control.find_vm(self.si, name)
+        return control.power_off(self.si, vm, guest_timeout=guest_timeout)
+
+    def remove_snapshots(self, name: str) -> int:
+        return control.remove_snapshots(self.si, control.find_vm(self.si, name))
+
+    def create(self, name: str, host: str, datastore: str, disks: list[NewDisk]) -> None:
+        control.create_vm(self.si, name, host, datastore, disks)
+
+    def delete(self, name: str) -> None:
+        control.delete_vm(self.si, control.find_vm(self.si, name))
