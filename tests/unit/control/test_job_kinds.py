@@ -134,3 +134,27 @@ def test_job_parameters_are_checked_on_submit_and_read_back_typed() -> None:
     assert ctx.args(OperationParams).recovery_point == 3
     options = ctx.args(RecoveryOptions)
     assert (options.mode, options.force, options.datastore) == ("olr", False, None)
+
+
+def test_late_ticks_run_once_per_period_and_never_starve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fires that queued up while ticks ran slow (or no worker ran) do not
+    repeat the work one after another; but however late ticks are dequeued,
+    one per period still runs (a busy worker does not starve DNS routing)."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from dbos import DBOS
+
+    from vmdr.control.jobs.runner import Runner
+
+    monkeypatch.setattr(DBOS, "run_step", lambda _options, fn, *args: fn(*args))
+    ran: list[str] = []
+    store = SimpleNamespace(sessions=None)
+    runner = Runner({}, store, None, {"traffic": (1.0, lambda: ran.append("x"))}, "w")  # type: ignore[arg-type]
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
+    runner.tick("traffic", old)  # late, but nothing ran yet: runs
+    runner.tick("traffic", old + dt.timedelta(seconds=1))  # the backlog: skipped
+    runner.tick("traffic", (old + dt.timedelta(seconds=2)).replace(tzinfo=None))  # naive: UTC
+    assert ran == ["x"]
+    runner.tick("traffic", dt.datetime.now(dt.UTC))  # on time: runs
+    assert ran == ["x", "x"]

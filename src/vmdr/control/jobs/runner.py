@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from vmdr.control.jobs.kinds import (
@@ -96,6 +97,7 @@ class Runner:
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._ticked: dict[str, float] = {}  # periodic task: when it last ran here
 
     def start(self) -> None:
         threading.Thread(target=self._watch_cancels, name="vmdr-cancels", daemon=True).start()
@@ -198,10 +200,20 @@ class Runner:
         self.store.end_step(job_id, name, index)
         return {"ok": True, "value": value}
 
-    def tick(self, name: str) -> None:
+    def tick(self, name: str, scheduled: datetime) -> None:
         from dbos import DBOS
 
-        _, fn = self.periodic[name]
+        seconds, fn = self.periodic[name]
+        when = scheduled if scheduled.tzinfo else scheduled.replace(tzinfo=UTC)
+        late = (datetime.now(UTC) - when).total_seconds()
+        since = time.monotonic() - self._ticked.get(name, float("-inf"))
+        if late > max(2 * seconds, 10.0) and since < seconds:
+            # Fires that queued up while ticks ran slow (or no worker ran)
+            # would only repeat the work of the one that just ran. One late
+            # tick per period still runs: lateness never starves the task.
+            log.debug("tick %s of %s skipped: %.0f s late", name, scheduled, late)
+            return
+        self._ticked[name] = time.monotonic()
         DBOS.run_step({"name": name}, fn)
 
 
@@ -282,7 +294,7 @@ def _register_workflows() -> Any:
 
     @DBOS.workflow(name=TICK)
     def tick(scheduled: datetime, name: str) -> None:
-        _runner().tick(name)
+        _runner().tick(name, scheduled)
 
     return tick
 
