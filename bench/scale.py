@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from vmdr.lab.lab import Lab, vcenter_endpoint  # noqa: E402
 from vmdr.lab.pair import Service  # noqa: E402
+from vmdr.lab.services import STORAGE_ACCOUNTS_FILE  # noqa: E402
 from vmdr.transport.client import RemoteError, ServiceClient  # noqa: E402
 
 TARGETS: dict[str, tuple[str, float]] = {
@@ -387,6 +388,9 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"items": args.items, "pairs": args.pairs, "workers": args.workers}
     lab = Lab(base / "lab")
     lab.up()
+    # The API and the workers open the lab's page blobs with its account key,
+    # as the lab's own configuration server does.
+    os.environ["VMDR_STORAGE_ACCOUNTS"] = str(lab.directory / STORAGE_ACCOUNTS_FILE)
     control = None
     try:
         with postgres(base / "pg") as url:
@@ -438,6 +442,8 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             states = wait_jobs(c, jobs, 3600)
             out["protect_failed"] = failed + sum(s != "succeeded" for s in states.values())
             out["protect_all_seconds"] = round(time.monotonic() - start, 1)
+            if out["protect_failed"]:
+                raise SystemExit(f"{out['protect_failed']} protections failed; see the worker logs")
 
             step("idle")
             time.sleep(5)
@@ -509,9 +515,13 @@ def verdicts(result: dict[str, Any]) -> dict[str, bool]:
         ">=": lambda a, b: a >= b,
         "==": lambda a, b: a == b,
     }
-    return {
-        k: ops[op](float(result[k]), limit) for k, (op, limit) in TARGETS.items() if k in result
-    }
+    out = {k: ops[op](float(result[k]), limit) for k, (op, limit) in TARGETS.items() if k in result}
+    # A plan's time counts only when the plan succeeded.
+    for seconds in ("plan_seconds", "kill_plan_seconds"):
+        state = seconds.replace("seconds", "state")
+        if seconds in out:
+            out[seconds] = out[seconds] and result.get(state) == "succeeded"
+    return out
 
 
 def main() -> int:
