@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from vmdr.model.dspath import DatastoreFile
-from vmdr.model.errors import VmdrError
+from vmdr.model.errors import VmdrError, validation_summary
 from vmdr.roles.clients import MasterTargetClient, ProcessServerClient
 from vmdr.roles.datastores import DatastorePath, DatastoreRoots
 from vmdr.transport.client import ServiceClient
@@ -139,8 +139,7 @@ class DataPlane(_Section):
             raw = json.loads(path.read_text()) if path.exists() else {}
             plane = cls.model_validate(raw)
         except ValidationError as exc:
-            detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                               for e in exc.errors())  # fmt: skip
+            detail = validation_summary(exc.errors())
             raise DataPlaneMalformed(path=str(path), detail=detail) from None
         except (OSError, ValueError) as exc:  # unreadable, or not JSON
             raise DataPlaneMalformed(path=str(path), detail=str(exc)) from None

@@ -19,6 +19,7 @@ Library exceptions are translated at the boundary with ``raise ... from exc``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 
@@ -96,3 +97,11 @@ class ServiceFailed(LabError):
     code = "VMDR-E0104"
     msg = "{service} did not start: {detail}"
     fix = "Read its log at {log}; nothing the lab started was left running."
+
+
+def validation_summary(errors: Iterable[Mapping[str, Any]]) -> str:
+    """Pydantic's validation errors in one line, ``where: what; ...`` (the
+    form every edge reports them in: requests, job parameters, files)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())) or '-'}: {e.get('msg')}" for e in errors
+    )

@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from vmdr.model.errors import UsageError, VmdrError
+from vmdr.model.errors import UsageError, VmdrError, validation_summary
 from vmdr.transport.auth import TokenStore, Unauthorized
 from vmdr.transport.tls import CertPair, ensure_ca, issue_server_cert
 
@@ -160,9 +160,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
-        )
+        errors = validation_summary(exc.errors())
         return problem(UsageError(detail=f"invalid request: {errors}"), 422)
 
     @app.get("/healthz")

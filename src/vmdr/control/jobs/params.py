@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vmdr.model.errors import VmdrError
+from vmdr.model.errors import VmdrError, validation_summary
 
 __all__ = [
     "BadJobParams",
@@ -92,9 +92,5 @@ def checked(kind: str, model: type[BaseModel], params: dict[str, Any]) -> dict[s
     try:
         fitted = model.model_validate(params)
     except ValidationError as exc:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ())) or '-'}: {e.get('msg')}"
-            for e in exc.errors()
-        )
-        raise BadJobParams(kind=kind, detail=detail) from None
+        raise BadJobParams(kind=kind, detail=validation_summary(exc.errors())) from None
     return fitted.model_dump(mode="json", exclude_defaults=True)
