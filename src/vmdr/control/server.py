@@ -45,8 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$"
-MAX_BACKUP = 1 << 30
 
 
 class NotFound(VmdrError):

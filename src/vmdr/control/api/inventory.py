@@ -22,14 +22,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from vmdr.control.api.common import job_accepted
+from vmdr.control.api.common import NAME, job_accepted
 from vmdr.control.db.models import Datastore, Host, Machine, Site, VCenter
 from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
-from vmdr.control.server import (
-    NAME,
-    ConfigServer,
-    NotFound,
-)
+from vmdr.control.server import ConfigServer, NotFound
 
 log = logging.getLogger(__name__)
 

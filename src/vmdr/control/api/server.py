@@ -18,13 +18,11 @@ from starlette.concurrency import run_in_threadpool
 
 from vmdr.control.api.roles import adopt_role_tokens
 from vmdr.control.backup import BackupCorrupt, backup
-from vmdr.control.server import (
-    MAX_BACKUP,
-    ConfigServer,
-)
+from vmdr.control.server import ConfigServer
 from vmdr.transport.auth import TokenStore
 
 log = logging.getLogger(__name__)
+MAX_BACKUP = 1 << 30  # bytes of a restore upload
 
 
 def add_server_routes(app: FastAPI, cs: ConfigServer, tokens: TokenStore) -> None:
