@@ -194,6 +194,25 @@ def test_cancel_reaches_the_running_data_operation(
     assert ledger.read_text().split() == ["undo:VMDR-E0513"]  # the kind's undo ran once
 
 
+def test_a_running_job_gives_way_to_another_on_its_holder(
+    jobs: Engine, workers: dict, database_url: str, tmp_path: Path
+) -> None:
+    """How a running replication cycle gives way to a failover: cancelled in
+    its data copy and waited for, then the holder is free."""
+    copy = jobs.submit("long-copy", {"ledger": str(tmp_path / "c"), "seconds": 120}, "item-1")
+    other = jobs.submit("slow", {"ledger": str(tmp_path / "s"), "pause": 30}, "item-2")
+    start_worker(workers, database_url, "w1")
+    wait_for(lambda: ("copy", "start") in events(jobs.sessions, copy))
+    wait_for(lambda: state(jobs.sessions, other) == "running")
+    assert jobs.give_way("item-2", ("long-copy",), 5) is False  # not a kind that gives way
+    asked = time.monotonic()
+    assert jobs.give_way("item-1", ("long-copy",), 30) is True
+    assert time.monotonic() - asked < 10  # not the copy's 120 s
+    assert state(jobs.sessions, copy) == "cancelled"
+    jobs.submit("slow", {"ledger": str(tmp_path / "n")}, "item-1")  # the holder is free
+    assert jobs.give_way("item-3", ("long-copy",), 5) is False  # nothing holds it
+
+
 def test_a_failed_step_runs_the_undo_and_keeps_the_error(
     jobs: Engine, workers: dict, database_url: str, tmp_path: Path
 ) -> None:

@@ -230,3 +230,20 @@ def test_failback_powers_on_the_target_vm_and_the_item_now_reads_its_disks(
     assert vms.power["web-01-failback"] == "poweredOn"
     assert settings.onprem_vm_name == "web-01-failback"
     assert [d.file for d in settings.disks] == [t.file for t in settings.failback_targets]
+
+
+def test_a_cycle_that_gave_way_is_not_a_replication_error_but_a_failed_one_is(
+    wf: Workflows,
+) -> None:
+    from vmdr.control.jobs import JobCancelled
+    from vmdr.control.workflows.replicator import replicate_kind
+
+    ident = item(wf)
+    undo = replicate_kind(wf).on_fail
+    assert undo is not None
+    ctx = StepContext("cycle-1", {"item": ident}, Events())
+    undo(ctx, JobCancelled(job="cycle-1", step="sync").to_dict())
+    assert wf.settings(ident).replication_error is None
+    undo(ctx, {"code": "VMDR-E0401", "message": "blob gone", "fix": ""})
+    error = wf.settings(ident).replication_error
+    assert error is not None and error["code"] == "VMDR-E0401"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -287,16 +288,31 @@ class Engine:
             undo(kind, job_id, params, error, self.throttle)
         return True
 
-    def yield_queued(self, holder: str, kinds: tuple[str, ...]) -> bool:
-        """The holder's job, if it is of ``kinds`` and still queued, gives way
-        (a replication cycle that has not started, to an operation)."""
+    def give_way(self, holder: str, kinds: tuple[str, ...], wait: float) -> bool:
+        """The holder's job, if it is of ``kinds``, gives way (a replication
+        cycle, to an operation): a queued one ends at once, a running one is
+        cancelled and waited for, at most ``wait`` seconds. True when the
+        holder is free of it."""
         with self.sessions() as s:
             job = active_job(s, holder)
-            if job is None or job.kind not in kinds or job.state != JobState.QUEUED:
+            if job is None or job.kind not in kinds:
                 return False
-            job_id = job.id
+            job_id, queued = job.id, job.state == JobState.QUEUED
         error = {"code": JobCancelled.code, "message": "gave way to an operation", "fix": ""}
-        return self.end_queued(job_id, error, run_undo=False)
+        if queued and self.end_queued(job_id, error, run_undo=False):
+            return True
+        try:
+            if not self.cancel(job_id):
+                return True  # it ended meanwhile
+        except NotCancellable:
+            return False
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with self.sessions() as s:
+                if self.store.get(s, job_id).state not in ACTIVE:
+                    return True
+            time.sleep(0.2)
+        return False
 
     def send(self, job_id: str, topic: str, message: str) -> None:
         """A message for a flow waiting in ``Flow.receive(topic)``."""

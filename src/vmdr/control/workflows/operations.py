@@ -31,6 +31,10 @@ from vmdr.model.lifecycle import Direction, ItemState, Operation
 __all__ = ["ItemChanged", "NotInThisVersion", "find_item", "job_kind_for", "start_operation"]
 
 
+# How long an operation waits for a running replication cycle it cancelled.
+CYCLE_GIVES_WAY = 30.0
+
+
 class NotInThisVersion(VmdrError):
     code = "VMDR-E0827"
     http_status = 409
@@ -110,9 +114,10 @@ def start_operation(
     try:
         return submit(), kind
     except JobConflict:
-        # A replication cycle that has not started gives way to an operation
-        # (one that runs is waited for: VMDR-E0511, retry).
-        if not wf.engine.yield_queued(item_id, ("replicate",)):
+        # A replication cycle gives way to an operation: a queued one ends,
+        # a running one is cancelled (its data copy stops within about a
+        # second) and waited for. Anything else holding the item: E0511.
+        if not wf.engine.give_way(item_id, ("replicate",), CYCLE_GIVES_WAY):
             raise
     return submit(), kind
 

@@ -3,12 +3,13 @@
 Every protected item replicating to the cloud gets a ``replicate`` job each
 ``replication_interval`` seconds (the data-plane file; default 300): the
 changed blocks of each disk to its page blob, then a recovery point (blob
-snapshots). It is a job like the others, so it holds the item's job lock: a
-failover waits for the cycle in progress (or is refused with VMDR-E0511 and
-retried), and a cycle never overlaps an operation. The oldest continuous
-points beyond ``point_retention`` (default 24) are deleted with their
-snapshots. A failed cycle is kept on the item (``replication_error``) and
-shows in its health until the next cycle succeeds.
+snapshots). It is a job like the others, so it holds the item's job lock:
+an operation cancels the cycle in progress (a queued one ends at once) and
+starts when it has stopped, so a cycle never overlaps an operation and never
+delays a failover by more than a second or two. The oldest continuous points
+beyond ``point_retention`` (default 24) are deleted with their snapshots. A
+failed cycle is kept on the item (``replication_error``) and shows in its
+health until the next cycle succeeds; a cycle that gave way is not a failure.
 
 **The scheduler** is one periodic task of the job engine (a DBOS schedule:
 it fires on one worker at a time, every ``scheduler_tick`` seconds, default
@@ -39,7 +40,7 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import InstrumentedAttribute
 
 from vmdr.control.db.models import Job, ProtectedItem, RecoveryPoint, ReplicationGroup
-from vmdr.control.jobs import ACTIVE, JobConflict, JobKind, StepContext
+from vmdr.control.jobs import ACTIVE, JobCancelled, JobConflict, JobKind, StepContext
 from vmdr.control.jobs.params import ItemParams
 from vmdr.control.workflows import metrics
 from vmdr.control.workflows.context import Workflows, jitter, replicating, to_state
@@ -121,6 +122,8 @@ def replicate_kind(wf: Workflows) -> JobKind:
     from vmdr.control.workflows.to_cloud import sync_disks, take_point
 
     def failed(ctx: StepContext, error: dict[str, Any]) -> None:
+        if error.get("code") == JobCancelled.code:
+            return  # it gave way to an operation, or a user stopped it: not a fault
         wf.update_settings(ctx.params["item"], replication_error=error)
 
     steps = [
