@@ -448,6 +448,10 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             step("idle")
             time.sleep(5)
             out["idle_cpu_percent"] = cpu_percent(control.pids(), 30)
+            # What one more worker adds (the API replica runs no engine).
+            out["idle_cpu_per_worker_percent"] = round(
+                cpu_percent(control.pids()[1:], 30) / max(1, args.workers), 2
+            )
             out["threads_max"] = most_threads(control.pids())
             out.update(statements(url, control.state))
             out["overview_idle_p95_ms"] = round(p95(timed_gets(c, "/v1/overview", 40)), 1)

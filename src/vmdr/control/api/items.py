@@ -156,21 +156,21 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
     @app.post("/v1/protected-items", status_code=202)
     def post_item(body: NewItem) -> JSONResponse:
         """Protect a discovered machine (enableProtection)."""
-        with wf.sessions() as s:
-            machine = s.scalars(
-                select(Machine).where(or_(Machine.name == body.machine, Machine.id == body.machine))
-            ).first()
-            if machine is None:
-                raise MachineUnknown(machine=body.machine)
-            existing = s.scalars(
-                select(ProtectedItem).where(ProtectedItem.machine_id == machine.id)
-            ).first()
-            item_id = existing.id if existing else None
-        if item_id is None:
-            try:
-                with wf.sessions.begin() as s:
+        try:
+            with wf.sessions.begin() as s:
+                machine = s.scalars(
+                    select(Machine)
+                    .where(or_(Machine.name == body.machine, Machine.id == body.machine))
+                ).first()  # fmt: skip
+                if machine is None:
+                    raise MachineUnknown(machine=body.machine)
+                machine_id = machine.id
+                item_id = s.scalars(
+                    select(ProtectedItem.id).where(ProtectedItem.machine_id == machine_id)
+                ).first()
+                if item_id is None:
                     row = ProtectedItem(
-                        machine_id=machine.id,
+                        machine_id=machine_id,
                         state=State.UNPROTECTED,
                         active_site=Site.PRIMARY,
                         direction=Direction.PRIMARY_TO_RECOVERY,
@@ -179,11 +179,11 @@ def add_item_routes(app: FastAPI, wf: Workflows) -> None:
                     s.add(row)
                     s.flush()
                     item_id = row.id
-            except IntegrityError:  # created meanwhile by another request
-                with wf.sessions() as s:
-                    item_id = s.scalars(
-                        select(ProtectedItem.id).where(ProtectedItem.machine_id == machine.id)
-                    ).one()
+        except IntegrityError:  # created meanwhile by another request
+            with wf.sessions() as s:
+                item_id = s.scalars(
+                    select(ProtectedItem.id).where(ProtectedItem.machine_id == machine_id)
+                ).one()
         return operate(item_id, Operation.ENABLE_PROTECTION, {})
 
     @app.get("/v1/protected-items")

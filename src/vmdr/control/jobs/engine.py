@@ -78,9 +78,15 @@ class QueueLimits:
     # Replication jobs of one process server running at once, across workers.
     per_process_server: int = 4
     # How often a worker looks for queued operations (DBOS queues are
-    # polled): the most a submitted operation waits before it starts. A poll
-    # costs about 5 ms of CPU; plans and cycles are looked for once a second.
-    poll: float = 0.5
+    # polled, a poll is about three statements): the most a submitted
+    # operation waits before it starts. Plans, cycles and the scheduler's
+    # ticks are looked for every ``poll_background`` seconds. Idle, nothing
+    # queued (bench/idle.py --workers 2): 0.5 s / 1 s polls and DBOS's 10 ms
+    # notification batching cost 5.3 % of a core per worker; 1 s / 3 s and
+    # 250 ms, 3.1 %. The rest is DBOS's own once-a-second work (its internal
+    # queue, the queue list, delayed and timed-out workflows).
+    poll: float = 1.0
+    poll_background: float = 3.0
 
     @property
     def threads(self) -> int:
@@ -343,22 +349,25 @@ class Engine:
                 "executor_id": executor_id,
                 "max_executor_threads": limits.threads,
                 "log_level": "WARNING",
+                # Events and messages are pushed (LISTEN/NOTIFY) in batches this
+                # often; DBOS's 10 ms woke an idle worker 100 times a second.
+                "notification_coalesce_sec": 0.25,
             }
         )
         DBOS.launch()
         policy: Literal["always_update"] = "always_update"
-        poll = limits.poll
+        poll, slow = limits.poll, limits.poll_background
         DBOS.register_queue(QUEUES["operations"], worker_concurrency=limits.operations,
                             polling_interval_sec=poll, on_conflict=policy)  # fmt: skip
         DBOS.register_queue(QUEUES["plans"], worker_concurrency=limits.plans,
-                            polling_interval_sec=1.0, on_conflict=policy)  # fmt: skip
+                            polling_interval_sec=slow, on_conflict=policy)  # fmt: skip
         DBOS.register_queue(
             QUEUES["replication"], worker_concurrency=limits.replication,
-            partition_concurrency=limits.per_process_server, polling_interval_sec=1.0,
+            partition_concurrency=limits.per_process_server, polling_interval_sec=slow,
             on_conflict=policy,
         )  # fmt: skip
         # One tick at a time across every worker: a slow tick is not overtaken.
-        DBOS.register_queue(QUEUES["ticks"], global_concurrency=1, polling_interval_sec=1.0,
+        DBOS.register_queue(QUEUES["ticks"], global_concurrency=1, polling_interval_sec=slow,
                             on_conflict=policy)  # fmt: skip
         schedules: list[Any] = [
             {"schedule_name": f"vmdr-{name}", "workflow_fn": tick_workflow,
