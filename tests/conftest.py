@@ -8,8 +8,10 @@ stopped (by pid) when the session ends.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +125,24 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         conn.execute(sqlalchemy.text("DROP SCHEMA IF EXISTS dbos CASCADE"))
     engine.dispose()
     return url
+
+
+@pytest.fixture
+def small_drive(tmp_path: Path) -> Iterator[Any]:
+    """``small_drive(size)``: a folder on a tmpfs of ``size`` bytes, a real
+    file system that fills up (short writes, then ENOSPC); unmounted after
+    the test. Needs root (CAP_SYS_ADMIN), as ``make test`` runs."""
+    mounted: list[Path] = []
+
+    def make(size: int) -> Path:
+        where = tmp_path / f"drive-{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                               str(where)], capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, f"cannot mount a tmpfs (run as root): {done.stderr}"
+        mounted.append(where)
+        return where
+
+    yield make
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -2,16 +2,21 @@
 
 ``write_atomically`` writes a temporary file beside the target, fsyncs it,
 renames it over the target and fsyncs the folder, so after a power cut the
-path holds either the old or the new content, never a mix. Files are created
-owner-only (0600) by default: most of these hold state or secrets.
+path holds either the old or the new content, never a mix. Each writer has
+its own temporary file (concurrent writers of one path: the last rename
+wins, none fails), removed when the write fails (a full disk: ENOSPC is
+raised, the target is untouched). Files are created owner-only (0600) by
+default: most of these hold state or secrets.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from contextlib import suppress
 from pathlib import Path
 
-__all__ = ["fsync_dir", "write_atomically"]
+__all__ = ["fsync_dir", "write_all", "write_atomically"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -23,15 +28,26 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written: a short write is
+    retried, so a full drive raises ENOSPC instead of passing silently."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.fchmod(fd, mode)
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(name, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(name)
+        raise
     fsync_dir(path.parent)

@@ -12,11 +12,18 @@ may overwrite its range; on reopening, records are read until the first one
 that is torn or fails its checksum, and the file is cut there — safe, because
 a record that was not fully on disk was never followed by the write it
 protects.
+
+A capture that cannot be saved whole (a full drive: ENOSPC, or a short
+write) cuts the file back to where it began and raises ``RetentionFull``:
+nothing of it counts as saved, so the caller does not overwrite the range,
+and later records never follow a torn one (a scan would stop there and lose
+them).
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import struct
 from collections.abc import Iterator
@@ -28,6 +35,8 @@ import xxhash
 import zstandard
 
 from vmdr.blocks.backend import Backend
+from vmdr.blocks.durable import write_all
+from vmdr.blocks.retention_errors import RetentionFull
 
 __all__ = ["CapturedRanges", "UndoFile", "UndoRecord"]
 
@@ -140,20 +149,29 @@ class UndoFile:
         if not self.record:
             return 0
         end = min(offset + length, target.size())
-        written = 0
+        missing = self.captured.missing(offset, end)
+        if not missing:
+            return 0
+        start = os.fstat(self._fd).st_size
         buf = bytearray(min(CHUNK, max(end - offset, 0)))
-        for lo, hi in self.captured.missing(offset, end):
-            for pos in range(lo, hi, CHUNK):
-                n = min(CHUNK, hi - pos)
-                view = memoryview(buf)[:n]
-                target.readinto(pos, view)
-                written += self._append(pos, view)
-            self.captured.add(lo, hi)
-        if written:
+        try:
+            for lo, hi in missing:
+                for pos in range(lo, hi, CHUNK):
+                    n = min(CHUNK, hi - pos)
+                    view = memoryview(buf)[:n]
+                    target.readinto(pos, view)
+                    self._append(pos, view)
             os.fdatasync(self._fd)
-        return written
+        except OSError as exc:
+            os.ftruncate(self._fd, start)  # none of it counts: no torn record stays
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise RetentionFull(path=str(self.path.parent), detail=str(exc)) from exc
+            raise
+        for lo, hi in missing:  # saved and durable: only now
+            self.captured.add(lo, hi)
+        return os.fstat(self._fd).st_size - start
 
-    def _append(self, offset: int, data: memoryview) -> int:
+    def _append(self, offset: int, data: memoryview) -> None:
         flags, payload = 0, b""
         if _all_zero(data):
             flags = F_ZERO
@@ -165,7 +183,7 @@ class UndoFile:
                 payload = bytes(data)
         head = _HEAD.pack(MAGIC, offset, len(data), flags, len(payload))
         checksum = xxhash.xxh3_64_intdigest(head + payload)
-        return os.write(self._fd, head + struct.pack("<Q", checksum) + payload)
+        write_all(self._fd, head + struct.pack("<Q", checksum) + payload)
 
     def apply(self, target: Backend) -> int:
         """Write every record's old bytes back into ``target``."""

@@ -25,6 +25,7 @@ dropped; a torn last line of ``points.log`` is ignored.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ from typing import Any
 
 from vmdr.blocks.backend import Backend
 from vmdr.blocks.copy import FullCopy
-from vmdr.blocks.durable import write_atomically
+from vmdr.blocks.durable import write_all, write_atomically
 from vmdr.blocks.journal import UndoFile
 from vmdr.blocks.operation import Counters
 from vmdr.blocks.retention_errors import (
@@ -118,11 +119,23 @@ class DiskJournal:
         return out
 
     def append_point(self, point: RecoveryPoint) -> None:
+        """One line, durable, or none: a line cut short by a full drive is
+        cut off again, so that later points do not follow a torn one."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.points_path, "ab") as f:
-            f.write(_line(point))
-            f.flush()
-            os.fdatasync(f.fileno())
+        fd = os.open(self.points_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                     0o600)  # fmt: skip
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                write_all(fd, _line(point))
+                os.fdatasync(fd)
+            except OSError as exc:
+                os.ftruncate(fd, start)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise RetentionFull(path=str(self.store.root), detail=str(exc)) from exc
+                raise
+        finally:
+            os.close(fd)
 
     def find(self, spec: str | float, now: float | None = None) -> RecoveryPoint:
         """``latest``, ``latest-tagged``, ``tag:NAME`` or a time (epoch seconds)."""
@@ -168,6 +181,9 @@ class DiskJournal:
                 self.current = ChangeSetJournal(self, changeset, info["seq"], info["initial"])
                 return self.current
         seq = points[-1].seq + 1 if points else 1
+        # Only a disk with no point may skip undo records: on one with points,
+        # a sender's "initial" would let the earlier points materialise wrong.
+        initial = initial and not points
         info = {"changeset": changeset, "seq": seq, "initial": initial}
         write_atomically(self.open_path, json.dumps(info).encode())
         self.current = ChangeSetJournal(self, changeset, seq, initial)

@@ -13,11 +13,11 @@ Layout of a lab folder (default ``./.vmdr-lab``)::
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmdr.blocks.durable import write_atomically
 from vmdr.lab.process import ProcessRecord
 
 STATE_FILE = "lab.json"
@@ -78,11 +78,7 @@ class LabState:
 
 
 def _atomic_write(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomically(path, text.encode(), mode)
 
 
 def save_credentials(directory: Path, creds: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -241,3 +242,64 @@ def test_random_histories(seed: int) -> None:
         for point in store.disk("d1").points():
             got = materialised(store, src, root / "out.img", point.time)
             assert got == truth[point.seq]
+
+
+def test_a_retention_drive_that_fills_mid_change_set_loses_no_point(
+    small_drive: Callable[[int], Path], tmp_path: Path
+) -> None:
+    """The drive fills while undo records are written: the capture that did
+    not fit is refused (VMDR-E0402) and its range left unwritten; once room
+    is made the change set goes on; every point materialises exactly."""
+    drive = small_drive(3 * MiB)
+    store = RetentionStore(drive, min_free_bytes=0)  # the drive itself runs out
+    src = disk(tmp_path / "disk.img")
+    journal = store.disk("d1")
+    truth, rnd = {}, random.Random(7)
+    with open_backend(f"file://{src}", "rw") as target:
+        truth[journal.begin("initial", initial=True).commit(1.0).seq] = digest(src)
+        cs = journal.begin("cs-1")
+        write(cs, target, 0, rnd.randbytes(300 * KiB))
+        target.flush()
+        truth[cs.commit(2.0, tag="t1").seq] = digest(src)
+        filler = drive / "filler"
+        filler.write_bytes(b"\xff" * (drive_free(drive) - 200 * KiB))  # the drive is nearly full
+        cs = journal.begin("cs-2")
+        refused = 0
+        for n in range(8):  # 4 ranges of random old bytes (256 KiB each), then 4 of zeros
+            offset = MiB + n * 256 * KiB
+            try:
+                write(cs, target, offset, bytes(256 * KiB))
+            except RetentionFull as exc:
+                assert exc.code == "VMDR-E0402"
+                refused += 1
+        assert refused == 4  # none of the random ranges fit; a zero range needs no payload
+        filler.unlink()  # room again: the change set goes on where it stopped
+        for n in range(8):
+            write(cs, target, MiB + n * 256 * KiB, bytes(256 * KiB))
+        write(cs, target, 3 * MiB, rnd.randbytes(100 * KiB))
+        target.flush()
+        truth[cs.commit(3.0, tag="t2").seq] = digest(src)
+    for seq, want in truth.items():
+        assert materialised(store, src, tmp_path / "out.img", float(seq)) == want, seq
+
+
+def drive_free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def test_an_initial_change_set_on_a_disk_with_points_keeps_its_undo(
+    store: RetentionStore, tmp_path: Path
+) -> None:
+    """A sender that says "initial" again (a re-seed) must not make the
+    earlier points materialise with the new data."""
+    src = disk(tmp_path / "disk.img")
+    journal = store.disk("d1")
+    with open_backend(f"file://{src}", "rw") as target:
+        journal.begin("initial", initial=True).commit(1.0)
+        before = digest(src)
+        cs = journal.begin("re-seed", initial=True)
+        write(cs, target, MiB, bytes(MiB))
+        target.flush()
+        cs.commit(2.0)
+    assert materialised(store, src, tmp_path / "out.img", 1.0) == before

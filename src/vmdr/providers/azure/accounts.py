@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vmdr.blocks.durable import write_atomically
 from vmdr.providers.azure.errors import AzureProviderError
 
 
@@ -70,8 +71,4 @@ def write_accounts_file(path: Path, accounts: list[StorageAccount]) -> None:
     payload = {
         a.name: {"endpoint": a.endpoint, "key": a.key, "ca_file": a.ca_file} for a in accounts
     }
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(payload, indent=2).encode())

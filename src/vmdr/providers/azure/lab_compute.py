@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from vmdr.blocks.durable import write_atomically
 from vmdr.blocks.urls import open_backend
 from vmdr.lab import process
 from vmdr.lab.process import ProcessRecord
@@ -222,9 +223,7 @@ class LabCompute(CloudCompute):
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data, indent=2).encode(), mode=0o644)
 
 
 def _ready(status_file: Path) -> bool:
