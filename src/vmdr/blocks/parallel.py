@@ -22,6 +22,7 @@ only the parent, which then stops them.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -40,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vmdr.blocks.backend import Backend
-from vmdr.blocks.errors import WorkerFailed, rebuild_error
+from vmdr.blocks.errors import TargetTooLarge, WorkerFailed, rebuild_error
 from vmdr.blocks.hashing import (
     DEFAULT_BLOCK_SIZE,
     SEGMENT_BYTES,
@@ -350,16 +351,37 @@ def digests(
     *,
     start_block: int = 0,
     reopen: bool = False,
+    size: int | None = None,
 ) -> Iterable[BlockDigests]:
     """The disk's ``BlockDigests`` from ``start_block``: streamed by a worker
     process (closed with ``stack``) where one is worth it, else hashed in this
     thread as they are read. A worker takes over the descriptor of an open
     file; ``reopen`` also lets it open another shareable backend by URL, which
-    a service must not do with a disk whose path it checked once."""
+    a service must not do with a disk whose path it checked once.
+
+    ``size``: the digests of the disk as if grown to ``size`` — its new part
+    reads as zeros, so it is holes — without growing it (a read never changes
+    a disk). A last partial block is hashed as it is: at worst it is sent again."""
+    current = backend.size()
+    if size is not None and size < current:
+        raise TargetTooLarge(url=backend.url, target_size=current, source_size=size)
     handoff = SharedFile.of(backend) or (backend.url if reopen and backend.shareable else None)
-    if handoff is None or not worth_a_worker(backend.size()):
-        return hash_segments(backend, block_size, start_block=start_block)
-    return stack.enter_context(DigestStream(handoff, block_size, start_block=start_block))
+    if handoff is None or not worth_a_worker(current):
+        hashed: Iterable[BlockDigests] = hash_segments(backend, block_size, start_block=start_block)
+    else:
+        hashed = stack.enter_context(DigestStream(handoff, block_size, start_block=start_block))
+    if size is None or size == current:
+        return hashed
+    first = max(start_block, -(-current // block_size))
+    return itertools.chain(hashed, _holes(first, -(-size // block_size), block_size))
+
+
+def _holes(first: int, end: int, block_size: int) -> Iterator[BlockDigests]:
+    for start in range(first, end, _HOLES_PER_SEGMENT):
+        yield BlockDigests.holes(start, min(_HOLES_PER_SEGMENT, end - start), block_size)
+
+
+_HOLES_PER_SEGMENT = 1 << 16
 
 
 def hash_ranges(

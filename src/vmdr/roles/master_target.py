@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.concurrency import run_in_threadpool
 
 from vmdr.blocks.backend import Backend
+from vmdr.blocks.errors import TargetTooLarge
 from vmdr.blocks.hashing import check_block_size
 from vmdr.blocks.operation import prepare_target
 from vmdr.blocks.parallel import digests
@@ -262,19 +263,22 @@ class MasterTarget:
         check_block_size(req.block_size)
         self.settings.retention.check_ready()
         target = self.open_target(disk)
-        try:
-            prepare_target(target, req.size)
-        except BaseException:
+        current = target.size()
+        if current > req.size:  # refused before the stream starts: a clean error
             target.close()
-            raise
+            raise TargetTooLarge(url=target.url, target_size=current, source_size=req.size)
 
         def stream() -> Generator[bytes, None, None]:
             encoder = frames.Encoder()
             try:
                 # In a worker process where worth it: it hashes the opened file
                 # mapped (its descriptor is handed over, the path not reopened).
+                # A larger source's extra blocks are holes here: the change
+                # set's DiskInfo grows the disk, a read never does.
                 with ExitStack() as stack:
-                    for seg in digests(target, req.block_size, stack, start_block=req.start_block):
+                    segments = digests(target, req.block_size, stack,
+                                       start_block=req.start_block, size=req.size)  # fmt: skip
+                    for seg in segments:
                         yield b"".join(encoder.encode(seg))
                 yield b"".join(encoder.encode(frames.End()))
             finally:

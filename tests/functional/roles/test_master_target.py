@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vmdr.blocks.messages import DataRun, DiskInfo, Done
+from vmdr.blocks.messages import BlockDigests, DataRun, DiskInfo, Done
 from vmdr.lab.pair import Pair
 from vmdr.transport import frames
 from vmdr.transport.client import RemoteError
@@ -118,3 +118,32 @@ def test_a_digest_stream_the_client_drops_releases_the_disk(pair: Pair) -> None:
     while holders(target) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert holders(target) == set()
+
+
+def test_a_digest_request_never_grows_the_disk(pair: Pair) -> None:
+    """Asking for digests is a read: a huge ``size`` gets the disk's digests
+    and holes beyond its end, and the disk keeps its size (it used to grow to
+    8 TiB, after which change sets were refused)."""
+    with pair.mt_client() as c:
+        c.put("/v1/disks/d1", {"datastore": "ds1", "path": "d1/d1-flat.vmdk",
+                               "size": MiB, "create": True})  # fmt: skip
+        c.upload("/v1/disks/d1/changesets/initial", [stream(changeset(b"\xab" * MiB, MiB))])
+        asked = 4 * MiB
+        request = {"block_size": 65536, "start_block": 0, "size": asked}
+        with c.download("/v1/disks/d1/digests", request) as raw:
+            segs = [m for m in frames.iter_messages(raw) if isinstance(m, BlockDigests)]
+        assert sum(s.count for s in segs) == asked // 65536
+        masks = [bool(b) for s in segs for b in s.zero_mask()]
+        assert masks == [False] * 16 + [True] * 48  # data, then holes past the end
+        assert (pair.ds / "d1/d1-flat.vmdk").stat().st_size == MiB
+        with pytest.raises(RemoteError) as err:  # smaller than the disk: refused, not cut
+            c.post("/v1/disks/d1/digests", {"block_size": 65536, "start_block": 0,
+                                            "size": MiB // 2})  # fmt: skip
+        assert (err.value.status, err.value.remote_code) == (409, "VMDR-E0206")
+        # A change set is still accepted on the disk as it is.
+        answer = c.upload("/v1/disks/d1/changesets/cs-2", [stream([
+            frames.Control({"op": "begin", "initial": False, "resume_from": 0}),
+            DiskInfo(MiB, 65536), DataRun(0, b"\xcd" * 65536), Done(MiB),
+            frames.Control({"op": "cut", "time": 2.0, "tag": None, "kind": "crash"}),
+            frames.End()])])  # fmt: skip
+        assert answer["point"]["changeset"] == "cs-2"
