@@ -11,6 +11,7 @@ REST (all under token auth, see ``transport.service``)::
     POST /v1/disks/{disk}/changesets/{cs} frame stream in -> {acked, point}
     POST /v1/disks/{disk}/materialise     {point, datastore, path}: a new disk as at that point
     GET  /v1/retention                    retention drive usage
+    GET  /v1/quarantine                   disk records set aside at start, and why
 
 One change set per disk at a time (a second gets 409). Disks are opened only
 inside the configured datastore roots (``roles.datastores``).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Generator
@@ -34,6 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.concurrency import run_in_threadpool
 
 from vmdr.blocks.backend import Backend
+from vmdr.blocks.durable import write_atomically
 from vmdr.blocks.errors import TargetTooLarge
 from vmdr.blocks.hashing import check_block_size
 from vmdr.blocks.operation import prepare_target
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 
 
 RECEIVE_BATCH = 1 << 20
+QUARANTINE = "quarantine"
 
 
 class DiskUnknown(VmdrError):
@@ -145,10 +149,29 @@ class MasterTarget:
         self.retention_used = Gauge(
             "vmdr_mt_retention_used_bytes", "bytes used by retention journals", registry=registry
         )
+        # Disk records that no longer hold (unreadable, or a path that now
+        # leads outside its datastore): moved aside and reported, so that one
+        # bad record does not stop the master target serving the others.
+        self.quarantined: dict[str, str] = {}
         for record in sorted(self.disks_dir.glob("*.json")):
-            data = json.loads(record.read_text())
-            where = settings.datastores.resolve(data["datastore"], data["path"])
+            try:
+                data = json.loads(record.read_text())
+                check_id("disk", record.stem)
+                where = settings.datastores.resolve(data["datastore"], data["path"])
+            except (OSError, ValueError, KeyError, TypeError, VmdrError) as exc:
+                self._quarantine(record, exc)
+                continue
             self._disks[record.stem] = _Disk(record.stem, where)
+        for record in sorted((self.disks_dir / QUARANTINE).glob("*.json")):
+            self.quarantined.setdefault(record.stem, "quarantined at an earlier start")
+
+    def _quarantine(self, record: Path, exc: Exception) -> None:
+        reason = exc.to_dict()["message"] if isinstance(exc, VmdrError) else repr(exc)
+        folder = self.disks_dir / QUARANTINE
+        folder.mkdir(exist_ok=True)
+        os.replace(record, folder / record.name)
+        self.quarantined[record.stem] = reason
+        log.error("disk record %s quarantined (%s): %s", record.name, folder, reason)
 
     # -- disks ---------------------------------------------------------------
     def register(self, disk_id: str, spec: DiskSpec) -> dict[str, Any]:
@@ -168,7 +191,8 @@ class MasterTarget:
                 if spec.size is not None:
                     prepare_target(backend, spec.size)
             record = {"datastore": where.datastore, "path": where.path}
-            (self.disks_dir / f"{disk_id}.json").write_text(json.dumps(record))
+            write_atomically(self.disks_dir / f"{disk_id}.json", json.dumps(record).encode())
+            self.quarantined.pop(disk_id, None)
             self._disks[disk_id] = _Disk(disk_id, where)
         return self.describe(disk_id)
 
@@ -434,5 +458,11 @@ def build_app(settings: MasterTargetSettings, tokens: TokenStore) -> FastAPI:
         usage = settings.retention.usage()
         mt.retention_used.set(usage["used_bytes"])
         return dict(usage)
+
+    @app.get("/v1/quarantine")
+    def get_quarantine() -> dict[str, str]:
+        """Disk records set aside at start (disk id → why); registering the
+        disk again replaces its record."""
+        return dict(mt.quarantined)
 
     return app

@@ -147,3 +147,31 @@ def test_a_digest_request_never_grows_the_disk(pair: Pair) -> None:
             frames.Control({"op": "cut", "time": 2.0, "tag": None, "kind": "crash"}),
             frames.End()])])  # fmt: skip
         assert answer["point"]["changeset"] == "cs-2"
+
+
+def test_a_bad_disk_record_is_quarantined_and_the_rest_served(pair: Pair) -> None:
+    """A disk record that now leads outside its datastore (a symlink put
+    there since), or that is unreadable, must not stop the master target:
+    it starts, serves the other disks, and reports the bad ones."""
+    with pair.mt_client() as c:
+        for disk in ("good", "moved"):
+            c.put(f"/v1/disks/{disk}", {"datastore": "ds1", "path": f"{disk}/{disk}-flat.vmdk",
+                                        "size": MiB, "create": True})  # fmt: skip
+    pair.mt.stop()
+    outside = pair.root / "elsewhere"
+    outside.mkdir()
+    shutil.rmtree(pair.ds / "moved")
+    (pair.ds / "moved").symlink_to(outside)
+    records = pair.mt.state / "disks"
+    (records / "torn.json").write_text('{"datastore": "ds1", "pa')
+    pair.mt.start()
+    with pair.mt_client() as c:
+        assert c.get("/v1/disks/good")["size"] == MiB
+        bad = c.get("/v1/quarantine")
+        assert sorted(bad) == ["moved", "torn"]
+        assert "outside the datastore" in bad["moved"]
+        with pytest.raises(RemoteError) as err:
+            c.get("/v1/disks/moved")
+        assert err.value.remote_code == "VMDR-E0423"  # unknown, not written through the link
+    assert (records / "quarantine" / "moved.json").exists()
+    assert not (outside / "moved-flat.vmdk").exists()
