@@ -12,6 +12,8 @@ from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE
 from vmdr.model.ids import ID_PATTERN
 
 __all__ = [
+    "BeginControl",
+    "CutControl",
     "DigestRequest",
     "DirtyFeed",
     "DiskSpec",
@@ -80,3 +82,23 @@ class MaterialiseRequest(BaseModel):
     point: str | float = "latest"
     datastore: str | None = Field(default=None, max_length=128)
     path: str = Field(min_length=1, max_length=512)
+
+
+# -- control frames of a change-set stream (``roles/sender.py``) --------------------------
+class BeginControl(BaseModel):
+    """Opens a change set: ``resume_from`` is the sender's byte offset."""
+
+    model_config = ConfigDict(extra="forbid")
+    op: Literal["begin"]
+    initial: bool = False
+    resume_from: NonNegativeInt = Field(default=0, le=1 << 46)
+
+
+class CutControl(BaseModel):
+    """Seals a change set as a recovery point."""
+
+    model_config = ConfigDict(extra="forbid")
+    op: Literal["cut"]
+    time: float = Field(ge=0.0, allow_inf_nan=False)
+    tag: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    kind: Literal["crash", "app", "initial"] = "crash"

@@ -33,6 +33,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from vmdr.blocks.backend import Backend
@@ -42,10 +43,16 @@ from vmdr.blocks.hashing import check_block_size
 from vmdr.blocks.operation import prepare_target
 from vmdr.blocks.parallel import digests
 from vmdr.blocks.retention import RecoveryPoint, RetentionStore
-from vmdr.model.errors import VmdrError
+from vmdr.model.errors import VmdrError, validation_summary
 from vmdr.model.ids import is_id
 from vmdr.roles.apply import ChangeSetApplier, SessionError, load_session
-from vmdr.roles.contracts import DigestRequest, DiskSpec, MaterialiseRequest
+from vmdr.roles.contracts import (
+    BeginControl,
+    CutControl,
+    DigestRequest,
+    DiskSpec,
+    MaterialiseRequest,
+)
 from vmdr.roles.datastores import DatastorePath, DatastoreRoots
 from vmdr.transport import frames
 from vmdr.transport.auth import TokenStore
@@ -359,6 +366,15 @@ class _Receiver:
 
     def _control(self, msg: frames.Control) -> None:
         disk_id = self.disk.disk_id
+        try:
+            if msg.op == "begin":
+                begin = BeginControl.model_validate(msg.data)
+            elif msg.op == "cut":
+                cut = CutControl.model_validate(msg.data)
+            else:
+                raise self._refuse(f"unknown control {msg.op!r}")
+        except ValidationError as exc:
+            raise self._refuse(f"control frame: {validation_summary(exc.errors())}") from None
         if msg.op == "begin":
             if self.applier is not None:
                 raise self._refuse("begin sent twice")
@@ -369,17 +385,13 @@ class _Receiver:
                 self.mt.settings.retention.disk(disk_id),
                 self.mt.session_path(disk_id),
                 self.changeset,
-                initial=bool(msg.data.get("initial")),
-                resume_from=int(msg.data.get("resume_from", 0)),
-            )
-        elif msg.op == "cut":
-            if self.applier is None:
-                raise self._refuse("cut before begin")
-            self.point = self.applier.cut(
-                float(msg.data["time"]), msg.data.get("tag"), str(msg.data.get("kind", "crash"))
+                initial=begin.initial,
+                resume_from=begin.resume_from,
             )
         else:
-            raise self._refuse(f"unknown control {msg.op!r}")
+            if self.applier is None:
+                raise self._refuse("cut before begin")
+            self.point = self.applier.cut(cut.time, cut.tag, cut.kind)
 
     def finish(self) -> dict[str, Any]:
         self.decoder.finish()

@@ -175,3 +175,30 @@ def test_a_bad_disk_record_is_quarantined_and_the_rest_served(pair: Pair) -> Non
         assert err.value.remote_code == "VMDR-E0423"  # unknown, not written through the link
     assert (records / "quarantine" / "moved.json").exists()
     assert not (outside / "moved-flat.vmdk").exists()
+
+
+MALFORMED_CONTROLS = [
+    {"op": "begin", "initial": True, "resume_from": "soon"},
+    {"op": "begin", "resume_from": -1},
+    {"op": "begin", "evil": 1},
+    {"op": "cut", "time": "yesterday"},
+    {"op": "cut"},
+    {"op": "cut", "time": 1.0, "kind": ["crash"]},
+    {"op": "cut", "time": 1.0, "tag": "../../x"},
+]
+
+
+def test_a_malformed_control_frame_is_refused_with_a_code(pair: Pair) -> None:
+    """Each of these was a 500 (a float or int conversion inside the receiver)."""
+    good_begin = frames.Control({"op": "begin", "initial": True, "resume_from": 0})
+    with pair.mt_client() as c:
+        c.put("/v1/disks/d1", {"datastore": "ds1", "path": "d1/d1-flat.vmdk",
+                               "size": MiB, "create": True})  # fmt: skip
+        for control in MALFORMED_CONTROLS:
+            items: list[frames.Item] = [frames.Control(control)] if control["op"] == "begin" else [
+                good_begin, DiskInfo(MiB, 65536), DataRun(0, b"\x01" * 65536), Done(MiB),
+                frames.Control(control)]  # fmt: skip
+            with pytest.raises(RemoteError) as err:
+                c.upload("/v1/disks/d1/changesets/initial", [stream([*items, frames.End()])])
+            assert (err.value.status, err.value.remote_code) == (409, "VMDR-E0422"), control
+        assert c.get("/v1/disks/d1/points") == []
