@@ -34,13 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from alembic.script import ScriptDirectory
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import DateTime, Engine, LargeBinary, func, insert, select
+from sqlalchemy.exc import StatementError
 
 from vmdr import __version__
 from vmdr.blocks.durable import write_atomically
 from vmdr.control.db.engine import alembic_config, current_revision
 from vmdr.control.db.models import Base
-from vmdr.model.errors import VmdrError
+from vmdr.model.errors import VmdrError, validation_summary
 
 __all__ = ["BackupCorrupt", "BackupTooNew", "RestoreTargetNotEmpty", "backup", "restore"]
 
@@ -145,44 +147,81 @@ def current_revision_in(conn: Any) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+# What a restore unpacks at most: a bound on memory and time whatever the
+# archive claims (a gzip bomb of 1 MiB unpacked to 2.2 GiB before any check).
+MAX_UNPACKED = 512 << 20
+MAX_MEMBERS = 256
+
+
+class _TableEntry(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    rows: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class _Manifest(BaseModel):
+    """``manifest.json`` as restore needs it: any other shape is damage."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    format: int = Field(ge=1)
+    schema_revision: str = Field(min_length=1, max_length=64)
+    created: float
+    key_included: bool = False
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    tables: dict[str, _TableEntry]
+
+
 def _read(path: Path) -> dict[str, bytes]:
+    """The archive's members, streamed: each member's size is checked from
+    its header before it is read, against ``MAX_UNPACKED`` in all; the gzip
+    stream is then read to its end, which checks its CRC and length (a cut
+    that took only the tar's zero padding is refused too)."""
+    out: dict[str, bytes] = {}
+    unpacked = 0
     try:
-        # Decompress the whole stream first: that checks gzip's CRC and
-        # length, so a truncated archive is refused even where the cut only
-        # took the tar's zero padding (tarfile alone stops before it).
-        raw = gzip.decompress(path.read_bytes())
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-            out = {}
-            for member in tar.getmembers():
-                if not member.isfile() or member.size > 1 << 31:
+        with gzip.open(path, "rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
+            for member in tar:
+                unpacked += member.size
+                if not member.isfile() or len(out) >= MAX_MEMBERS or member.name in out:
                     raise BackupCorrupt(path=str(path), detail=f"odd member {member.name!r}")
+                if unpacked > MAX_UNPACKED:
+                    detail = f"it unpacks to more than {MAX_UNPACKED} bytes"
+                    raise BackupCorrupt(path=str(path), detail=detail)
                 f = tar.extractfile(member)
                 assert f is not None
                 out[member.name] = f.read()
-            return out
+            while gz.read(1 << 20):  # the rest: padding, then the CRC and length
+                pass
     except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
         raise BackupCorrupt(path=str(path), detail=str(exc)) from exc
+    return out
 
 
 def verify(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The manifest and members of a backup whose every checksum holds."""
     members = _read(path)
     raw = members.get("manifest.json")
-    digest = members.get("manifest.json.sha256", b"").decode().strip()
+    digest = members.get("manifest.json.sha256", b"").decode(errors="replace").strip()
     if raw is None or hashlib.sha256(raw).hexdigest() != digest:
         raise BackupCorrupt(path=str(path), detail="the manifest's checksum does not match")
-    manifest = json.loads(raw)
-    if manifest.get("format", 0) > FORMAT:
-        raise BackupTooNew(path=str(path), detail=f"archive format {manifest['format']}")
-    for name, info in manifest["tables"].items():
+    try:
+        document = json.loads(raw)
+        if isinstance(document, dict) and isinstance(document.get("format"), int) \
+                and document["format"] > FORMAT:  # fmt: skip
+            raise BackupTooNew(path=str(path), detail=f"archive format {document['format']}")
+        manifest = _Manifest.model_validate(document)
+    except (ValueError, ValidationError) as exc:
+        detail = validation_summary(exc.errors()) if isinstance(exc, ValidationError) else exc
+        raise BackupCorrupt(path=str(path), detail=f"manifest: {detail}") from None
+    for name, info in manifest.tables.items():
         data = members.get(f"tables/{name}.jsonl")
-        if data is None or hashlib.sha256(data).hexdigest() != info["sha256"]:
+        if data is None or hashlib.sha256(data).hexdigest() != info.sha256:
             raise BackupCorrupt(path=str(path), detail=f"table {name} does not match its checksum")
-    if manifest.get("key_included"):
+    if manifest.key_included:
         key = members.get("secret.key", b"")
-        if hashlib.sha256(key).hexdigest() != manifest.get("key_sha256"):
+        if hashlib.sha256(key).hexdigest() != manifest.key_sha256:
             raise BackupCorrupt(path=str(path), detail="the credentials key does not match")
-    return manifest, members
+    return dict(document), members
 
 
 def _advance_sequences(conn: Any) -> None:
@@ -217,13 +256,18 @@ def restore(engine: Engine, path: Path, *, key_file: Path | None = None) -> dict
                 raise RestoreTargetNotEmpty(table=table.name, rows=rows)
         for table in _data_tables():
             data = members.get(f"tables/{table.name}.jsonl", b"")
-            rows_in = [json.loads(line) for line in data.splitlines() if line]
-            if rows_in:
+            try:
+                rows_in = [json.loads(line) for line in data.splitlines() if line]
                 cols = table.columns
                 values = [
                     {k: _decode(cols[k], v) for k, v in r.items() if k in cols} for r in rows_in
                 ]
-                conn.execute(insert(table), values)
+                if values:
+                    conn.execute(insert(table), values)
+            except (ValueError, TypeError, KeyError, AttributeError, StatementError) as exc:
+                # All or nothing: the transaction is rolled back.
+                detail = f"table {table.name}: {type(exc).__name__}: {str(exc)[:300]}"
+                raise BackupCorrupt(path=str(path), detail=detail) from None
         if engine.dialect.name == "postgresql":
             _advance_sequences(conn)
     if key_file is not None and "secret.key" in members:

@@ -149,3 +149,79 @@ def test_damaged_or_newer_backups_are_refused_and_nothing_is_written(tmp_path: P
         assert s.scalars(select(Machine)).first() is None  # nothing was written
     source.dispose()
     target.dispose()
+
+
+def _with_manifest(archive: Path, out: Path, manifest: object, **more: bytes) -> None:
+    import hashlib
+
+    raw = json.dumps(manifest).encode()
+    _rewrite(archive, out, {"manifest.json": raw,
+                            "manifest.json.sha256": hashlib.sha256(raw).hexdigest().encode(),
+                            **more})  # fmt: skip
+
+
+def test_malformed_manifests_and_rows_are_damage_not_a_crash(tmp_path: Path) -> None:
+    """Each of these was a KeyError, TypeError or AttributeError (HTTP 500)."""
+    import hashlib
+
+    source = open_database(f"sqlite:///{tmp_path / 'a.db'}")
+    populate(source, SecretBox.in_folder(tmp_path))
+    archive = tmp_path / "cs.backup"
+    backup(source, archive)
+    with tarfile.open(archive, "r:gz") as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    target = open_database(f"sqlite:///{tmp_path / 'b.db'}")
+    bad = tmp_path / "bad.backup"
+    manifests: list[object] = [
+        [1, 2, 3],
+        {k: v for k, v in manifest.items() if k != "tables"},
+        manifest | {"tables": {"machines": {"rows": "many", "sha256": "x"}}},
+        manifest | {"schema_revision": None},
+        manifest | {"format": "1"},
+    ]
+    for broken in manifests:
+        _with_manifest(archive, bad, broken)
+        with pytest.raises(BackupCorrupt) as err:
+            restore(target, bad)
+        assert err.value.code == "VMDR-E0530" and "manifest" in err.value.message, broken
+    # Rows whose checksum holds (the manifest is not keyed) but that do not fit.
+    rows = b'{"id": "m1", "name": {"$b64": 5}, "created_at": "not a date"}\n'
+    tables = manifest["tables"] | {
+        "machines": {"rows": 1, "sha256": hashlib.sha256(rows).hexdigest()}
+    }
+    _with_manifest(archive, bad, manifest | {"tables": tables}, **{"tables/machines.jsonl": rows})
+    with pytest.raises(BackupCorrupt) as err:
+        restore(target, bad)
+    assert err.value.code == "VMDR-E0530" and "machines" in err.value.message
+    with session_factory(target)() as s:
+        assert s.scalars(select(Machine)).first() is None  # nothing was written
+    source.dispose()
+    target.dispose()
+
+
+def test_a_gzip_bomb_is_refused_before_it_is_unpacked(tmp_path: Path) -> None:
+    """1 MiB of gzip that claims a 2 GiB table: refused from the tar header,
+    with memory bounded (it used to be unpacked whole first: 2.2 GiB)."""
+    import resource
+    import zlib
+
+    bomb = tmp_path / "bomb.backup"
+    info = tarfile.TarInfo("tables/machines.jsonl")
+    info.size = 2 << 30
+    header = info.tobuf(format=tarfile.GNU_FORMAT)
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    with bomb.open("wb") as f:
+        f.write(squeeze.compress(header))
+        zeros = bytes(1 << 20)
+        for _ in range(2048):
+            f.write(squeeze.compress(zeros))
+        f.write(squeeze.flush())
+    assert bomb.stat().st_size < 4 << 20
+    target = open_database(f"sqlite:///{tmp_path / 'b.db'}")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(BackupCorrupt) as err:
+        restore(target, bomb)
+    assert err.value.code == "VMDR-E0530" and "unpacks to more than" in err.value.message
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) << 10
+    assert grown < 200 << 20, grown
+    target.dispose()
