@@ -99,6 +99,9 @@ def master_target(
     retention_hours: float | None = typer.Option(None, help="Retention window (default 24)."),
     retention_quota: str | None = typer.Option(None, help="Most the journals may use."),
     retention_min_free: str | None = typer.Option(None, help="Free space to keep (256M)."),
+    stream_idle: float | None = typer.Option(
+        None, help="Close a change set whose sender sends nothing this long (s, default 60)."
+    ),
     configuration_server: str | None = CsOpt,
     configuration_server_ca: Path | None = CsCaOpt,
     configuration_server_token_file: Path | None = CsTokenOpt,
@@ -114,7 +117,7 @@ def master_target(
             state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, datastore=datastore,
             retention_dir=retention_dir, retention_hours=retention_hours,
             retention_quota=retention_quota, retention_min_free=retention_min_free,
-            configuration_server=configuration_server,
+            stream_idle=stream_idle, configuration_server=configuration_server,
             configuration_server_ca=configuration_server_ca,
             configuration_server_token_file=configuration_server_token_file, log_level=log_level,
         ))  # fmt: skip
@@ -129,7 +132,7 @@ def master_target(
     except VmdrError as exc:
         fail(exc)
     threading.Thread(target=_prune_forever, args=(retention,), daemon=True).start()
-    settings = MasterTargetSettings(roots, retention, s.state_dir)
+    settings = MasterTargetSettings(roots, retention, s.state_dir, s.stream_idle)
     _run("master-target", s, lambda tokens: build_app(settings, tokens))
 
 

@@ -130,6 +130,7 @@ class MasterTargetOptions(_Service):
     retention_hours: float = Field(default=24.0, gt=0)
     retention_quota: Size = None
     retention_min_free: Size = 256 << 20
+    stream_idle: float = Field(default=60.0, gt=0, le=3600)
 
 
 class ProcessServerOptions(_Service):

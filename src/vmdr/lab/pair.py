@@ -93,7 +93,9 @@ class Service:
 class Pair:
     """A master target (datastore ``ds1``) and a process server sending to it."""
 
-    def __init__(self, root: Path, ps_args: list[str] | None = None) -> None:
+    def __init__(
+        self, root: Path, ps_args: list[str] | None = None, mt_args: list[str] | None = None
+    ) -> None:
         self.root = root
         self.ds = root / "ds1"
         self.ds.mkdir(parents=True)
@@ -109,6 +111,7 @@ class Pair:
                 str(self.retention),
                 "--retention-min-free",
                 "1M",
+                *(mt_args or []),
             ],
             root / "mt",
             ca,

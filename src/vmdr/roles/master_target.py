@@ -56,7 +56,7 @@ from vmdr.roles.contracts import (
 from vmdr.roles.datastores import DatastorePath, DatastoreRoots
 from vmdr.transport import frames
 from vmdr.transport.auth import TokenStore
-from vmdr.transport.service import create_app
+from vmdr.transport.service import body_chunks, create_app
 
 __all__ = ["MasterTarget", "MasterTargetSettings", "build_app"]
 
@@ -128,6 +128,9 @@ class MasterTargetSettings:
     datastores: DatastoreRoots
     retention: RetentionStore
     state_dir: Path
+    # A change set whose sender sends nothing for this long is closed (its
+    # disk lock freed; the sender resumes from the last ack).
+    stream_idle: float = 60.0
 
 
 @dataclass
@@ -267,7 +270,7 @@ class MasterTarget:
             self.settings.retention.check_ready()
             pending: list[bytes] = []
             size = 0
-            async for chunk in request.stream():
+            async for chunk in body_chunks(request, self.settings.stream_idle):
                 # Decoding (checksums, zstd) and writing run off the event loop,
                 # in batches of about a MiB: one thread hop per batch.
                 pending.append(chunk)

@@ -22,6 +22,7 @@ __all__ = [
     "FrameCorrupt",
     "FrameTooLarge",
     "ProtocolError",
+    "StreamIdle",
     "TransportError",
     "TruncatedStream",
     "UnknownFrameType",
@@ -72,3 +73,10 @@ class ProtocolError(TransportError):
     code = "VMDR-E0306"
     msg = "{detail}"
     fix = "Run the same vmdr version on both sides; report a bug if they match."
+
+
+class StreamIdle(TransportError):
+    code = "VMDR-E0307"
+    http_status = 408
+    msg = "the sender sent nothing for {seconds:g} s; the stream was closed"
+    fix = "The sender resumes from the last acknowledged offset; check the network between them."

@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -202,3 +203,46 @@ def test_a_malformed_control_frame_is_refused_with_a_code(pair: Pair) -> None:
                 c.upload("/v1/disks/d1/changesets/initial", [stream([*items, frames.End()])])
             assert (err.value.status, err.value.remote_code) == (409, "VMDR-E0422"), control
         assert c.get("/v1/disks/d1/points") == []
+
+
+def test_a_sender_gone_silent_frees_the_disk(pair_factory: Any) -> None:
+    """A change set that begins and then goes quiet (a peer that vanished)
+    is closed after the idle time: the disk is free for the resend, which is
+    accepted. It used to stay busy for as long as the connection lived."""
+    import threading
+
+    pair = pair_factory(mt_args=["--stream-idle", "2"])
+    with pair.mt_client() as c:
+        c.put("/v1/disks/d1", {"datastore": "ds1", "path": "d1/d1-flat.vmdk",
+                               "size": MiB, "create": True})  # fmt: skip
+    items = changeset(b"\xab" * (256 << 10), MiB)
+    head = stream(items[:3])  # begin, DiskInfo, a DataRun ... then nothing
+    outcome: list[object] = []
+
+    def silent_sender() -> None:
+        def body() -> Any:
+            yield head
+            time.sleep(12)
+            yield b""
+
+        try:
+            with pair.mt_client() as c:
+                outcome.append(c.upload("/v1/disks/d1/changesets/initial", body()))
+        except Exception as exc:
+            outcome.append(exc)
+
+    sender = threading.Thread(target=silent_sender, daemon=True)
+    sender.start()
+    with pair.mt_client() as c:
+        deadline = time.monotonic() + 10
+        while not c.get("/v1/disks/d1")["busy"]:  # it has begun
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        began = time.monotonic()
+        while c.get("/v1/disks/d1")["busy"]:
+            assert time.monotonic() - began < 8, "the disk is still held"
+            time.sleep(0.1)
+        answer = c.upload("/v1/disks/d1/changesets/initial", [stream(items)])
+        assert answer["point"]["changeset"] == "initial"
+    sender.join(20)
+    assert outcome and isinstance(outcome[0], Exception)  # the silent one was cut off
