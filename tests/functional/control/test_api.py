@@ -258,3 +258,34 @@ def test_a_clean_stop_ends_the_lease_and_a_restart_takes_its_work_up_at_once(
             assert time.monotonic() < deadline, done
             time.sleep(0.2)
         assert done["state"] == "failed" and done["error"]["code"].startswith("VMDR-E"), done
+
+
+def test_a_vcenter_without_its_ca_is_added_only_with_a_confirmed_fingerprint(
+    server: tuple[Service, ServiceClient], lab: Lab
+) -> None:
+    """No CA, no fingerprint: refused with the fingerprint to compare (the
+    password went nowhere). Trust on first use, asked for: the fingerprint
+    is pinned and discovery works. A wrong pin: discovery fails with E0612."""
+    _, c = server
+    state = lab.state()
+    assert state is not None
+    vcenter, creds = state.service("vcenter"), lab.credentials()["vcenter"]
+    site = c.post("/v1/sites", {"name": "on-premises", "role": "primary"})
+    access = {"site": site["id"], "url": vcenter.url, "user": creds["user"],
+              "password": creds["password"]}  # fmt: skip
+    with pytest.raises(RemoteError) as err:
+        c.post("/v1/vcenters", {"name": "vc-unchecked", **access})
+    assert (err.value.status, err.value.remote_code) == (409, "VMDR-E0611")
+    assert c.get("/v1/vcenters") == []
+    vc = c.post("/v1/vcenters", {"name": "vc-pinned", "trust_on_first_use": True, **access})
+    assert vc["trust"] == "fingerprint" and len(vc["fingerprint"]) == 64
+    assert vc["fingerprint"] in err.value.message  # the one it showed
+    job = c.post(f"/v1/vcenters/{vc['id']}/discover")
+    while (status := c.get(job["url"]))["state"] in ("queued", "running"):
+        time.sleep(0.1)
+    assert status["state"] == "succeeded", status
+    c.request("PATCH", f"/v1/vcenters/{vc['id']}", json={"fingerprint": "ab" * 32})
+    job = c.post(f"/v1/vcenters/{vc['id']}/discover")
+    while (status := c.get(job["url"]))["state"] in ("queued", "running"):
+        time.sleep(0.1)
+    assert status["state"] == "failed" and status["error"]["code"] == "VMDR-E0612", status

@@ -2,14 +2,20 @@
 
     POST /v1/sites                      {name, role}
     GET  /v1/sites
-    POST /v1/vcenters                   {site, name, url, user, password, ca_pem, kind}
+    POST /v1/vcenters                   {site, name, url, user, password, kind,
+                                         ca_pem | fingerprint | trust_on_first_use}
     GET  /v1/vcenters[/{id}]            never with the password
-    PATCH /v1/vcenters/{id}             {url, user, password, ca_pem, kind}, any of them
+    PATCH /v1/vcenters/{id}             {url, user, password, ca_pem, fingerprint, kind}, any
     POST /v1/vcenters/{id}/discover     202 + the job's URL
     GET  /v1/hosts | /v1/datastores | /v1/machines[/{id}]
     POST /v1/prechecks/reprotect        every reprotect precheck, nothing changed
 
 Passwords are sealed (``control.secrets``) before they reach the database.
+A vCenter or ESX host is trusted by its CA (``ca_pem``), by a SHA-256
+fingerprint the operator confirmed (``fingerprint``), by the system's CAs, or
+— asked for in so many words — by the fingerprint it presents when added
+(``trust_on_first_use``). One that none of these vouch for is refused when
+added (VMDR-E0611, with the fingerprint to compare): TLS is never unchecked.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from vmdr.control.api.common import NAME, job_accepted
 from vmdr.control.db.models import Datastore, Host, Machine, Site, VCenter
 from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.server import ConfigServer, NotFound
+from vmdr.providers.vsphere.session import normal_fingerprint, pin_for
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,10 @@ class NewSite(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=NAME)
     role: Literal["primary", "recovery"]
+
+
+# SHA-256, as 64 hex digits, with or without colons between the bytes.
+FINGERPRINT = r"^(?:[0-9A-Fa-f]{64}|[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31})$"
 
 
 class NewVCenter(BaseModel):
@@ -45,6 +56,8 @@ class NewVCenter(BaseModel):
     user: str = Field(min_length=1, max_length=255)
     password: str = Field(min_length=1, max_length=1024, repr=False)
     ca_pem: str | None = Field(default=None, max_length=65536)
+    fingerprint: str | None = Field(default=None, pattern=FINGERPRINT)
+    trust_on_first_use: bool = False
 
 
 class VCenterChange(BaseModel):
@@ -53,6 +66,7 @@ class VCenterChange(BaseModel):
     user: str | None = Field(default=None, min_length=1, max_length=255)
     password: str | None = Field(default=None, min_length=1, max_length=1024, repr=False)
     ca_pem: str | None = Field(default=None, max_length=65536)
+    fingerprint: str | None = Field(default=None, pattern=FINGERPRINT)
     kind: Literal["vcenter", "esx"] | None = None
 
 
@@ -60,6 +74,8 @@ def _vcenter(v: VCenter) -> dict[str, Any]:
     return {
         "id": v.id, "site": v.site_id, "name": v.name, "kind": v.kind, "url": v.url,
         "user": v.user, "discovered_at": v.discovered_at, "topology": v.topology,
+        "trust": "ca" if v.ca_pem else ("fingerprint" if v.fingerprint else "system"),
+        "fingerprint": v.fingerprint,
     }  # fmt: skip
 
 
@@ -89,9 +105,13 @@ def add_inventory_routes(app: FastAPI, cs: ConfigServer) -> None:
     @app.post("/v1/vcenters", status_code=201)
     def post_vcenter(body: NewVCenter) -> dict[str, Any]:
         cs.get(Site, "site", body.site)
+        fingerprint = normal_fingerprint(body.fingerprint) if body.fingerprint else None
+        if body.ca_pem is None and fingerprint is None:
+            fingerprint = pin_for(body.url, first_use=body.trust_on_first_use)
         row = VCenter(
             site_id=body.site, name=body.name, kind=body.kind, url=body.url, user=body.user,
             secret_enc=cs.secrets.seal(body.password), ca_pem=body.ca_pem,
+            fingerprint=fingerprint,
         )  # fmt: skip
         return _vcenter(cs.add(row, "vcenter", body.name))
 
@@ -118,6 +138,8 @@ def add_inventory_routes(app: FastAPI, cs: ConfigServer) -> None:
                 vc.secret_enc = cs.secrets.seal(body.password)
             if body.ca_pem is not None:
                 vc.ca_pem = body.ca_pem
+            if body.fingerprint is not None:
+                vc.fingerprint = normal_fingerprint(body.fingerprint)
             if body.kind is not None:
                 vc.kind = body.kind
             return _vcenter(vc)

@@ -95,6 +95,8 @@ class VCenter(Base):
     user: Mapped[str] = mapped_column(String(255))
     secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
     ca_pem: Mapped[str | None] = mapped_column(Text, default=None)
+    # SHA-256 of its certificate (hex), pinned when there is no CA to check it.
+    fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
     discovered_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     # {"api_type", "datacenters": [...], "clusters": [{"name", "hosts"}]}
     topology: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")

@@ -268,6 +268,7 @@ class Workflows:
                 user=vc.user,
                 password=self.secrets().open(vc.secret_enc),
                 ca_file=ca,
+                fingerprint=vc.fingerprint,
             )
         with session(endpoint) as si:
             yield VmControl(si)

@@ -122,6 +122,32 @@ class VSphereSessionLost(VSphereError):
     fix = "Check that the vmdr user is not being logged out by an administrator or a policy."
 
 
+class VSphereCertificateUntrusted(VSphereError):
+    code = "VMDR-E0611"
+    http_status = 409
+    msg = (
+        "{address} presents a certificate vmdr cannot verify and none is pinned; "
+        "its SHA-256 fingerprint is {fingerprint}"
+    )
+    fix = (
+        "Compare the fingerprint with the one the vCenter or ESX host shows, then add it with "
+        '"fingerprint": "{fingerprint}" (or "trust_on_first_use": true), or give its CA ("ca_pem").'
+    )
+
+
+class VSphereCertificateChanged(VSphereError):
+    code = "VMDR-E0612"
+    http_status = 409
+    msg = (
+        "{address} presents a certificate with SHA-256 fingerprint {actual}, not the pinned "
+        "{expected}: nothing was sent to it"
+    )
+    fix = (
+        "If the certificate was renewed on purpose, pin the new fingerprint "
+        '(PATCH /v1/vcenters/ID {{"fingerprint": ...}}); otherwise something stands between.'
+    )
+
+
 def _message(fault: Any) -> str:
     text = getattr(fault, "msg", None) or ""
     if not text:

@@ -9,10 +9,21 @@ and are right against a real vCenter too:
 - Tasks are waited on by polling ``info.state`` through the collector, because
   ``pyVim.task.WaitForTask`` trips over tasks whose ``info.entity`` is not a
   managed entity (snapshot and virtual-disk tasks).
+
+TLS is always verified, before anything (the password above all) is sent:
+against the CA given (``ca_file``), else against a pinned SHA-256 fingerprint
+of the certificate (``fingerprint``: that certificate becomes the only trust
+anchor), else against the system's CAs; a certificate none of them
+vouches for is refused with its fingerprint (``VSphereCertificateUntrusted``),
+so the operator can compare it and pin it. Nothing turns checking off.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import socket
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,14 +33,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vmdr.providers.vsphere.errors import (
+    VSphereCertificateChanged,
+    VSphereCertificateUntrusted,
     VSphereError,
     VSphereLoginFailed,
     VSphereSessionLost,
     VSphereTaskFailed,
+    VSphereUnreachable,
     translate,
     vsphere_errors,
 )
 from vmdr.transport.tls import client_context
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Connection",
@@ -39,7 +55,10 @@ __all__ = [
     "VSphereTaskFailed",
     "connect",
     "disconnect",
+    "normal_fingerprint",
     "objects_of_type",
+    "pin_for",
+    "presented_fingerprint",
     "retrieve",
     "session",
     "wait_for_task",
@@ -52,6 +71,7 @@ class Endpoint:
     user: str
     password: str
     ca_file: Path | None = None
+    fingerprint: str | None = None  # SHA-256 of the certificate (DER), lower-case hex
 
     @property
     def host(self) -> str:
@@ -65,28 +85,92 @@ class Endpoint:
         return f"Endpoint(url={self.url!r}, user={self.user!r})"
 
 
+def presented_fingerprint(host: str, port: int, timeout: float = 10.0) -> str:
+    """The SHA-256 fingerprint of the certificate ``host:port`` presents
+    (a handshake only: nothing is sent)."""
+    pem = ssl.get_server_certificate((host, port), timeout=timeout)
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+def normal_fingerprint(value: str) -> str:
+    """``AA:BB:…`` or ``aabb…`` as vmdr stores it: 64 lower-case hex digits."""
+    return value.replace(":", "").strip().lower()
+
+
+def pin_for(url: str, *, first_use: bool) -> str | None:
+    """How a vCenter added without a CA certificate is trusted: by the
+    system's CAs (None: nothing to pin), or, when the operator asked for it,
+    by the fingerprint it presents now; otherwise refused with that
+    fingerprint to compare (``VSphereCertificateUntrusted``)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    try:
+        with (
+            socket.create_connection((host, port), timeout=10) as sock,
+            ssl.create_default_context().wrap_socket(sock, server_hostname=host),
+        ):
+            return None  # the system's CAs vouch for it
+    except ssl.SSLCertVerificationError:
+        pass
+    except OSError as exc:
+        raise VSphereUnreachable(address=url, detail=str(exc)) from None
+    try:
+        seen = presented_fingerprint(host, port)
+    except OSError as exc:
+        raise VSphereUnreachable(address=url, detail=str(exc)) from None
+    if not first_use:
+        raise VSphereCertificateUntrusted(address=url, fingerprint=seen)
+    log.warning("%s trusted on first use: certificate SHA-256 %s", url, seen)
+    return seen
+
+
 def connect(endpoint: Endpoint) -> Any:
     """Return a logged-in ServiceInstance; the caller must ``disconnect`` it.
 
     The stub is built first and logged in second (rather than ``SmartConnect``)
     so that a refused login can still close the stub's sockets.
     """
-    ctx = client_context(endpoint.ca_file) if endpoint.ca_file else None
     with vsphere_errors(endpoint.url):
+        if endpoint.ca_file:
+            ctx = client_context(endpoint.ca_file)
+        elif endpoint.fingerprint:
+            ctx = _pinned_context(endpoint)
+        else:
+            ctx = ssl.create_default_context()
         return _login(endpoint, ctx)
 
 
-def _login(endpoint: Endpoint, ctx: Any) -> Any:
+def _pinned_context(endpoint: Endpoint) -> ssl.SSLContext:
+    """A context that trusts exactly the certificate whose fingerprint is
+    pinned: read it, compare, then make it the only trust anchor, so that a
+    later connection that meets another certificate fails its handshake."""
+    pin = normal_fingerprint(endpoint.fingerprint or "")
+    pem = ssl.get_server_certificate((endpoint.host, endpoint.port), timeout=10)
+    seen = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+    if seen != pin:
+        raise VSphereCertificateChanged(address=endpoint.url, expected=pin, actual=seen)
+    ctx = ssl.create_default_context(cadata=pem)
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the anchor
+    ctx.check_hostname = False  # the pin names the certificate, not the host name
+    return ctx
+
+
+def _login(endpoint: Endpoint, ctx: ssl.SSLContext) -> Any:
     from pyVim.connect import SmartStubAdapter
     from pyVmomi import vim
 
-    stub = SmartStubAdapter(
-        host=endpoint.host,
-        port=endpoint.port,
-        sslContext=ctx,
-        disableSslCertValidation=ctx is None,
-        connectionPoolTimeout=30,
-    )
+    try:
+        stub = SmartStubAdapter(
+            host=endpoint.host, port=endpoint.port, sslContext=ctx, connectionPoolTimeout=30
+        )
+    except ssl.SSLCertVerificationError as exc:
+        if endpoint.ca_file or endpoint.fingerprint:
+            raise
+        try:
+            seen = presented_fingerprint(endpoint.host, endpoint.port)
+        except OSError:
+            raise exc from None
+        raise VSphereCertificateUntrusted(address=endpoint.url, fingerprint=seen) from None
     si: Any = vim.ServiceInstance("ServiceInstance", stub)
     try:
         si.content.sessionManager.Login(endpoint.user, endpoint.password, None)
