@@ -80,8 +80,5 @@ class Outbox:
         fsync_dir(self.folder)
         return size
 
-    def read(self, seq: int) -> bytes:
-        return self.path(seq).read_bytes()
-
     def remove(self, seq: int) -> None:
         self.path(seq).unlink(missing_ok=True)

@@ -42,10 +42,11 @@ from vmdr.blocks.urls import open_backend
 from vmdr.model.errors import VmdrError
 from vmdr.providers.azure.tracking import DirtyMap
 from vmdr.roles.clients import MasterTargetClient
-from vmdr.roles.contracts import DigestRequest, DiskSpec
+from vmdr.roles.contracts import CutControl, DigestRequest, DiskSpec
 from vmdr.roles.outbox import Outbox
 from vmdr.roles.sender import Cut, RateLimiter, resume_offset, send_changeset, trim
 from vmdr.transport import frames
+from vmdr.transport.errors import ProtocolError
 
 __all__ = ["Replication", "ReplicationSpec"]
 
@@ -238,7 +239,7 @@ class Replication:
         messages: Any,
         offset: int,
         initial: bool,
-        cut: Cut | None = None,
+        cut: Cut | Callable[[], Cut] | None = None,
     ) -> dict[str, Any]:
         if offset > 0:
             self.resumed_from = offset
@@ -284,8 +285,9 @@ class Replication:
                 name = changeset_name(seq)
                 offset, point = resume_offset(client, self.spec.disk, name)
                 if point is None:
-                    messages, cut = _read_changeset(self.outbox.read(seq))
-                    answer = self._send(client, name, trim(messages, offset), offset, False, cut)
+                    stored = StoredChangeset(self.outbox.path(seq))
+                    answer = self._send(client, name, trim(stored.messages(), offset), offset,
+                                        False, stored.cut)  # fmt: skip
                     point = answer["point"]
                 self.outbox.remove(seq)
                 self.state["last_point"] = point
@@ -312,13 +314,28 @@ def _digests(raw: Iterator[bytes]) -> Iterator[BlockDigests]:
             return
 
 
-def _read_changeset(data: bytes) -> tuple[list[Message], Cut]:
-    messages: list[Message] = []
-    cut = Cut(time.time())
-    for msg in frames.iter_messages([data]):
-        if isinstance(msg, frames.Control):
-            d = msg.data
-            cut = Cut(float(d["time"]), d.get("tag"), str(d.get("kind", "crash")))
-        elif not isinstance(msg, frames.End):
-            messages.append(msg)
-    return messages, cut
+class StoredChangeset:
+    """A change set from the outbox, streamed from its file a MiB at a time
+    (a change set of any size is sent in bounded memory); its cut, the last
+    frame, is known once the messages have been read, which is when the
+    sender asks for it."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cut: Cut | None = None
+
+    def messages(self) -> Iterator[Message]:
+        with open(self.path, "rb") as f:
+            for msg in frames.iter_messages(iter(lambda: f.read(self.CHUNK), b"")):
+                if isinstance(msg, frames.Control):
+                    c = CutControl.model_validate(msg.data)
+                    self._cut = Cut(c.time, c.tag, c.kind)
+                elif not isinstance(msg, frames.End):
+                    yield msg
+
+    def cut(self) -> Cut:
+        if self._cut is None:
+            raise ProtocolError(detail=f"{self.path.name} ends without its cut")
+        return self._cut
