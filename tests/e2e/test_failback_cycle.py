@@ -391,11 +391,15 @@ def test_a_restored_configuration_server_lets_failback_proceed(
     archive = tmp_path / "cs.backup"
     code, out = vmdr(lab, "server", "backup", str(archive), "--with-key")
     assert code == 0, out
+    code, out = vmdr(lab, "server", "backup-key")
+    assert code == 0, out
+    key_file = tmp_path / "backup.key"  # kept apart from the archives
+    key_file.write_text(out["key"])
 
     lab.restart("configuration-server", kill=True, fresh=True)
     code, out = vmdr(lab, "items", "show", vm)
     assert code == 1 and out["error"]["code"] == "VMDR-E0543"  # a fresh server knows nothing
-    code, out = vmdr(lab, "server", "restore", str(archive))
+    code, out = vmdr(lab, "server", "restore", str(archive), "--backup-key", str(key_file))
     assert code == 0, out
     lab.write_dataplane()
     restored = item(lab, vm)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -184,24 +185,59 @@ def add_commands(app: typer.Typer) -> None:
         if as_json:
             emit_json({"file": str(file), "bytes": len(data), "key_included": with_key})
         else:
-            console.print(f"backup written to {file} ({len(data)} bytes, mode 0600)")
+            console.print(
+                f"backup written to {file} ({len(data)} bytes, mode 0600), signed "
+                "with the server's backup key (`vmdr server backup-key`)"
+            )
 
-    @server.command("restore")
-    def restore_cmd(file: Path, as_json: bool = JsonOption) -> None:
-        """Load an archive into a fresh server (refused if it holds data)."""
-        try:
-            data = file.read_bytes()
-        except OSError as exc:
-            fail(UsageError(detail=f"cannot read {file}: {exc}"), as_json)
+    @server.command("backup-key")
+    def backup_key_cmd(as_json: bool = JsonOption) -> None:
+        """The key the server signs its backups with. Keep a copy apart from
+        the archives: a restore onto a fresh server needs it."""
         try:
             with client() as c:
-                answer = c.upload("/v1/server/restore", [data])
+                key = c.get("/v1/server/backup-key")["key"]
+        except VmdrError as exc:
+            fail(exc, as_json)
+        if as_json:
+            emit_json({"key": key})
+        else:
+            print(key)
+
+    @server.command("restore")
+    def restore_cmd(
+        file: Path,
+        backup_key: Path | None = typer.Option(
+            None, help="A file holding the backup key of the server that made the archive."
+        ),
+        allow_unsigned: bool = typer.Option(
+            False, help="Accept an archive made before backups were signed."
+        ),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Load an archive into a fresh server (refused if it holds data)."""
+        headers = {}
+        try:
+            if backup_key is not None:
+                headers["X-Vmdr-Backup-Key"] = backup_key.read_text().strip()
+            size = file.stat().st_size
+        except OSError as exc:
+            fail(UsageError(detail=f"cannot read {exc.filename}: {exc.strerror}"), as_json)
+
+        def chunks() -> Iterator[bytes]:
+            with file.open("rb") as f:
+                yield from iter(lambda: f.read(1 << 20), b"")
+
+        try:
+            with client() as c:
+                params = {"allow_unsigned": str(allow_unsigned).lower()}
+                answer = c.upload("/v1/server/restore", chunks(), headers, params=params)
         except VmdrError as exc:
             fail(exc, as_json)
         if as_json:
             emit_json(answer)
         else:
             rows = sum(t["rows"] for t in answer["tables"].values())
-            console.print(f"restored {rows} rows from {file}")
+            console.print(f"restored {rows} rows from {file} ({size} bytes)")
 
     app.add_typer(server, name="server")

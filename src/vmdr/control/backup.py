@@ -9,14 +9,21 @@ snapshot: WAL on SQLite, REPEATABLE READ on PostgreSQL)::
     manifest.json         {"format": 1, "schema_revision", "created", "vmdr_version",
                            "tables": {name: {"rows", "sha256"}}, "key_included"}
     manifest.json.sha256  SHA-256 of manifest.json
+    manifest.json.hmac    HMAC-SHA256 of manifest.json under the server's backup
+                          key (``<state>/backup.key``, never in the archive)
     tables/<name>.jsonl   one JSON object per row (bytes as {"$b64": …},
                           datetimes as ISO 8601)
     secret.key            the credentials key, only with ``with_key=True``
 
-``restore`` checks every checksum before it writes anything, refuses an
-archive of a newer format or schema than this vmdr knows, refuses a target
-database that already holds data, and loads all tables in one transaction
-(all or nothing). Archives are portable between SQLite and PostgreSQL.
+``restore`` checks every checksum before it writes anything, and that the
+manifest (which holds every member's checksum) is signed by the backup key
+given: checksums show damage, the signature shows forgery — someone who can
+write the archive cannot make one this server accepts without that key. It
+refuses an archive of a newer format or schema than this vmdr knows, refuses
+a target database that already holds data, and loads all tables in one
+transaction (all or nothing). Archives are portable between SQLite and
+PostgreSQL. An archive made before backups were signed is restored only
+when the operator says so (``allow_unsigned``).
 """
 
 from __future__ import annotations
@@ -25,8 +32,11 @@ import base64
 import datetime as dt
 import gzip
 import hashlib
+import hmac
 import io
 import json
+import logging
+import secrets
 import tarfile
 import time
 import zlib
@@ -44,9 +54,18 @@ from vmdr.control.db.engine import alembic_config, current_revision
 from vmdr.control.db.models import Base
 from vmdr.model.errors import VmdrError, validation_summary
 
-__all__ = ["BackupCorrupt", "BackupTooNew", "RestoreTargetNotEmpty", "backup", "restore"]
+__all__ = [
+    "BackupCorrupt",
+    "BackupNotAuthentic",
+    "BackupTooNew",
+    "RestoreTargetNotEmpty",
+    "backup",
+    "backup_key_in",
+    "restore",
+]
 
 FORMAT = 1
+log = logging.getLogger(__name__)
 
 
 class BackupCorrupt(VmdrError):
@@ -61,6 +80,33 @@ class BackupTooNew(VmdrError):
     http_status = 400
     msg = "backup {path} was made by a newer vmdr ({detail})"
     fix = "Restore it with that vmdr version or newer; nothing was written."
+
+
+class BackupNotAuthentic(VmdrError):
+    code = "VMDR-E0533"
+    http_status = 400
+    msg = "backup {path} is not signed by the backup key given: {detail}"
+    fix = (
+        "Give the backup key of the server that made it (`vmdr server backup-key` on that "
+        "server, kept apart from the archives). An archive from before signed backups: "
+        "--allow-unsigned. Nothing was written."
+    )
+
+
+KEY_FILE = "backup.key"
+SIGNATURE = "manifest.json.hmac"
+
+
+def backup_key_in(folder: Path) -> bytes:
+    """The server's backup key (32 random bytes, hex), made on first use."""
+    path = folder / KEY_FILE
+    if not path.exists():
+        write_atomically(path, secrets.token_hex(32).encode())
+    return path.read_bytes().strip()
+
+
+def _sign(key: bytes, manifest: bytes) -> bytes:
+    return hmac.new(key, manifest, hashlib.sha256).hexdigest().encode()
 
 
 class RestoreTargetNotEmpty(VmdrError):
@@ -97,8 +143,11 @@ def _data_tables() -> list[Any]:
     return [t for t in Base.metadata.sorted_tables if t.name not in RUNTIME]
 
 
-def backup(engine: Engine, path: Path, *, key_file: Path | None = None) -> dict[str, Any]:
-    """Write a consistent archive of the database to ``path``; returns its manifest."""
+def backup(
+    engine: Engine, path: Path, *, signing_key: bytes, key_file: Path | None = None
+) -> dict[str, Any]:
+    """Write a consistent archive of the database to ``path``, signed with
+    ``signing_key``; returns its manifest."""
     tables: dict[str, bytes] = {}
     conn = engine.connect()
     if engine.dialect.name == "postgresql":
@@ -129,6 +178,7 @@ def backup(engine: Engine, path: Path, *, key_file: Path | None = None) -> dict[
     members = {
         "manifest.json": raw,
         "manifest.json.sha256": hashlib.sha256(raw).hexdigest().encode(),
+        SIGNATURE: _sign(signing_key, raw),
         **members,
     }
     buf = io.BytesIO()
@@ -197,13 +247,25 @@ def _read(path: Path) -> dict[str, bytes]:
     return out
 
 
-def verify(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The manifest and members of a backup whose every checksum holds."""
+def verify(
+    path: Path, signing_key: bytes | None, *, allow_unsigned: bool = False
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest and members of a backup whose every checksum holds and
+    whose manifest ``signing_key`` signed."""
     members = _read(path)
     raw = members.get("manifest.json")
     digest = members.get("manifest.json.sha256", b"").decode(errors="replace").strip()
     if raw is None or hashlib.sha256(raw).hexdigest() != digest:
         raise BackupCorrupt(path=str(path), detail="the manifest's checksum does not match")
+    signature = members.get(SIGNATURE)
+    if signature is None:
+        if not allow_unsigned:
+            raise BackupNotAuthentic(path=str(path), detail="it carries no signature")
+        log.warning("restoring %s, which carries no signature, as the operator asked", path)
+    elif signing_key is None:
+        raise BackupNotAuthentic(path=str(path), detail="no backup key was given")
+    elif not hmac.compare_digest(signature.strip(), _sign(signing_key, raw)):
+        raise BackupNotAuthentic(path=str(path), detail="the signature does not match")
     try:
         document = json.loads(raw)
         if isinstance(document, dict) and isinstance(document.get("format"), int) \
@@ -238,9 +300,16 @@ def _advance_sequences(conn: Any) -> None:
                 ))  # fmt: skip
 
 
-def restore(engine: Engine, path: Path, *, key_file: Path | None = None) -> dict[str, Any]:
+def restore(
+    engine: Engine,
+    path: Path,
+    *,
+    signing_key: bytes | None,
+    key_file: Path | None = None,
+    allow_unsigned: bool = False,
+) -> dict[str, Any]:
     """Load a verified backup into an empty, migrated database."""
-    manifest, members = verify(path)
+    manifest, members = verify(path, signing_key, allow_unsigned=allow_unsigned)
     known = {
         r.revision for r in ScriptDirectory.from_config(alembic_config(engine)).walk_revisions()
     }

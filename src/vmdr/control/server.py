@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from vmdr.blocks.durable import write_atomically
-from vmdr.control.backup import restore
+from vmdr.control.backup import KEY_FILE as BACKUP_KEY_FILE
+from vmdr.control.backup import backup_key_in, restore
 from vmdr.control.db.engine import open_database, session_factory
 from vmdr.control.db.models import VCenter
 from vmdr.control.inventory import store_discovery
@@ -157,16 +158,27 @@ class ConfigServer:
             counts = store_discovery(s, vc, inventory)
         ctx.progress("discover", 0, f"found {counts}")
 
-    def restore(self, archive: bytes) -> dict[str, Any]:
+    @property
+    def backup_key(self) -> bytes:
+        """This server's backup key (``<state>/backup.key``): it signs the
+        backups this server makes; keep a copy apart from the archives."""
+        return backup_key_in(self.settings.state_dir)
+
+    def restore(
+        self, archive: Path, signing_key: bytes | None, *, allow_unsigned: bool = False
+    ) -> dict[str, Any]:
+        """Load ``archive`` (signed with ``signing_key``: the key of the server
+        that made it) into this fresh server; all or nothing."""
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "backup"
-            path.write_bytes(archive)
             key = Path(tmp) / "secret.key"
-            manifest = restore(self.engine, path, key_file=key)
+            manifest = restore(self.engine, archive, signing_key=signing_key, key_file=key,
+                               allow_unsigned=allow_unsigned)  # fmt: skip
             if key.exists():  # the archive's key replaces this fresh server's own
                 assert self.secrets.path is not None
                 write_atomically(self.secrets.path, key.read_bytes())
                 self.secrets = SecretBox.in_folder(self.settings.state_dir)
+        if signing_key is not None:  # this server's backups go on with the same key
+            write_atomically(self.settings.state_dir / BACKUP_KEY_FILE, signing_key)
         return manifest
 
     def get(self, model: Any, what: str, ident: str) -> Any:

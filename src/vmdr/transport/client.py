@@ -125,13 +125,16 @@ class ServiceClient:
         _raise_for(self.service, response)
         return response.content
 
-    def upload(self, path: str, chunks: Iterable[bytes], **kwargs: Any) -> Any:
+    def upload(
+        self, path: str, chunks: Iterable[bytes], headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Any:  # fmt: skip
         """POST a streamed body (chunked) and return the JSON answer."""
         return self.request(
             "POST",
             path,
             content=chunks,
-            headers={"content-type": "application/octet-stream"},
+            headers={"content-type": "application/octet-stream", **(headers or {})},
             **kwargs,
         )
 

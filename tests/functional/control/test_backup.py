@@ -12,7 +12,9 @@ import pytest
 from sqlalchemy import Engine, select
 
 from vmdr.control.backup import (
+    SIGNATURE,
     BackupCorrupt,
+    BackupNotAuthentic,
     BackupTooNew,
     RestoreTargetNotEmpty,
     backup,
@@ -23,6 +25,7 @@ from vmdr.control.db.models import Disk, Job, JobEvent, Machine, ProtectedItem, 
 from vmdr.control.secrets import SecretBox, SecretUnreadable
 
 TiB = 1 << 40
+KEY = b"ab" * 32  # a backup key, as <state>/backup.key holds one
 
 
 def populate(engine: Engine, box: SecretBox) -> str:
@@ -54,7 +57,7 @@ def test_backup_then_restore_on_a_fresh_server(
     box = SecretBox.in_folder(tmp_path / "old-server")
     item_id = populate(source, box)
     archive = tmp_path / "cs.backup"
-    manifest = backup(source, archive, key_file=box.path)
+    manifest = backup(source, archive, signing_key=KEY, key_file=box.path)
     assert manifest["tables"]["machines"]["rows"] == 1
     assert b"s3cret!" not in archive.read_bytes()
     # A fresh server elsewhere, on the other kind of database.
@@ -69,7 +72,7 @@ def test_backup_then_restore_on_a_fresh_server(
     else:
         target_url = f"sqlite:///{tmp_path / 'new.db'}"
     target = open_database(target_url)
-    restore(target, archive, key_file=tmp_path / "new-server" / "secret.key")
+    restore(target, archive, signing_key=KEY, key_file=tmp_path / "new-server" / "secret.key")
     new_box = SecretBox.in_folder(tmp_path / "new-server")
     with session_factory(target)() as s:
         vc = s.scalars(select(VCenter)).one()
@@ -91,7 +94,7 @@ def test_backup_then_restore_on_a_fresh_server(
         SecretBox.in_folder(tmp_path / "stranger").open(vc.secret_enc)
     # Restoring twice onto the same server is refused: it holds data now.
     with pytest.raises(RestoreTargetNotEmpty) as err:
-        restore(target, archive)
+        restore(target, archive, signing_key=KEY)
     assert err.value.code == "VMDR-E0532"
     source.dispose()
     target.dispose()
@@ -112,7 +115,7 @@ def test_damaged_or_newer_backups_are_refused_and_nothing_is_written(tmp_path: P
     source = open_database(f"sqlite:///{tmp_path / 'a.db'}")
     populate(source, SecretBox.in_folder(tmp_path))
     archive = tmp_path / "cs.backup"
-    backup(source, archive)
+    backup(source, archive, signing_key=KEY)
     with tarfile.open(archive, "r:gz") as tar:
         machines = tar.extractfile("tables/machines.jsonl").read()  # type: ignore[union-attr]
         manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
@@ -121,29 +124,25 @@ def test_damaged_or_newer_backups_are_refused_and_nothing_is_written(tmp_path: P
     tampered = tmp_path / "tampered.backup"
     _rewrite(archive, tampered, {"tables/machines.jsonl": machines.replace(b"web-01", b"web-02")})
     with pytest.raises(BackupCorrupt) as err:
-        restore(target, tampered)
+        restore(target, tampered, signing_key=KEY)
     assert err.value.code == "VMDR-E0530" and "machines" in err.value.message
 
     truncated = tmp_path / "truncated.backup"
     truncated.write_bytes(archive.read_bytes()[:200])
     with pytest.raises(BackupCorrupt):
-        restore(target, truncated)
+        restore(target, truncated, signing_key=KEY)
     # Cut at the very end, where only gzip's trailer and the tar's zero
     # padding live: every member still reads, but the file is not whole.
     for cut in (1, 8, 40):
         truncated.write_bytes(archive.read_bytes()[:-cut])
         with pytest.raises(BackupCorrupt):
-            restore(target, truncated)
+            restore(target, truncated, signing_key=KEY)
 
     for change in ({"format": 99}, {"schema_revision": "9999"}):
         newer = tmp_path / "newer.backup"
-        raw = json.dumps(manifest | change).encode()
-        import hashlib
-
-        digest = hashlib.sha256(raw).hexdigest().encode()
-        _rewrite(archive, newer, {"manifest.json": raw, "manifest.json.sha256": digest})
+        _with_manifest(archive, newer, manifest | change)
         with pytest.raises(BackupTooNew) as too_new:
-            restore(target, newer)
+            restore(target, newer, signing_key=KEY)
         assert too_new.value.code == "VMDR-E0531"
     with session_factory(target)() as s:
         assert s.scalars(select(Machine)).first() is None  # nothing was written
@@ -151,12 +150,17 @@ def test_damaged_or_newer_backups_are_refused_and_nothing_is_written(tmp_path: P
     target.dispose()
 
 
-def _with_manifest(archive: Path, out: Path, manifest: object, **more: bytes) -> None:
+def _with_manifest(
+    archive: Path, out: Path, manifest: object, key: bytes = KEY, **more: bytes
+) -> None:
+    """The archive with another manifest, checksummed and signed with ``key``."""
     import hashlib
+    import hmac
 
     raw = json.dumps(manifest).encode()
     _rewrite(archive, out, {"manifest.json": raw,
                             "manifest.json.sha256": hashlib.sha256(raw).hexdigest().encode(),
+                            SIGNATURE: hmac.new(key, raw, hashlib.sha256).hexdigest().encode(),
                             **more})  # fmt: skip
 
 
@@ -167,7 +171,7 @@ def test_malformed_manifests_and_rows_are_damage_not_a_crash(tmp_path: Path) -> 
     source = open_database(f"sqlite:///{tmp_path / 'a.db'}")
     populate(source, SecretBox.in_folder(tmp_path))
     archive = tmp_path / "cs.backup"
-    backup(source, archive)
+    backup(source, archive, signing_key=KEY)
     with tarfile.open(archive, "r:gz") as tar:
         manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
     target = open_database(f"sqlite:///{tmp_path / 'b.db'}")
@@ -182,7 +186,7 @@ def test_malformed_manifests_and_rows_are_damage_not_a_crash(tmp_path: Path) -> 
     for broken in manifests:
         _with_manifest(archive, bad, broken)
         with pytest.raises(BackupCorrupt) as err:
-            restore(target, bad)
+            restore(target, bad, signing_key=KEY)
         assert err.value.code == "VMDR-E0530" and "manifest" in err.value.message, broken
     # Rows whose checksum holds (the manifest is not keyed) but that do not fit.
     rows = b'{"id": "m1", "name": {"$b64": 5}, "created_at": "not a date"}\n'
@@ -191,7 +195,7 @@ def test_malformed_manifests_and_rows_are_damage_not_a_crash(tmp_path: Path) -> 
     }
     _with_manifest(archive, bad, manifest | {"tables": tables}, **{"tables/machines.jsonl": rows})
     with pytest.raises(BackupCorrupt) as err:
-        restore(target, bad)
+        restore(target, bad, signing_key=KEY)
     assert err.value.code == "VMDR-E0530" and "machines" in err.value.message
     with session_factory(target)() as s:
         assert s.scalars(select(Machine)).first() is None  # nothing was written
@@ -220,8 +224,55 @@ def test_a_gzip_bomb_is_refused_before_it_is_unpacked(tmp_path: Path) -> None:
     target = open_database(f"sqlite:///{tmp_path / 'b.db'}")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(BackupCorrupt) as err:
-        restore(target, bomb)
+        restore(target, bomb, signing_key=KEY)
     assert err.value.code == "VMDR-E0530" and "unpacks to more than" in err.value.message
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) << 10
     assert grown < 200 << 20, grown
+    target.dispose()
+
+
+def test_a_forged_backup_is_refused_however_consistent_its_checksums(tmp_path: Path) -> None:
+    """Someone who can write the archive changes a table and fixes every
+    checksum (they are not keyed): without the backup key the signature does
+    not match, and nothing is written. An archive from before signing needs
+    the operator's explicit consent."""
+    import hashlib
+
+    source = open_database(f"sqlite:///{tmp_path / 'a.db'}")
+    populate(source, SecretBox.in_folder(tmp_path))
+    archive = tmp_path / "cs.backup"
+    backup(source, archive, signing_key=KEY)
+    with tarfile.open(archive, "r:gz") as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        machines = tar.extractfile("tables/machines.jsonl").read()  # type: ignore[union-attr]
+    forged_rows = machines.replace(b"web-01", b"evil-01")
+    tables = manifest["tables"] | {"machines": {
+        "rows": 1, "sha256": hashlib.sha256(forged_rows).hexdigest()}}  # fmt: skip
+    forged = tmp_path / "forged.backup"
+    _with_manifest(archive, forged, manifest | {"tables": tables}, key=b"cd" * 32,
+                   **{"tables/machines.jsonl": forged_rows})  # fmt: skip
+    target = open_database(f"sqlite:///{tmp_path / 'b.db'}")
+    with pytest.raises(BackupNotAuthentic) as err:
+        restore(target, forged, signing_key=KEY)
+    assert err.value.code == "VMDR-E0533" and "does not match" in err.value.message
+    with pytest.raises(BackupNotAuthentic):  # no key given: no way to tell
+        restore(target, archive, signing_key=None)
+    unsigned = tmp_path / "unsigned.backup"
+    with tarfile.open(archive, "r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()  # type: ignore[union-attr]
+                   if m.name != SIGNATURE}  # fmt: skip
+    with tarfile.open(unsigned, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(BackupNotAuthentic) as err:
+        restore(target, unsigned, signing_key=KEY)
+    assert "no signature" in err.value.message
+    with session_factory(target)() as s:
+        assert s.scalars(select(Machine)).first() is None  # nothing was written
+    restore(target, unsigned, signing_key=KEY, allow_unsigned=True)  # the operator's choice
+    with session_factory(target)() as s:
+        assert [m.name for m in s.scalars(select(Machine))] == ["web-01"]
+    source.dispose()
     target.dispose()

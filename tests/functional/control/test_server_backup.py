@@ -77,8 +77,16 @@ def test_backup_restore_onto_a_fresh_server(lab: Lab, tmp_path: Path) -> None:
         bad = cli(new, "server", "restore", str(damaged), "--json")
         assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["code"] == "VMDR-E0530"
 
-        result = cli(new, "server", "restore", str(archive), "--json")
+        # The fresh server has its own backup key: the old server's is needed.
+        unsigned = cli(new, "server", "restore", str(archive), "--json")
+        assert json.loads(unsigned.stdout)["error"]["code"] == "VMDR-E0533"
+        shown = cli(old, "server", "backup-key", "--json")
+        key_file = tmp_path / "backup.key"  # kept apart from the archives
+        key_file.write_text(json.loads(shown.stdout)["key"])
+        result = cli(new, "server", "restore", str(archive), "--backup-key", str(key_file),
+                     "--json")  # fmt: skip
         assert result.returncode == 0, result.stderr + result.stdout
+        assert (new.state / "backup.key").read_text() == key_file.read_text()  # adopted
         with new.client((new.state / "admin.token").read_text()) as c:
             assert c.get("/v1/machines") == machines
             # The role keeps its token: the restored server trusts its heartbeats.
@@ -88,7 +96,7 @@ def test_backup_restore_onto_a_fresh_server(lab: Lab, tmp_path: Path) -> None:
             # The restored credentials still open the vCenter: discover again.
             job = wait_job(new, c.post(f"/v1/vcenters/{vc['id']}/discover")["url"])
             assert job["state"] == "succeeded", job
-        again = cli(new, "server", "restore", str(archive), "--json")
+        again = cli(new, "server", "restore", str(archive), "--json")  # its key now
         assert json.loads(again.stdout)["error"]["code"] == "VMDR-E0532"
     finally:
         old.stop()
