@@ -150,6 +150,17 @@ def test_damaged_or_newer_backups_are_refused_and_nothing_is_written(tmp_path: P
     target.dispose()
 
 
+def signed_archive(tmp_path: Path) -> tuple[Engine, Path, dict[str, bytes]]:
+    """A populated database, its backup signed with KEY, and the members."""
+    source = open_database(f"sqlite:///{tmp_path / 'a.db'}")
+    populate(source, SecretBox.in_folder(tmp_path))
+    archive = tmp_path / "cs.backup"
+    backup(source, archive, signing_key=KEY)
+    with tarfile.open(archive, "r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    return source, archive, members
+
+
 def _with_manifest(
     archive: Path, out: Path, manifest: object, key: bytes = KEY, **more: bytes
 ) -> None:
@@ -168,12 +179,8 @@ def test_malformed_manifests_and_rows_are_damage_not_a_crash(tmp_path: Path) -> 
     """Each of these was a KeyError, TypeError or AttributeError (HTTP 500)."""
     import hashlib
 
-    source = open_database(f"sqlite:///{tmp_path / 'a.db'}")
-    populate(source, SecretBox.in_folder(tmp_path))
-    archive = tmp_path / "cs.backup"
-    backup(source, archive, signing_key=KEY)
-    with tarfile.open(archive, "r:gz") as tar:
-        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    source, archive, members = signed_archive(tmp_path)
+    manifest = json.loads(members["manifest.json"])
     target = open_database(f"sqlite:///{tmp_path / 'b.db'}")
     bad = tmp_path / "bad.backup"
     manifests: list[object] = [
@@ -238,14 +245,9 @@ def test_a_forged_backup_is_refused_however_consistent_its_checksums(tmp_path: P
     the operator's explicit consent."""
     import hashlib
 
-    source = open_database(f"sqlite:///{tmp_path / 'a.db'}")
-    populate(source, SecretBox.in_folder(tmp_path))
-    archive = tmp_path / "cs.backup"
-    backup(source, archive, signing_key=KEY)
-    with tarfile.open(archive, "r:gz") as tar:
-        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
-        machines = tar.extractfile("tables/machines.jsonl").read()  # type: ignore[union-attr]
-    forged_rows = machines.replace(b"web-01", b"evil-01")
+    source, archive, members = signed_archive(tmp_path)
+    manifest = json.loads(members["manifest.json"])
+    forged_rows = members["tables/machines.jsonl"].replace(b"web-01", b"evil-01")
     tables = manifest["tables"] | {"machines": {
         "rows": 1, "sha256": hashlib.sha256(forged_rows).hexdigest()}}  # fmt: skip
     forged = tmp_path / "forged.backup"
@@ -258,14 +260,12 @@ def test_a_forged_backup_is_refused_however_consistent_its_checksums(tmp_path: P
     with pytest.raises(BackupNotAuthentic):  # no key given: no way to tell
         restore(target, archive, signing_key=None)
     unsigned = tmp_path / "unsigned.backup"
-    with tarfile.open(archive, "r:gz") as tar:
-        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()  # type: ignore[union-attr]
-                   if m.name != SIGNATURE}  # fmt: skip
     with tarfile.open(unsigned, "w:gz") as tar:
         for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+            if name != SIGNATURE:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
     with pytest.raises(BackupNotAuthentic) as err:
         restore(target, unsigned, signing_key=KEY)
     assert "no signature" in err.value.message
