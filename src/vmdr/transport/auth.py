@@ -31,6 +31,7 @@ from vmdr.model.errors import VmdrError
 __all__ = [
     "BadClientName",
     "BadPassphrase",
+    "Forbidden",
     "TokenStore",
     "Unauthorized",
 ]
@@ -52,6 +53,16 @@ class Unauthorized(AuthError):
     fix = (
         "Send `Authorization: Bearer <token>` with the token this service issued at "
         "registration (`vmdr lab status` shows where the lab keeps its tokens)."
+    )
+
+
+class Forbidden(AuthError):
+    code = "VMDR-E0354"
+    http_status = 403
+    msg = "client {client!r} may not call {method} {path}"
+    fix = (
+        "A service's token reaches only that service's own routes (a process server's or "
+        "master target's: its heartbeat). Use an administrator's token for everything else."
     )
 
 

@@ -34,9 +34,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Match
 
 from vmdr.model.errors import UsageError, VmdrError, validation_summary
-from vmdr.transport.auth import TokenStore, Unauthorized
+from vmdr.transport.auth import Forbidden, TokenStore, Unauthorized
 from vmdr.transport.errors import StreamIdle
 from vmdr.transport.tls import CertPair, ensure_ca, issue_server_cert
 
@@ -110,13 +111,17 @@ def create_app(
     open_paths: frozenset[str] = frozenset(),
     open_prefixes: tuple[str, ...] = (),
     lifespan: Any = None,
+    authorize: Callable[[str, str, str], bool] | None = None,
 ) -> FastAPI:
     """A FastAPI app with auth, problem details, /healthz, /metrics and
     /v1/register. ``open_paths`` are more routes that check a passphrase
     themselves instead of a token; ``open_prefixes`` serve only static files
     that hold no data (the dashboard's pages, which then call the API with
     the user's token). ``lifespan`` is Starlette's: what runs when the
-    server stops (a clean stop of the jobs it runs)."""
+    server stops (a clean stop of the jobs it runs). ``authorize(client,
+    method, route)`` says whether an authenticated client may call a route
+    (its template, e.g. ``/v1/jobs/{job_id}``); refused: 403 ``Forbidden``,
+    before the request is read or validated."""
     unauthenticated = OPEN_PATHS | open_paths
     app = FastAPI(title=f"vmdr {name}", version="1", lifespan=lifespan)
     requests = Counter(
@@ -151,6 +156,13 @@ def create_app(
                 )
                 requests.labels("401").inc()
                 return problem(exc)
+            client = request.state.client_name
+            route = _route_of(app, request.scope)
+            if authorize is not None and route and not authorize(client, request.method, route):
+                refused.inc()
+                log.warning("refused %s %s to %s: not its route", request.method, path, client)
+                requests.labels("403").inc()
+                return problem(Forbidden(client=client, method=request.method, path=route))
         response = await call_next(request)
         requests.labels(str(response.status_code)).inc()
         return response
@@ -210,6 +222,16 @@ def _keepalive_socket(host: str, port: int) -> socket.socket:
         if hasattr(socket, name):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
     return sock
+
+
+def _route_of(app: FastAPI, scope: Any) -> str | None:
+    """The template of the route that will answer (as the router will
+    choose it), or None (a 404 or 405 follows)."""
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", ""))
+    return None
 
 
 def serve(app: Any, settings: ServiceSettings, log_level: str = "info") -> None:

@@ -3,6 +3,7 @@ discover it through a job, read the inventory back; refusals with codes."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -289,3 +290,36 @@ def test_a_vcenter_without_its_ca_is_added_only_with_a_confirmed_fingerprint(
     while (status := c.get(job["url"]))["state"] in ("queued", "running"):
         time.sleep(0.1)
     assert status["state"] == "failed" and status["error"]["code"] == "VMDR-E0612", status
+
+
+def test_a_service_token_reaches_only_its_own_routes(
+    server: tuple[Service, ServiceClient],
+) -> None:
+    """Every route of the OpenAPI document refuses a process server's token
+    (403, VMDR-E0354, before the request is read) except its heartbeat: it
+    cannot download a backup, read a backup key, change a vCenter or start a
+    failover. The administrator's token is not refused."""
+    svc, admin = server
+    passphrase = (svc.state / "registration-passphrase").read_text().strip()
+    with ServiceClient("cs", svc.url, svc.ca_file) as anon:
+        role = anon.post("/v1/roles/register", {"kind": "process-server", "name": "ps-cloud",
+                                                "url": "https://127.0.0.1:9",
+                                                "passphrase": passphrase})  # fmt: skip
+    document = admin.get("/openapi.json")
+    open_routes = {("POST", "/v1/roles/register"), ("POST", "/v1/register"), ("GET", "/healthz")}
+    own = {("POST", "/v1/roles/heartbeat")}
+    walked = 0
+    with ServiceClient("cs", svc.url, svc.ca_file, role["token"]) as ps:
+        for path, methods in document["paths"].items():
+            concrete = re.sub(r"\{[^}]+\}", "x1", path)
+            for method in methods:
+                key = (method.upper(), path)
+                if key in open_routes or key in own:
+                    continue
+                with pytest.raises(RemoteError) as err:
+                    ps.request(method.upper(), concrete)
+                assert (err.value.status, err.value.remote_code) == (403, "VMDR-E0354"), key
+                walked += 1
+        assert ps.post("/v1/roles/heartbeat", {"health": {}}) == {"ok": True}
+    assert walked >= 50  # the whole API (55 routes today), not a sample
+    assert len(admin.get("/v1/server/backup-key")["key"]) == 64  # the administrator may

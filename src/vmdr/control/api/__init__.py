@@ -36,7 +36,7 @@ from vmdr.control.api.items import add_item_routes
 from vmdr.control.api.jobs import add_job_routes
 from vmdr.control.api.overview import add_overview_routes
 from vmdr.control.api.plans import add_plan_routes
-from vmdr.control.api.roles import OPEN, add_role_routes
+from vmdr.control.api.roles import OPEN, add_role_routes, may_call
 from vmdr.control.api.server import add_server_routes
 from vmdr.control.api.traffic import add_traffic_routes
 from vmdr.control.scripts import scripts_folder
@@ -78,6 +78,7 @@ def build_app(
         open_paths=OPEN | (pages.open_paths if pages else frozenset()),
         open_prefixes=pages.open_prefixes if pages else (),
         lifespan=lifespan,
+        authorize=may_call,
     )
     if pages is not None:
         pages.add_to(app)

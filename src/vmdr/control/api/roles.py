@@ -13,7 +13,9 @@
                               at registration, ``storage_vmotioned``
 
 A role's token names it (``process-server.NAME`` / ``master-target.NAME``), so
-a heartbeat can only speak for the role that sent it.
+a heartbeat can only speak for the role that sent it, and it reaches only the
+roles' own routes (``may_call``): never backups, credentials, vCenters,
+items or operations — a stolen process-server token cannot start a failover.
 """
 
 from __future__ import annotations
@@ -33,11 +35,23 @@ from vmdr.control.workflows.metrics import record_heartbeat
 from vmdr.model.errors import VmdrError
 from vmdr.transport.auth import TokenStore
 
-__all__ = ["OPEN", "add_role_routes", "adopt_role_tokens"]
+__all__ = ["OPEN", "ROLE_ROUTES", "add_role_routes", "adopt_role_tokens", "may_call"]
 
 OPEN = frozenset({"/v1/roles/register"})
 log = logging.getLogger(__name__)
 MODELS: dict[str, Any] = {"process-server": ProcessServer, "master-target": MasterTarget}
+
+
+# What a process server's or master target's token may call here.
+ROLE_ROUTES = frozenset({("POST", "/v1/roles/heartbeat")})
+
+
+def may_call(client: str, method: str, route: str) -> bool:
+    """A role's token reaches only ``ROLE_ROUTES``; other clients (the
+    administrator's token) everything."""
+    if client.partition(".")[0] in MODELS:
+        return (method, route) in ROLE_ROUTES
+    return True
 
 
 class NotARole(VmdrError):
