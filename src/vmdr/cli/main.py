@@ -8,7 +8,7 @@ import os
 import typer
 
 from vmdr import __version__
-from vmdr.cli import disk, groups, jobs, lab, plans, remote, serve, traffic, workflows
+from vmdr.cli import disk, groups, jobs, lab, people, plans, remote, serve, traffic, workflows
 
 app = typer.Typer(
     name="vmdr",
@@ -25,6 +25,7 @@ workflows.add_commands(app)
 traffic.add_commands(app)
 plans.add_commands(app)
 groups.add_commands(app)
+people.add_commands(app)
 
 
 @app.command()

@@ -121,12 +121,28 @@ def _text(value: Any) -> str:
 def login(
     server: str = typer.Option(..., help="https://HOST:PORT of the configuration server."),
     ca: Path = typer.Option(..., help="The CA file its certificate is issued by."),
-    token_file: Path = typer.Option(..., help="A file holding your token."),
+    token_file: Path | None = typer.Option(None, help="A file holding a token (the admin's)."),
+    user: str | None = typer.Option(
+        None, help="Log in as this user (password from VMDR_PASSWORD, else asked)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Remember a configuration server for later commands (checks it first)."""
+    """Remember a configuration server for later commands (checks it first):
+    as a user, with a session token that expires, or with a token file."""
+    if (user is None) == (token_file is None):
+        fail(UsageError(detail="give either --user or --token-file"), as_json)
+    expires = None
     try:
-        token = token_file.read_text().strip()
+        if user is not None:
+            password = os.environ.get("VMDR_PASSWORD") or typer.prompt(
+                f"password for {user}", hide_input=True
+            )
+            with ServiceClient("configuration server", server, ca) as anon:
+                answer = anon.post("/v1/login", {"user": user, "password": password})
+            token, expires = answer["token"], answer["expires_at"]
+        else:
+            assert token_file is not None
+            token = token_file.read_text().strip()
         with ServiceClient("configuration server", server, ca, token) as c:
             c.get("/v1/sites")
     except OSError as exc:
@@ -137,9 +153,10 @@ def login(
     data = {"server": server, "ca": str(ca.resolve()), "token": token}
     write_atomically(LOGIN_FILE, json.dumps(data).encode())
     if as_json:
-        emit_json({"server": server, "saved": str(LOGIN_FILE)})
+        emit_json({"server": server, "saved": str(LOGIN_FILE), "expires_at": expires})
     else:
-        console.print(f"logged in to {server}; saved in {LOGIN_FILE} (mode 0600)")
+        until = f", until {expires}" if expires else ""
+        console.print(f"logged in to {server}{until}; saved in {LOGIN_FILE} (mode 0600)")
 
 
 def lister(path: str, columns: list[str], title: str) -> Any:

@@ -134,9 +134,10 @@ def _decode(column: Any, value: Any) -> Any:
     return value
 
 
-# Which processes run jobs now, with their leases: the state of this
-# deployment, not data; a restored server has its own workers.
-RUNTIME = frozenset({"workers"})
+# Which processes run jobs now, with their leases, and who is logged in: the
+# state of this deployment, not data; a restored server has its own workers,
+# and its users log in again.
+RUNTIME = frozenset({"workers", "user_sessions"})
 
 
 def _data_tables() -> list[Any]:

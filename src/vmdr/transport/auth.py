@@ -32,6 +32,7 @@ __all__ = [
     "BadClientName",
     "BadPassphrase",
     "Forbidden",
+    "Principal",
     "TokenStore",
     "Unauthorized",
 ]
@@ -78,6 +79,15 @@ class BadClientName(AuthError):
     http_status = 400
     msg = "client name {name!r} is not allowed"
     fix = "Use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit."
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who sent a request: a token client's name (or ``user:NAME``) and the
+    role it acts with (a service's own clients are administrators of it)."""
+
+    name: str
+    role: str = "administrator"
 
 
 def _digest(token: str) -> str:

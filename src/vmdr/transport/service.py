@@ -34,10 +34,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
 from vmdr.model.errors import UsageError, VmdrError, validation_summary
-from vmdr.transport.auth import Forbidden, TokenStore, Unauthorized
+from vmdr.transport.auth import Principal, TokenStore, Unauthorized
 from vmdr.transport.errors import StreamIdle
 from vmdr.transport.tls import CertPair, ensure_ca, issue_server_cert
 
@@ -111,17 +112,20 @@ def create_app(
     open_paths: frozenset[str] = frozenset(),
     open_prefixes: tuple[str, ...] = (),
     lifespan: Any = None,
-    authorize: Callable[[str, str, str], bool] | None = None,
+    authenticate: Callable[[str | None], Principal] | None = None,
+    authorize: Callable[[Principal, str, str], None] | None = None,
 ) -> FastAPI:
     """A FastAPI app with auth, problem details, /healthz, /metrics and
     /v1/register. ``open_paths`` are more routes that check a passphrase
     themselves instead of a token; ``open_prefixes`` serve only static files
     that hold no data (the dashboard's pages, which then call the API with
     the user's token). ``lifespan`` is Starlette's: what runs when the
-    server stops (a clean stop of the jobs it runs). ``authorize(client,
-    method, route)`` says whether an authenticated client may call a route
-    (its template, e.g. ``/v1/jobs/{job_id}``); refused: 403 ``Forbidden``,
+    server stops (a clean stop of the jobs it runs). ``authenticate(header)``
+    names the principal (default: a client of ``tokens``, an administrator);
+    ``authorize(principal, method, route)`` raises a ``VmdrError`` (a 403)
+    when it may not call the route (its template, e.g. ``/v1/jobs/{job_id}``),
     before the request is read or validated."""
+    who = authenticate or (lambda header: Principal(tokens.authenticate(header)))
     unauthenticated = OPEN_PATHS | open_paths
     app = FastAPI(title=f"vmdr {name}", version="1", lifespan=lifespan)
     requests = Counter(
@@ -132,7 +136,7 @@ def create_app(
     )
 
     @app.middleware("http")
-    async def authenticate(
+    async def check_principal(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         # The path the router will use (scope), never one rebuilt from the
@@ -141,9 +145,7 @@ def create_app(
         page = request.method in ("GET", "HEAD") and path.startswith(open_prefixes)
         if path not in unauthenticated and not page:
             try:
-                request.state.client_name = tokens.authenticate(
-                    request.headers.get("authorization")
-                )
+                principal = await run_in_threadpool(who, request.headers.get("authorization"))
             except Unauthorized as exc:
                 refused.inc()
                 peer = request.client.host if request.client else "?"
@@ -156,13 +158,18 @@ def create_app(
                 )
                 requests.labels("401").inc()
                 return problem(exc)
-            client = request.state.client_name
+            request.state.principal = principal
+            request.state.client_name = principal.name
             route = _route_of(app, request.scope)
-            if authorize is not None and route and not authorize(client, request.method, route):
-                refused.inc()
-                log.warning("refused %s %s to %s: not its route", request.method, path, client)
-                requests.labels("403").inc()
-                return problem(Forbidden(client=client, method=request.method, path=route))
+            if authorize is not None and route:
+                try:
+                    authorize(principal, request.method, route)
+                except VmdrError as exc:
+                    refused.inc()
+                    log.warning("refused %s %s to %s: %s", request.method, path,
+                                principal.name, exc.message)  # fmt: skip
+                    requests.labels(str(exc.http_status)).inc()
+                    return problem(exc)
         response = await call_next(request)
         requests.labels(str(response.status_code)).inc()
         return response

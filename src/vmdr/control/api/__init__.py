@@ -30,15 +30,18 @@ from sqlalchemy.orm.exc import StaleDataError
 from starlette.concurrency import run_in_threadpool
 
 from vmdr.blocks.durable import write_atomically
+from vmdr.control.access import People
 from vmdr.control.api.groups import add_group_routes
 from vmdr.control.api.inventory import add_inventory_routes
 from vmdr.control.api.items import add_item_routes
 from vmdr.control.api.jobs import add_job_routes
 from vmdr.control.api.overview import add_overview_routes
 from vmdr.control.api.plans import add_plan_routes
-from vmdr.control.api.roles import OPEN, add_role_routes, may_call
+from vmdr.control.api.roles import OPEN, add_role_routes, authorize
 from vmdr.control.api.server import add_server_routes
 from vmdr.control.api.traffic import add_traffic_routes
+from vmdr.control.api.users import OPEN as USERS_OPEN
+from vmdr.control.api.users import add_user_routes
 from vmdr.control.scripts import scripts_folder
 from vmdr.control.server import (
     ChangedMeanwhile,
@@ -75,10 +78,11 @@ def build_app(
         "configuration-server",
         tokens,
         registry,
-        open_paths=OPEN | (pages.open_paths if pages else frozenset()),
+        open_paths=OPEN | USERS_OPEN | (pages.open_paths if pages else frozenset()),
         open_prefixes=pages.open_prefixes if pages else (),
         lifespan=lifespan,
-        authorize=may_call,
+        authenticate=lambda header: people.authenticate(header),
+        authorize=authorize,
     )
     if pages is not None:
         pages.add_to(app)
@@ -90,6 +94,8 @@ def build_app(
         return problem(ChangedMeanwhile(what=request.url.path))
 
     cs = ConfigServer(settings)
+    people = People(cs.sessions, tokens)
+    add_user_routes(app, people)
     add_role_routes(app, cs.sessions, tokens)
     add_item_routes(app, cs.workflows)
     traffic = cs.traffic

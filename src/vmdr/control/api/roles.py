@@ -14,7 +14,7 @@
 
 A role's token names it (``process-server.NAME`` / ``master-target.NAME``), so
 a heartbeat can only speak for the role that sent it, and it reaches only the
-roles' own routes (``may_call``): never backups, credentials, vCenters,
+roles' own routes (``authorize``): never backups, credentials, vCenters,
 items or operations — a stolen process-server token cannot start a failover.
 """
 
@@ -29,13 +29,14 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from vmdr.control.access import RoleTooLow, may_call_as, required_role
 from vmdr.control.db.models import Machine, MasterTarget, ProcessServer
 from vmdr.control.nodes import is_healthy, last_beat
 from vmdr.control.workflows.metrics import record_heartbeat
 from vmdr.model.errors import VmdrError
-from vmdr.transport.auth import TokenStore
+from vmdr.transport.auth import Forbidden, Principal, TokenStore
 
-__all__ = ["OPEN", "ROLE_ROUTES", "add_role_routes", "adopt_role_tokens", "may_call"]
+__all__ = ["OPEN", "ROLE_ROUTES", "add_role_routes", "adopt_role_tokens", "authorize"]
 
 OPEN = frozenset({"/v1/roles/register"})
 log = logging.getLogger(__name__)
@@ -46,12 +47,16 @@ MODELS: dict[str, Any] = {"process-server": ProcessServer, "master-target": Mast
 ROLE_ROUTES = frozenset({("POST", "/v1/roles/heartbeat")})
 
 
-def may_call(client: str, method: str, route: str) -> bool:
-    """A role's token reaches only ``ROLE_ROUTES``; other clients (the
-    administrator's token) everything."""
-    if client.partition(".")[0] in MODELS:
-        return (method, route) in ROLE_ROUTES
-    return True
+def authorize(principal: Principal, method: str, route: str) -> None:
+    """A role's token reaches only ``ROLE_ROUTES`` (``Forbidden``); a
+    person's, or the admin token's, what its role allows (``access``)."""
+    if principal.name.partition(".")[0] in MODELS:
+        if (method, route) not in ROLE_ROUTES:
+            raise Forbidden(client=principal.name, method=method, path=route)
+        return
+    if not may_call_as(principal, method, route):
+        raise RoleTooLow(principal=principal.name, role=principal.role, method=method,
+                         path=route, needed=required_role(method, route).label)  # fmt: skip
 
 
 class NotARole(VmdrError):

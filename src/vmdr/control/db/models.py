@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 __all__ = [
+    "AuditEntry",
     "Base",
     "Datastore",
     "Disk",
@@ -53,6 +54,8 @@ __all__ = [
     "ReplicationGroup",
     "ReplicationSample",
     "Site",
+    "User",
+    "UserSession",
     "VCenter",
     "Worker",
 ]
@@ -386,3 +389,36 @@ def by_id_or_name(s: Session, model: type[Named], ident: str) -> Named | None:
     """The row of ``model`` whose id or (unique) name is ``ident``: how the API
     and the CLI name plans, groups and traffic profiles."""
     return s.scalars(select(model).where(or_(model.id == ident, model.name == ident))).first()
+
+
+class User(Base):
+    """A person who uses vmdr, with a role (``control/access.py``)."""
+
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # viewer | operator | administrator
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=now)
+
+
+class UserSession(Base):
+    """A login: the SHA-256 of its token (the token itself is never kept)."""
+
+    __tablename__ = "user_sessions"
+    token_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=now)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class AuditEntry(Base):
+    """One state-changing request: who, what, when, and how it ended."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(default=now, index=True)
+    principal: Mapped[str] = mapped_column(String(128))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[int] = mapped_column(Integer)
