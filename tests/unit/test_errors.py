@@ -21,7 +21,13 @@ def test_every_error_code_is_unique() -> None:
             seen[sub.code] = sub.__name__
             walk(sub)
 
-    import vmdr.lab.lab  # noqa: F401  (registers the lab's errors)
+    import importlib
+    import pkgutil
 
+    import vmdr
+
+    for module in pkgutil.walk_packages(vmdr.__path__, "vmdr."):  # every error class defined
+        if ".migrations" not in module.name and not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
     walk(VmdrError)
     assert len(seen) >= 5

@@ -40,7 +40,8 @@ def _run(name: str, s: Any, build: Callable[[Any], Any]) -> None:
     from vmdr.transport.service import ServiceSettings, serve, tls_files
 
     try:
-        service = ServiceSettings(name, s.state_dir, s.host, s.port, ca_dir=s.ca_dir)
+        service = ServiceSettings(name, s.state_dir, s.host, s.port, cert=s.cert, key=s.key,
+                                  ca_dir=s.ca_dir)  # fmt: skip
         app_ = build(TokenStore(s.state_dir))
         _, ca = tls_files(service)
     except VmdrError as exc:
@@ -57,6 +58,10 @@ StateOpt = typer.Option(None, "--state-dir", help="Tokens, certificates, progres
 HostOpt = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1).")
 PortOpt = typer.Option(None, "--port", help="Port to listen on.")
 CaOpt = typer.Option(None, "--ca-dir", help="Folder of the CA (default <state-dir>/pki).")
+CertOpt = typer.Option(
+    None, "--cert", help="Your own certificate (PEM, chain included); else one from the CA."
+)
+KeyOpt = typer.Option(None, "--key", help="The private key of --cert (PEM).")
 LogOpt = typer.Option(None, "--log-level", help="debug, info (default), warning…")
 CsOpt = typer.Option(
     None, "--configuration-server", help="https://HOST:PORT to send heartbeats to."
@@ -94,6 +99,8 @@ def master_target(
     host: str | None = HostOpt,
     port: int | None = PortOpt,
     ca_dir: Path | None = CaOpt,
+    cert: Path | None = CertOpt,
+    key: Path | None = KeyOpt,
     datastore: list[str] = typer.Option([], "--datastore", help="NAME=PATH, repeatable."),
     retention_dir: Path | None = typer.Option(None, help="The retention drive's folder."),
     retention_hours: float | None = typer.Option(None, help="Retention window (default 24)."),
@@ -114,7 +121,8 @@ def master_target(
 
     try:
         s = MasterTargetOptions.load(config, dict(
-            state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, datastore=datastore,
+            state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, cert=cert, key=key,
+            datastore=datastore,
             retention_dir=retention_dir, retention_hours=retention_hours,
             retention_quota=retention_quota, retention_min_free=retention_min_free,
             stream_idle=stream_idle, configuration_server=configuration_server,
@@ -152,6 +160,8 @@ def process_server(
     host: str | None = HostOpt,
     port: int | None = PortOpt,
     ca_dir: Path | None = CaOpt,
+    cert: Path | None = CertOpt,
+    key: Path | None = KeyOpt,
     cache_dir: Path | None = typer.Option(
         None, help="Outgoing change sets (default <state>/cache)."
     ),
@@ -171,7 +181,8 @@ def process_server(
 
     try:
         s = ProcessServerOptions.load(config, dict(
-            state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, cache_dir=cache_dir,
+            state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, cert=cert, key=key,
+            cache_dir=cache_dir,
             master_target=master_target, master_target_ca=master_target_ca,
             master_target_token_file=master_target_token_file, bandwidth=bandwidth,
             cache_limit=cache_limit, compress=compress,
@@ -215,6 +226,8 @@ def configuration_server(
     host: str | None = HostOpt,
     port: int | None = PortOpt,
     ca_dir: Path | None = CaOpt,
+    cert: Path | None = CertOpt,
+    key: Path | None = KeyOpt,
     database: str | None = typer.Option(
         None, help="SQLAlchemy URL (default: SQLite in the state folder)."
     ),
@@ -232,7 +245,8 @@ def configuration_server(
 
     try:
         s = ConfigServerOptions.load(config, dict(
-            state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, database=database,
+            state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, cert=cert, key=key,
+            database=database,
             worker=worker, log_level=log_level,
         ))  # fmt: skip
         settings = ConfigServerSettings(s.state_dir, s.database, worker=s.worker)

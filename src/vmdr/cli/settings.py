@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -117,9 +117,17 @@ class _Service(_Options):
     host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
     ca_dir: Path | None = None  # default <state-dir>/pki
+    cert: Path | None = None  # the operator's own certificate, with ``key``
+    key: Path | None = None
     configuration_server: str | None = None  # https://HOST:PORT to send heartbeats to
     configuration_server_ca: Path | None = None
     configuration_server_token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> Self:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("--cert and --key go together")
+        return self
 
 
 class MasterTargetOptions(_Service):

@@ -91,14 +91,14 @@ def required_role(method: str, route: str) -> Role:
 
 
 class BadLogin(VmdrError):
-    code = "VMDR-E0355"
+    code = "VMDR-E0358"
     http_status = 401
     msg = "wrong user name or password"
     fix = "Check both; an administrator can set a new password (`vmdr users passwd NAME`)."
 
 
 class RoleTooLow(VmdrError):
-    code = "VMDR-E0356"
+    code = "VMDR-E0359"
     http_status = 403
     msg = "{principal} is a {role}; {method} {path} needs a {needed}"
     fix = "Ask an administrator for that role (`vmdr users set-role NAME ROLE`)."

@@ -58,7 +58,7 @@ class Unauthorized(AuthError):
 
 
 class Forbidden(AuthError):
-    code = "VMDR-E0354"
+    code = "VMDR-E0357"
     http_status = 403
     msg = "client {client!r} may not call {method} {path}"
     fix = (

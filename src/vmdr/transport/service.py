@@ -23,6 +23,8 @@ import asyncio
 import logging
 import socket
 import ssl
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,6 +243,36 @@ def _route_of(app: FastAPI, scope: Any) -> str | None:
     return None
 
 
+# How often a running service looks at its certificate (renewal, a new file).
+CERT_CHECK_SECONDS = 6 * 3600.0
+
+
+def refresh_certificate(
+    ctx: ssl.SSLContext, settings: ServiceSettings, seen: tuple[int, int] | None
+) -> tuple[int, int]:
+    """Renew the certificate vmdr issued if it needs it (``tls``), or notice
+    that the operator's ``--cert`` files changed, and load the result into
+    ``ctx``: handshakes from then on present it. Returns what was seen (the
+    files' modification times), for the next call."""
+    pair = tls_files(settings)[0]
+    stamp = (pair.cert.stat().st_mtime_ns, pair.key.stat().st_mtime_ns)
+    if stamp != seen:
+        ctx.load_cert_chain(pair.cert, pair.key)
+        if seen is not None:
+            log.info("certificate %s loaded again", pair.cert)
+    return stamp
+
+
+def _refresh_forever(ctx: ssl.SSLContext, settings: ServiceSettings) -> None:
+    seen = refresh_certificate(ctx, settings, None)
+    while True:
+        time.sleep(CERT_CHECK_SECONDS)
+        try:
+            seen = refresh_certificate(ctx, settings, seen)
+        except (OSError, ssl.SSLError, ValueError) as exc:  # keep serving with the one loaded
+            log.error("certificate not refreshed: %s", exc)
+
+
 def serve(app: Any, settings: ServiceSettings, log_level: str = "info") -> None:
     """Run ``app`` over HTTPS (TLS 1.2+) until SIGINT/SIGTERM."""
     pair, _ = tls_files(settings)
@@ -259,5 +291,7 @@ def serve(app: Any, settings: ServiceSettings, log_level: str = "info") -> None:
     config.load()
     assert config.ssl is not None  # set by load() from the files above
     config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    threading.Thread(target=_refresh_forever, args=(config.ssl, settings), daemon=True,
+                     name="certificate").start()  # fmt: skip
     sock = _keepalive_socket(settings.host, settings.port)
     uvicorn.Server(config).run(sockets=[sock])

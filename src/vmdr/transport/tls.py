@@ -5,6 +5,12 @@ its own certificate authority in the state folder (``ca.pem`` and a key readable
 by the owner only) and issues each service a certificate for the names it listens
 on. Clients trust that CA file, never "any certificate": a lab is as strict about
 TLS as production.
+
+A certificate vmdr issued is issued again, with a new key, when it expires
+within ``RENEW_BEFORE``, no longer names every host the service listens on,
+or was not signed by the CA in the folder (a new CA): at start, and while
+the service runs (``transport.service``). An operator's own ``--cert`` is
+read again when its file changes.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -25,6 +32,7 @@ from vmdr.blocks.durable import write_atomically
 CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
 _VALIDITY = dt.timedelta(days=825)
+RENEW_BEFORE = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -80,13 +88,45 @@ def ensure_ca(directory: Path, common_name: str = "vmdr private CA") -> CertPair
     return pair
 
 
+def needs_renewal(pair: CertPair, ca: CertPair, hosts: list[str]) -> str | None:
+    """Why the certificate vmdr issued must be issued again, or None."""
+    try:
+        cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+        ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+        key = serialization.load_pem_private_key(pair.key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        return f"unreadable: {exc}"
+    if key.public_key() != cert.public_key():
+        return "its key is not the certificate's"
+    left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
+    if left < RENEW_BEFORE:
+        return f"it expires in {left.days} days"
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return "it was not issued by this CA"
+    try:
+        named = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return "it names no host"
+    have = {str(v) for v in named.get_values_for_type(x509.IPAddress)}
+    have |= set(named.get_values_for_type(x509.DNSName))
+    missing = sorted(set(hosts) - have)
+    return f"it does not name {', '.join(missing)}" if missing else None
+
+
 def issue_server_cert(
-    ca: CertPair, directory: Path, name: str, hosts: list[str] | None = None
+    ca: CertPair,
+    directory: Path,
+    name: str,
+    hosts: list[str] | None = None,
+    validity: dt.timedelta = _VALIDITY,
 ) -> CertPair:
-    """Issue (or reuse) a server certificate ``name.pem`` for ``hosts``."""
+    """Issue ``name.pem`` for ``hosts``, or reuse it while it holds
+    (``needs_renewal``)."""
     hosts = hosts or ["127.0.0.1", "localhost"]
     pair = CertPair(directory / f"{name}.pem", directory / f"{name}-key.pem")
-    if pair.cert.exists() and pair.key.exists():
+    if pair.cert.exists() and pair.key.exists() and needs_renewal(pair, ca, hosts) is None:
         return pair
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
@@ -107,15 +147,18 @@ def issue_server_cert(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
+    # The key first, then the certificate: a reader that sees the new
+    # certificate finds its key (a crash between leaves the old certificate,
+    # which no longer matches, and it is issued again at the next start).
     write_atomically(pair.key, _key_pem(key))
-    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_atomically(pair.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return pair
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from vmdr.lab.lab import Lab
 from vmdr.lab.pair import Service
-from vmdr.transport.client import RemoteError, ServiceClient
+from vmdr.transport.client import RemoteError, ServiceClient, ServiceUnreachable
 
 
 @pytest.fixture
@@ -296,7 +296,7 @@ def test_a_service_token_reaches_only_its_own_routes(
     server: tuple[Service, ServiceClient],
 ) -> None:
     """Every route of the OpenAPI document refuses a process server's token
-    (403, VMDR-E0354, before the request is read) except its heartbeat: it
+    (403, VMDR-E0357, before the request is read) except its heartbeat: it
     cannot download a backup, read a backup key, change a vCenter or start a
     failover. The administrator's token is not refused."""
     svc, admin = server
@@ -319,8 +319,33 @@ def test_a_service_token_reaches_only_its_own_routes(
                     continue
                 with pytest.raises(RemoteError) as err:
                     ps.request(method.upper(), concrete)
-                assert (err.value.status, err.value.remote_code) == (403, "VMDR-E0354"), key
+                assert (err.value.status, err.value.remote_code) == (403, "VMDR-E0357"), key
                 walked += 1
         assert ps.post("/v1/roles/heartbeat", {"health": {}}) == {"ok": True}
     assert walked >= 50  # the whole API (55 routes today), not a sample
     assert len(admin.get("/v1/server/backup-key")["key"]) == 64  # the administrator may
+
+
+def test_a_service_serves_the_operators_own_certificate(tmp_path: Path) -> None:
+    """`--cert/--key`: the service presents the operator's certificate (from
+    their own CA), not one from the private CA in its state folder."""
+    from vmdr.transport.tls import ensure_ca, issue_server_cert
+
+    theirs = ensure_ca(tmp_path / "company-ca", "Company CA")
+    pair = issue_server_cert(theirs, tmp_path / "company-ca", "cs", ["127.0.0.1"])
+    svc = Service("configuration-server", ["--cert", str(pair.cert), "--key", str(pair.key)],
+                  tmp_path / "cs", tmp_path / "pki")  # fmt: skip
+    svc.start()
+    try:
+        token = (tmp_path / "cs" / "admin.token").read_text()
+        with ServiceClient("cs", svc.url, theirs.cert, token) as c:
+            assert c.get("/v1/sites") == []
+        private = ServiceClient("cs", svc.url, svc.ca_file, token)
+        with private, pytest.raises(ServiceUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
+            private.get("/v1/sites")  # the private CA does not vouch for it
+    finally:
+        svc.stop()
+    half = Service("configuration-server", ["--cert", str(pair.cert)], tmp_path / "cs2",
+                   tmp_path / "pki")  # fmt: skip
+    with pytest.raises(RuntimeError, match="--cert and --key go together"):
+        half.start()

@@ -57,17 +57,17 @@ def test_each_role_reaches_what_it_may_and_no_more(server: tuple[Service, Servic
                     except RemoteError as exc:
                         status, code = exc.status, exc.remote_code
                     if required_role(method, path) > role:
-                        assert (status, code) == (403, "VMDR-E0356"), (name, method, path)
+                        assert (status, code) == (403, "VMDR-E0359"), (name, method, path)
                         refused += 1
                     else:
-                        assert code != "VMDR-E0356" and status != 401, (name, method, path)
+                        assert code != "VMDR-E0359" and status != 401, (name, method, path)
                         allowed += 1
         assert refused and allowed, (name, refused, allowed)
     # The viewer reads; the operator may not touch credentials or backups.
     with ServiceClient("cs", svc.url, svc.ca_file, login(svc, "otto", "otto-long-password")) as o:
         with pytest.raises(RemoteError) as err:
             o.get("/v1/server/backup")
-        assert err.value.remote_code == "VMDR-E0356" and "administrator" in err.value.message
+        assert err.value.remote_code == "VMDR-E0359" and "administrator" in err.value.message
 
 
 def test_login_sessions_expire_and_end(server: tuple[Service, ServiceClient]) -> None:
@@ -76,10 +76,10 @@ def test_login_sessions_expire_and_end(server: tuple[Service, ServiceClient]) ->
                              "password": "ada-long-password"})  # fmt: skip
     with pytest.raises(RemoteError) as err:
         login(svc, "ada", "wrong-password")
-    assert (err.value.status, err.value.remote_code) == (401, "VMDR-E0355")
+    assert (err.value.status, err.value.remote_code) == (401, "VMDR-E0358")
     with pytest.raises(RemoteError) as err:
         login(svc, "nobody", "wrong-password")
-    assert err.value.remote_code == "VMDR-E0355"  # the same answer: names are not revealed
+    assert err.value.remote_code == "VMDR-E0358"  # the same answer: names are not revealed
     token = login(svc, "ada", "ada-long-password")
     with ServiceClient("cs", svc.url, svc.ca_file, token) as ada:
         assert [u["name"] for u in ada.get("/v1/users")] == ["ada"]
@@ -168,7 +168,7 @@ def test_the_cli_adds_a_user_who_logs_in_and_is_audited(
     code, out = vmdr("sites", "list")
     assert code == 0 and out == []
     code, out = vmdr("users", "list")
-    assert code == 1 and out["error"]["code"] == "VMDR-E0356", out  # type: ignore[index]
+    assert code == 1 and out["error"]["code"] == "VMDR-E0359", out  # type: ignore[index]
     code, out = vmdr("audit", **as_admin)
     assert code == 0
     assert [(e["principal"], e["path"]) for e in out] == [  # type: ignore[attr-defined]

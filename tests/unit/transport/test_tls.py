@@ -50,3 +50,76 @@ def test_certificate_from_the_ca_is_trusted_and_others_are_not(tmp_path: Path) -
     other = ensure_ca(tmp_path / "b")
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(server_context(pair), client_context(other.cert))
+
+
+def _peer_serial(server_ctx: ssl.SSLContext, ca_file: Path) -> int:
+    """The serial of the certificate a handshake with ``server_ctx`` meets."""
+    from cryptography import x509
+
+    seen: list[int] = []
+    client = client_context(ca_file)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(b"ok")
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            client.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+            assert der is not None
+            seen.append(x509.load_der_x509_certificate(der).serial_number)
+            tls.recv(2)
+        thread.join(5)
+    return seen[0]
+
+
+def test_a_certificate_near_its_end_or_for_other_names_is_issued_again(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+
+    from vmdr.transport.tls import needs_renewal
+
+    ca = ensure_ca(tmp_path)
+    short = issue_server_cert(ca, tmp_path, "svc", ["127.0.0.1"], validity=dt.timedelta(days=10))
+    assert needs_renewal(short, ca, ["127.0.0.1"]) == "it expires in 9 days"
+    renewed = issue_server_cert(ca, tmp_path, "svc", ["127.0.0.1"])
+    cert = x509.load_pem_x509_certificate(renewed.cert.read_bytes())
+    assert cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=800)
+    assert needs_renewal(renewed, ca, ["127.0.0.1"]) is None
+    assert needs_renewal(renewed, ca, ["127.0.0.1", "cs.example"]) == "it does not name cs.example"
+    named = issue_server_cert(ca, tmp_path, "svc", ["127.0.0.1", "cs.example"])
+    assert needs_renewal(named, ca, ["127.0.0.1", "cs.example"]) is None
+    other = ensure_ca(tmp_path / "new-ca")
+    assert needs_renewal(named, other, ["127.0.0.1"]) == "it was not issued by this CA"
+
+
+def test_a_running_service_presents_its_renewed_certificate(tmp_path: Path) -> None:
+    """What the service's certificate thread does: after a renewal (or an
+    operator's new --cert file), handshakes meet the new certificate without
+    a restart."""
+    import datetime as dt
+
+    from vmdr.transport.service import ServiceSettings, refresh_certificate
+
+    settings = ServiceSettings("svc", tmp_path, "127.0.0.1", 1)
+    ca = ensure_ca(settings.pki)
+    first = issue_server_cert(ca, settings.pki, "svc", ["127.0.0.1", "localhost"],
+                              validity=dt.timedelta(days=5))  # fmt: skip
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(first.cert, first.key)  # as the service started
+    seen = (first.cert.stat().st_mtime_ns, first.key.stat().st_mtime_ns)
+    before = _peer_serial(ctx, ca.cert)
+    assert refresh_certificate(ctx, settings, seen) != seen  # renewed: 5 days left
+    after = _peer_serial(ctx, ca.cert)
+    assert after != before
+    assert first.cert.exists()  # the same files, new content
