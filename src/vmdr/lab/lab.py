@@ -232,9 +232,7 @@ class Lab:
         if cloud.exists():  # the cloud VMs' workloads run as processes of their own
             from vmdr.providers.azure.lab_compute import LabCompute
 
-            compute = LabCompute(cloud)
-            for name in compute.names():
-                compute.stop(name)
+            LabCompute(cloud).stop_all()
         for record in reversed(state.services):
             if process.stop(record.process):
                 stopped.append(record.name)

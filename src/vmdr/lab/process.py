@@ -88,22 +88,34 @@ def stop(record: ProcessRecord, timeout: float = 10.0) -> bool:
     Returns True if the process was running and is now gone. The whole process
     group is signalled, since launchers such as npm's shims start children.
     """
-    if not is_alive(record):
-        return False
-    _signal_group(record.pid, signal.SIGTERM)
+    return bool(stop_all([record], timeout))
+
+
+def stop_all(records: list[ProcessRecord], timeout: float = 10.0) -> list[ProcessRecord]:
+    """``stop`` many processes at once: every one gets SIGTERM, then all are
+    waited for together (``timeout`` in all, not each), and SIGKILL ends the
+    rest. Returns those that were running."""
+    running = [r for r in records if is_alive(r)]
+    for record in running:
+        _signal_group(record.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(record.pid)
-        if not is_alive(record):
-            return True
-        time.sleep(0.05)
-    _signal_group(record.pid, signal.SIGKILL)
+    left = list(running)
+    while left and time.monotonic() < deadline:
+        for record in left:
+            _reap(record.pid)
+        left = [r for r in left if is_alive(r)]
+        if left:
+            time.sleep(0.05)
+    for record in left:
+        _signal_group(record.pid, signal.SIGKILL)
     for _ in range(100):
-        _reap(record.pid)
-        if not is_alive(record):
+        for record in left:
+            _reap(record.pid)
+        left = [r for r in left if is_alive(r)]
+        if not left:
             break
         time.sleep(0.05)
-    return True
+    return running
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

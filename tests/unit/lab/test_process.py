@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from pathlib import Path
 
 from vmdr.lab import process
@@ -46,3 +47,27 @@ def test_port_helpers() -> None:
         assert process.port_open("127.0.0.1", port)
     free = process.free_port()
     assert process.port_free("127.0.0.1", free)
+
+
+def test_stop_all_asks_every_process_first_then_kills_the_deaf(tmp_path: Path) -> None:
+    """The lab going down: each process gets SIGTERM before any is waited
+    for (each finishes its work in parallel); one that ignores it is killed."""
+    polite = (
+        "import signal, sys, time, pathlib\n"
+        "def term(*_):\n"
+        "    pathlib.Path(sys.argv[1]).write_text(str(time.monotonic()))\n"
+        "    time.sleep(2)\n"  # its flush
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        "time.sleep(60)\n"
+    )
+    deaf = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    records = [process.spawn([sys.executable, "-c", polite, str(tmp_path / f"t{i}")],
+                             tmp_path / f"l{i}") for i in range(4)]  # fmt: skip
+    records.append(process.spawn([sys.executable, "-c", deaf], tmp_path / "deaf"))
+    time.sleep(1)  # the handlers are set
+    stopped = process.stop_all(records, timeout=6)
+    assert stopped == records
+    assert not any(process.is_alive(r) for r in records)
+    told = sorted(float((tmp_path / f"t{i}").read_text()) for i in range(4))
+    assert told[-1] - told[0] < 1.5  # all were told before the first had finished (2 s)
