@@ -42,7 +42,9 @@ def wait_for_approval(lab: Lab, job_id: str) -> None:
         job = ok(lab, "jobs", "show", job_id)
         if any((e["message"] or "").startswith("waiting for approval") for e in job["events"]):
             return
-        assert job["state"] == "running", job
+        # Not over: queued until a worker takes it up (plans are looked for
+        # every few seconds), then running until the approval.
+        assert job["state"] in ("queued", "running"), job
         assert time.monotonic() < deadline
         time.sleep(0.3)
 
