@@ -20,7 +20,8 @@ manifest (which holds every member's checksum) is signed by the backup key
 given: checksums show damage, the signature shows forgery — someone who can
 write the archive cannot make one this server accepts without that key. It
 refuses an archive of a newer format or schema than this vmdr knows, refuses
-a target database that already holds data, and loads all tables in one
+a target database that already holds data (its audit log aside: kept after
+the archive's), and loads all tables in one
 transaction (all or nothing). Archives are portable between SQLite and
 PostgreSQL. An archive made before backups were signed is restored only
 when the operator says so (``allow_unsigned``).
@@ -138,6 +139,11 @@ def _decode(column: Any, value: Any) -> Any:
 # state of this deployment, not data; a restored server has its own workers,
 # and its users log in again.
 RUNTIME = frozenset({"workers", "user_sessions"})
+
+
+# Tables a fresh server may already have rows in: the audit log of what was
+# asked of it before the restore. They are kept, after the archive's.
+APPENDED = frozenset({"audit"})
 
 
 def _data_tables() -> list[Any]:
@@ -322,8 +328,13 @@ def restore(
     with engine.begin() as conn:
         for table in _data_tables():
             rows = conn.execute(select(func.count()).select_from(table)).scalar_one()
-            if rows:
+            if rows and table.name not in APPENDED:
                 raise RestoreTargetNotEmpty(table=table.name, rows=rows)
+        # The fresh server's own audit lines (its failed restore attempts, say)
+        # are kept, after the archive's: taken out, put back once it is in.
+        audit = Base.metadata.tables["audit"]
+        own = [dict(r) for r in conn.execute(select(audit).order_by(audit.c.id)).mappings()]
+        conn.execute(audit.delete())
         for table in _data_tables():
             data = members.get(f"tables/{table.name}.jsonl", b"")
             try:
@@ -340,6 +351,8 @@ def restore(
                 raise BackupCorrupt(path=str(path), detail=detail) from None
         if engine.dialect.name == "postgresql":
             _advance_sequences(conn)
+        if own:
+            conn.execute(insert(audit), [{k: v for k, v in r.items() if k != "id"} for r in own])
     if key_file is not None and "secret.key" in members:
         key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomically(key_file, members["secret.key"])

@@ -21,7 +21,16 @@ from vmdr.control.backup import (
     restore,
 )
 from vmdr.control.db.engine import open_database, session_factory
-from vmdr.control.db.models import Disk, Job, JobEvent, Machine, ProtectedItem, Site, VCenter
+from vmdr.control.db.models import (
+    AuditEntry,
+    Disk,
+    Job,
+    JobEvent,
+    Machine,
+    ProtectedItem,
+    Site,
+    VCenter,
+)
 from vmdr.control.secrets import SecretBox, SecretUnreadable
 
 TiB = 1 << 40
@@ -274,5 +283,27 @@ def test_a_forged_backup_is_refused_however_consistent_its_checksums(tmp_path: P
     restore(target, unsigned, signing_key=KEY, allow_unsigned=True)  # the operator's choice
     with session_factory(target)() as s:
         assert [m.name for m in s.scalars(select(Machine))] == ["web-01"]
+    source.dispose()
+    target.dispose()
+
+
+def test_the_fresh_servers_own_audit_lines_are_kept_after_the_archives(tmp_path: Path) -> None:
+    """A fresh server has audited what was asked of it (a refused restore,
+    say): that does not make it "hold data", and its lines stay, after the
+    restored server's."""
+    source = open_database(f"sqlite:///{tmp_path / 'a.db'}")
+    populate(source, SecretBox.in_folder(tmp_path))
+    with session_factory(source).begin() as s:
+        s.add(AuditEntry(principal="admin", method="POST", path="/v1/sites", status=201))
+    archive = tmp_path / "cs.backup"
+    backup(source, archive, signing_key=KEY)
+    target = open_database(f"sqlite:///{tmp_path / 'b.db'}")
+    with session_factory(target).begin() as s:
+        s.add(AuditEntry(principal="admin", method="POST", path="/v1/server/restore", status=400))
+    restore(target, archive, signing_key=KEY)
+    with session_factory(target)() as s:
+        lines = [(e.path, e.status) for e in s.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+        assert s.scalars(select(Machine)).first() is not None
+    assert lines == [("/v1/sites", 201), ("/v1/server/restore", 400)]
     source.dispose()
     target.dispose()

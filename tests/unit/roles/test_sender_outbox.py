@@ -22,7 +22,7 @@ def test_outbox_keeps_order_and_survives_reopen(tmp_path: Path) -> None:
     (tmp_path / "r1" / "000000000004.tmp").write_bytes(b"half written")
     again = Outbox(tmp_path / "r1")
     assert again.pending() == [1, 2, 3]
-    assert again.read(2) == b"change set 2"
+    assert again.path(2).read_bytes() == b"change set 2"
     assert not list((tmp_path / "r1").glob("*.tmp"))
     again.remove(1)
     assert again.pending() == [2, 3]
