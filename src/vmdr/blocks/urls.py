@@ -16,7 +16,7 @@ import re
 from typing import Protocol
 
 from vmdr.blocks.backend import Backend, Mode
-from vmdr.blocks.errors import UnknownScheme
+from vmdr.blocks.errors import BadURL, UnknownScheme
 
 __all__ = ["SCHEMES", "open_backend", "split_scheme"]
 
@@ -28,6 +28,19 @@ SCHEMES: dict[str, str] = {
 }
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _unusable(url: str) -> bool:
+    """A URL no disk has: control characters (a NUL cut paths short), or
+    text that is not valid Unicode (lone surrogates from a JSON request)."""
+    if _CONTROL.search(url):
+        return True
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class _Opener(Protocol):
@@ -40,6 +53,9 @@ def split_scheme(url: str) -> tuple[str, str]:
     A string that only looks like it has a scheme (``disk:1.img``) is taken as a
     path when no such scheme is known and the file exists, so such file names
     still work; otherwise an unknown scheme is an error, never a guess."""
+    if _unusable(url):
+        shown = url.encode("unicode_escape", "backslashreplace").decode()[:200]
+        raise BadURL(url=shown, detail="it holds control characters or invalid text")
     match = _SCHEME_RE.match(url)
     if match is None:
         return "file", url

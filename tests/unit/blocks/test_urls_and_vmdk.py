@@ -121,3 +121,15 @@ def test_refused_descriptors(text: str) -> None:
     with pytest.raises(BadDescriptor) as info:
         parse_descriptor("/ds/vm/disk.vmdk", text)
     assert info.value.code == "VMDR-E0207"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["disk\x00.img", "R\x07\x01", "/dev/null\n", "ok\udcc9"],
+    ids=["nul", "bell", "lf", "surrogate"],
+)
+def test_a_url_with_control_characters_or_invalid_text_is_refused(url: str) -> None:
+    """From a request's JSON these reached os.open: ValueError, a 500."""
+    with pytest.raises(BadURL) as err:
+        open_backend(url)
+    assert err.value.code == "VMDR-E0202"
