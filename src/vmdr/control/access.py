@@ -108,9 +108,15 @@ class RoleTooLow(VmdrError):
 _N, _R, _P = 2**14, 8, 1
 
 
+def _bytes(password: str) -> bytes:
+    # Any text a JSON request can carry, lone surrogates included (they
+    # cannot be UTF-8, and must not turn a login into a 500).
+    return password.encode("utf-8", "surrogatepass")
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    digest = hashlib.scrypt(_bytes(password), salt=salt, n=_N, r=_R, p=_P, dklen=32)
     return f"scrypt${_N}${_R}${_P}${salt.hex()}${digest.hex()}"
 
 
@@ -119,7 +125,7 @@ def verify_password(password: str, stored: str) -> bool:
         scheme, n, r, p, salt, digest = stored.split("$")
         if scheme != "scrypt":
             return False
-        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r),
+        got = hashlib.scrypt(_bytes(password), salt=bytes.fromhex(salt), n=int(n), r=int(r),
                              p=int(p), dklen=32)  # fmt: skip
     except ValueError:
         return False

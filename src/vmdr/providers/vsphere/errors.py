@@ -135,6 +135,16 @@ class VSphereCertificateUntrusted(VSphereError):
     )
 
 
+class VSphereCertificateUnavailable(VSphereError):
+    code = "VMDR-E0613"
+    http_status = 409
+    msg = "cannot read the certificate of {address} to decide whether to trust it: {detail}"
+    fix = (
+        'Check the address and that it is up; or add it with its CA ("ca_pem") or its '
+        'certificate\'s SHA-256 ("fingerprint"), which need no connection now.'
+    )
+
+
 class VSphereCertificateChanged(VSphereError):
     code = "VMDR-E0612"
     http_status = 409

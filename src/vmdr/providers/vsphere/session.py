@@ -34,12 +34,12 @@ from urllib.parse import urlsplit
 
 from vmdr.providers.vsphere.errors import (
     VSphereCertificateChanged,
+    VSphereCertificateUnavailable,
     VSphereCertificateUntrusted,
     VSphereError,
     VSphereLoginFailed,
     VSphereSessionLost,
     VSphereTaskFailed,
-    VSphereUnreachable,
     translate,
     vsphere_errors,
 )
@@ -112,12 +112,12 @@ def pin_for(url: str, *, first_use: bool) -> str | None:
             return None  # the system's CAs vouch for it
     except ssl.SSLCertVerificationError:
         pass
-    except OSError as exc:
-        raise VSphereUnreachable(address=url, detail=str(exc)) from None
+    except (OSError, ValueError, UnicodeError) as exc:
+        raise VSphereCertificateUnavailable(address=url, detail=str(exc)) from None
     try:
         seen = presented_fingerprint(host, port)
-    except OSError as exc:
-        raise VSphereUnreachable(address=url, detail=str(exc)) from None
+    except (OSError, ValueError, UnicodeError) as exc:
+        raise VSphereCertificateUnavailable(address=url, detail=str(exc)) from None
     if not first_use:
         raise VSphereCertificateUntrusted(address=url, fingerprint=seen)
     log.warning("%s trusted on first use: certificate SHA-256 %s", url, seen)
