@@ -132,7 +132,8 @@ def add_user_routes(app: FastAPI, people: People) -> None:
 
     @app.get("/v1/audit")
     def get_audit(
-        after: int = Query(default=0, ge=0), limit: int = Query(default=100, ge=1, le=1000)
+        after: int = Query(default=0, ge=0, le=2**62),
+        limit: int = Query(default=100, ge=1, le=1000),
     ) -> list[dict[str, Any]]:
         with sessions() as s:
             rows = s.scalars(
