@@ -56,6 +56,8 @@ def test_each_role_reaches_what_it_may_and_no_more(server: tuple[Service, Servic
                         status, code = 200, None
                     except RemoteError as exc:
                         status, code = exc.status, exc.remote_code
+                    except ValueError:  # answered, but not JSON (the metrics, the docs page)
+                        status, code = 200, None
                     if required_role(method, path) > role:
                         assert (status, code) == (403, "VMDR-E0359"), (name, method, path)
                         refused += 1
