@@ -27,6 +27,7 @@ import errno
 import os
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from vmdr.blocks.backend import Backend
 from vmdr.blocks.durable import write_all
 from vmdr.blocks.retention_errors import RetentionFull
 
-__all__ = ["CapturedRanges", "UndoFile", "UndoRecord"]
+__all__ = ["CapturedRanges", "UndoFile", "UndoRecord", "appended_whole"]
 
 MAGIC = b"UNDO"
 _HEAD = struct.Struct("<4sQIBI")
@@ -103,6 +104,22 @@ def _all_zero(data: memoryview) -> bool:
     return not any(data[n:])
 
 
+@contextmanager
+def appended_whole(fd: int, drive: Path) -> Iterator[None]:
+    """What is appended to ``fd`` inside is durable on exit, whole, or cut
+    back to where it began: a full ``drive`` is ``RetentionFull``, another
+    error is raised as it is."""
+    start = os.fstat(fd).st_size
+    try:
+        yield
+        os.fdatasync(fd)
+    except OSError as exc:
+        os.ftruncate(fd, start)  # none of it counts: no torn record stays
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise RetentionFull(path=str(drive), detail=str(exc)) from exc
+        raise
+
+
 class UndoFile:
     """Append-only undo records of one change set."""
 
@@ -154,19 +171,13 @@ class UndoFile:
             return 0
         start = os.fstat(self._fd).st_size
         buf = bytearray(min(CHUNK, max(end - offset, 0)))
-        try:
+        with appended_whole(self._fd, self.path.parent):
             for lo, hi in missing:
                 for pos in range(lo, hi, CHUNK):
                     n = min(CHUNK, hi - pos)
                     view = memoryview(buf)[:n]
                     target.readinto(pos, view)
                     self._append(pos, view)
-            os.fdatasync(self._fd)
-        except OSError as exc:
-            os.ftruncate(self._fd, start)  # none of it counts: no torn record stays
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise RetentionFull(path=str(self.path.parent), detail=str(exc)) from exc
-            raise
         for lo, hi in missing:  # saved and durable: only now
             self.captured.add(lo, hi)
         return os.fstat(self._fd).st_size - start

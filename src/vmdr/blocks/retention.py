@@ -25,7 +25,6 @@ dropped; a torn last line of ``points.log`` is ignored.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ from typing import Any
 from vmdr.blocks.backend import Backend
 from vmdr.blocks.copy import FullCopy
 from vmdr.blocks.durable import write_all, write_atomically
-from vmdr.blocks.journal import UndoFile
+from vmdr.blocks.journal import UndoFile, appended_whole
 from vmdr.blocks.operation import Counters
 from vmdr.blocks.retention_errors import (
     BadDiskId,
@@ -125,15 +124,8 @@ class DiskJournal:
         fd = os.open(self.points_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                      0o600)  # fmt: skip
         try:
-            start = os.fstat(fd).st_size
-            try:
+            with appended_whole(fd, self.store.root):
                 write_all(fd, _line(point))
-                os.fdatasync(fd)
-            except OSError as exc:
-                os.ftruncate(fd, start)
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                    raise RetentionFull(path=str(self.store.root), detail=str(exc)) from exc
-                raise
         finally:
             os.close(fd)
 
