@@ -127,7 +127,6 @@ def create_app(
     ``authorize(principal, method, route)`` raises a ``VmdrError`` (a 403)
     when it may not call the route (its template, e.g. ``/v1/jobs/{job_id}``),
     before the request is read or validated."""
-    who = authenticate or (lambda header: Principal(tokens.authenticate(header)))
     unauthenticated = OPEN_PATHS | open_paths
     app = FastAPI(title=f"vmdr {name}", version="1", lifespan=lifespan)
     requests = Counter(
@@ -147,7 +146,14 @@ def create_app(
         page = request.method in ("GET", "HEAD") and path.startswith(open_prefixes)
         if path not in unauthenticated and not page:
             try:
-                principal = await run_in_threadpool(who, request.headers.get("authorization"))
+                header = request.headers.get("authorization")
+                # The token store is in memory; a service's own lookup may
+                # touch its database, so it runs off the event loop.
+                principal = (
+                    Principal(tokens.authenticate(header))
+                    if authenticate is None
+                    else await run_in_threadpool(authenticate, header)
+                )
             except Unauthorized as exc:
                 refused.inc()
                 peer = request.client.host if request.client else "?"
@@ -162,8 +168,7 @@ def create_app(
                 return problem(exc)
             request.state.principal = principal
             request.state.client_name = principal.name
-            route = _route_of(app, request.scope)
-            if authorize is not None and route:
+            if authorize is not None and (route := _route_of(app, request.scope)):
                 try:
                     authorize(principal, request.method, route)
                 except VmdrError as exc:
