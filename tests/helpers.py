@@ -150,3 +150,21 @@ def wait_resolves(lab: Lab, name: str, addresses: list[str], timeout: float = 30
         assert time.monotonic() < deadline, f"{name} never resolved to {addresses}"
         time.sleep(0.3)
     return dns
+
+
+def schemathesis(openapi_url: str, token: str, ca_file: Path, cwd: Path) -> Any:
+    """Schemathesis against a service's /openapi.json with its token: 25
+    generated requests per operation, valid and invalid; the run's result."""
+    command = str(Path(sys.executable).parent / "schemathesis")
+    return subprocess.run(
+        [command, "run", openapi_url, "-H", f"Authorization: Bearer {token}",
+         "--tls-verify", str(ca_file), "--checks", "not_a_server_error", "-n", "25",
+         "--no-color"],
+        capture_output=True, text=True, timeout=600, cwd=cwd,
+    )  # fmt: skip
+
+
+def no_server_error(result: Any) -> None:
+    """What every schemathesis run must show: nothing failed."""
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout.split("SUMMARY")[-1]

@@ -10,7 +10,11 @@ import pytest
 from vmdr.transport.tls import client_context, ensure_ca, issue_server_cert, server_context
 
 
-def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> str:
+def _handshake(
+    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, peer: list[bytes] | None = None
+) -> str:
+    """A TLS handshake over loopback; what the server sent. ``peer`` gets the
+    certificate the client met (DER)."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -31,6 +35,10 @@ def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> str:
                 socket.create_connection(("127.0.0.1", port)) as raw,
                 client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
             ):
+                if peer is not None:
+                    der = tls.getpeercert(binary_form=True)
+                    assert der is not None
+                    peer.append(der)
                 return tls.recv(2).decode()
         finally:
             thread.join(5)
@@ -56,30 +64,9 @@ def _peer_serial(server_ctx: ssl.SSLContext, ca_file: Path) -> int:
     """The serial of the certificate a handshake with ``server_ctx`` meets."""
     from cryptography import x509
 
-    seen: list[int] = []
-    client = client_context(ca_file)
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-
-        def serve() -> None:
-            conn, _ = listener.accept()
-            with server_ctx.wrap_socket(conn, server_side=True) as tls:
-                tls.sendall(b"ok")
-
-        thread = threading.Thread(target=serve)
-        thread.start()
-        with (
-            socket.create_connection(("127.0.0.1", port)) as raw,
-            client.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
-            assert der is not None
-            seen.append(x509.load_der_x509_certificate(der).serial_number)
-            tls.recv(2)
-        thread.join(5)
-    return seen[0]
+    peer: list[bytes] = []
+    assert _handshake(server_ctx, client_context(ca_file), peer) == "ok"
+    return x509.load_der_x509_certificate(peer[0]).serial_number
 
 
 def test_a_certificate_near_its_end_or_for_other_names_is_issued_again(tmp_path: Path) -> None:
