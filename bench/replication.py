@@ -104,11 +104,9 @@ def part1(folder: Path, rounds: int) -> dict[str, list[float]]:
             warm(src, target)
             with pair.ps_client() as c:
                 t0 = time.perf_counter()
-                c.post(
-                    "/v1/replications",
-                    {"id": f"r{n}", "source": str(src), "datastore": "ds1",
-                     "path": f"bench/r{n}.img", "initial": "diff", "interval": 3600},
-                )  # fmt: skip
+                body = pair.replication(f"r{n}", str(src), f"bench/r{n}.img",
+                                        initial="diff", interval=3600)  # fmt: skip
+                c.post("/v1/replications", body)
             status = wait_initial(pair, f"r{n}")
             times["wire+api"].append(time.perf_counter() - t0)
             times["wire"].append(status["initial_seconds"])
@@ -181,11 +179,8 @@ def part2(folder: Path, seconds: float, rate_mb: float) -> None:
             f.write(os.urandom(MiB))
     try:
         with pair.ps_client() as c:
-            c.post(
-                "/v1/replications",
-                {"id": "rpo", "source": str(source), "datastore": "ds1",
-                 "path": "rpo/rpo.img", "interval": 2},
-            )  # fmt: skip
+            c.post("/v1/replications", pair.replication("rpo", str(source), "rpo/rpo.img",
+                                                        interval=2))  # fmt: skip
         wait_initial(pair, "rpo")
         stop, lock = threading.Event(), threading.Lock()
         extents: list[tuple[int, int]] = []

@@ -70,6 +70,12 @@ CsCaOpt = typer.Option(None, "--configuration-server-ca", help="The CA file it u
 CsTokenOpt = typer.Option(
     None, "--configuration-server-token-file", help="File with the token it issued us."
 )
+GrantKeyOpt = typer.Option(
+    None,
+    "--grant-key",
+    help="The configuration server's grant key (PEM, `grant_key` of the registration "
+    "answer): only disks it assigned are read or written.",
+)
 
 
 def _heartbeat(s: Any, health: Callable[[], dict[str, Any]]) -> None:
@@ -112,12 +118,14 @@ def master_target(
     configuration_server: str | None = CsOpt,
     configuration_server_ca: Path | None = CsCaOpt,
     configuration_server_token_file: Path | None = CsTokenOpt,
+    grant_key: Path | None = GrantKeyOpt,
     log_level: str | None = LogOpt,
 ) -> None:
     """Receive replication data, journal it, write target disks, cut points."""
     from vmdr.blocks.retention import RetentionStore
     from vmdr.roles.datastores import DatastoreRoots
     from vmdr.roles.master_target import MasterTargetSettings, build_app
+    from vmdr.transport.grants import GrantVerifier
 
     try:
         s = MasterTargetOptions.load(config, dict(
@@ -127,8 +135,10 @@ def master_target(
             retention_quota=retention_quota, retention_min_free=retention_min_free,
             stream_idle=stream_idle, configuration_server=configuration_server,
             configuration_server_ca=configuration_server_ca,
-            configuration_server_token_file=configuration_server_token_file, log_level=log_level,
+            configuration_server_token_file=configuration_server_token_file,
+            grant_key=grant_key, log_level=log_level,
         ))  # fmt: skip
+        grants = GrantVerifier.load(s.grant_key)
         roots = DatastoreRoots.parse(s.datastore)
         retention = RetentionStore(
             s.retention_dir,
@@ -140,7 +150,7 @@ def master_target(
     except VmdrError as exc:
         fail(exc)
     threading.Thread(target=_prune_forever, args=(retention,), daemon=True).start()
-    settings = MasterTargetSettings(roots, retention, s.state_dir, s.stream_idle)
+    settings = MasterTargetSettings(roots, retention, s.state_dir, grants, s.stream_idle)
     _run("master-target", s, lambda tokens: build_app(settings, tokens))
 
 
@@ -174,10 +184,12 @@ def process_server(
     configuration_server: str | None = CsOpt,
     configuration_server_ca: Path | None = CsCaOpt,
     configuration_server_token_file: Path | None = CsTokenOpt,
+    grant_key: Path | None = GrantKeyOpt,
     log_level: str | None = LogOpt,
 ) -> None:
     """Read source disks and replicate them to a master target."""
     from vmdr.roles.process_server import ProcessServerSettings, build_app
+    from vmdr.transport.grants import GrantVerifier
 
     try:
         s = ProcessServerOptions.load(config, dict(
@@ -188,7 +200,8 @@ def process_server(
             cache_limit=cache_limit, compress=compress,
             configuration_server=configuration_server,
             configuration_server_ca=configuration_server_ca,
-            configuration_server_token_file=configuration_server_token_file, log_level=log_level,
+            configuration_server_token_file=configuration_server_token_file,
+            grant_key=grant_key, log_level=log_level,
         ))  # fmt: skip
         settings = ProcessServerSettings(
             state_dir=s.state_dir,
@@ -196,6 +209,7 @@ def process_server(
             master_target_url=s.master_target,
             master_target_ca=s.master_target_ca,
             master_target_token=_read_token(s.master_target_token_file),
+            grants=GrantVerifier.load(s.grant_key),
             bandwidth=s.bandwidth or 0,
             cache_limit=s.cache_limit,
             compress=s.compress,

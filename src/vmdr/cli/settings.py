@@ -130,7 +130,13 @@ class _Service(_Options):
         return self
 
 
-class MasterTargetOptions(_Service):
+class _Role(_Service):
+    # The configuration server's public grant key (its registration answer's
+    # ``grant_key``): only disks it assigned are read or written.
+    grant_key: Path
+
+
+class MasterTargetOptions(_Role):
     model_config = SettingsConfigDict(env_prefix="VMDR_MASTER_TARGET_")
 
     datastore: list[str] = Field(min_length=1)  # NAME=PATH
@@ -141,7 +147,7 @@ class MasterTargetOptions(_Service):
     stream_idle: float = Field(default=60.0, gt=0, le=3600)
 
 
-class ProcessServerOptions(_Service):
+class ProcessServerOptions(_Role):
     model_config = SettingsConfigDict(env_prefix="VMDR_PROCESS_SERVER_")
 
     cache_dir: Path | None = None  # default <state-dir>/cache

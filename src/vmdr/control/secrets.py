@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from vmdr.blocks.durable import write_atomically
 from vmdr.model.errors import VmdrError
+from vmdr.transport.grants import GrantSigner
 
 __all__ = ["SecretBox", "SecretUnreadable"]
 
@@ -35,6 +36,7 @@ class SecretUnreadable(VmdrError):
 class SecretBox:
     def __init__(self, key: bytes, path: Path | None = None) -> None:
         self._fernet = Fernet(key)
+        self._key = key
         self.path = path
 
     @classmethod
@@ -54,6 +56,12 @@ class SecretBox:
             return self._fernet.decrypt(sealed).decode()
         except InvalidToken:
             raise SecretUnreadable(path=str(self.path or "memory")) from None
+
+    def grant_signer(self) -> GrantSigner:
+        """What signs the disks this server assigns to process servers and
+        master targets (``transport.grants``): derived from this key, so a
+        server restored with its key signs as before."""
+        return GrantSigner.from_secret(self._key)
 
     def __repr__(self) -> str:
         return f"SecretBox(path={self.path})"

@@ -13,8 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from vmdr.lab.process import free_port, port_open
 from vmdr.transport.client import ServiceClient
+from vmdr.transport.grants import MATERIALISE, REPLICATE, GrantSigner
 
 __all__ = ["Pair", "Service"]
 
@@ -91,7 +94,10 @@ class Service:
 
 
 class Pair:
-    """A master target (datastore ``ds1``) and a process server sending to it."""
+    """A master target (datastore ``ds1``) and a process server sending to it.
+
+    Without a configuration server: the pair trusts ``self.signer``'s grants,
+    and ``grant`` signs what a test assigns, as the server's workflows would."""
 
     def __init__(
         self, root: Path, ps_args: list[str] | None = None, mt_args: list[str] | None = None
@@ -102,6 +108,9 @@ class Pair:
         self.retention = root / "retention"
         self.retention.mkdir()
         ca = root / "pki"
+        self.signer = GrantSigner(Ed25519PrivateKey.generate())
+        grant_key = root / "grant-key.pem"
+        grant_key.write_text(self.signer.public_pem())
         self.mt = Service(
             "master-target",
             [
@@ -111,6 +120,8 @@ class Pair:
                 str(self.retention),
                 "--retention-min-free",
                 "1M",
+                "--grant-key",
+                str(grant_key),
                 *(mt_args or []),
             ],
             root / "mt",
@@ -130,6 +141,8 @@ class Pair:
                 str(self.mt.ca_file),
                 "--master-target-token-file",
                 str(token_file),
+                "--grant-key",
+                str(grant_key),
                 *(ps_args or []),
             ],
             root / "ps",
@@ -137,6 +150,24 @@ class Pair:
         )
         self.ps.start()
         self.ps_token = self.ps.register("tests")
+
+    def replication(self, rid: str, source: str, path: str, **more: Any) -> dict[str, Any]:
+        """The body of POST /v1/replications, with its grant (datastore ds1)."""
+        names = {"id": rid, "disk": rid, "source": source, "datastore": "ds1", "path": path}
+        grant = self.signer.sign(REPLICATE, names)
+        return {"id": rid, "source": source, "datastore": "ds1", "path": path,
+                "grant": grant, **more}  # fmt: skip
+
+    def disk(self, disk: str, path: str, **more: Any) -> dict[str, Any]:
+        """The body of PUT /v1/disks/{disk} (datastore ds1), with its grant."""
+        names = {"id": disk, "disk": disk, "source": "", "datastore": "ds1", "path": path}
+        grant = self.signer.sign(REPLICATE, names)
+        return {"datastore": "ds1", "path": path, "grant": grant, **more}
+
+    def materialise(self, disk: str, point: str, path: str) -> dict[str, Any]:
+        """The body of POST /v1/disks/{disk}/materialise, with its grant."""
+        body = {"point": point, "datastore": "ds1", "path": path}
+        return {**body, "grant": self.signer.sign(MATERIALISE, {"disk": disk, **body})}
 
     def mt_client(self) -> ServiceClient:
         return self.mt.client(self.mt_token)

@@ -44,7 +44,8 @@ def _vmdr(*args: str) -> list[str]:
 
 def _register_with_cs(ctx: LabContext, kind: str, port: int, state: Path) -> list[str]:
     """Register a role with the lab's configuration server (its one-time
-    passphrase, read from its state folder); the flags for its heartbeats."""
+    passphrase, read from its state folder); the flags for its heartbeats and
+    for the key that signs the disks it may touch."""
     cs = ctx.started["configuration-server"]
     passphrase = (Path(cs.details["state"]) / "registration-passphrase").read_text().strip()
     body = {"kind": kind, "name": "lab", "url": f"https://{HOST}:{port}", "passphrase": passphrase}
@@ -55,9 +56,11 @@ def _register_with_cs(ctx: LabContext, kind: str, port: int, state: Path) -> lis
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     token_file = state / "configuration-server.token"
     write_atomically(token_file, answer["token"].encode())
+    grant_key = state / "configuration-server.grant-key.pem"
+    write_atomically(grant_key, answer["grant_key"].encode())
     return [
         "--configuration-server", cs.url, "--configuration-server-ca", str(ctx.ca.cert),
-        "--configuration-server-token-file", str(token_file),
+        "--configuration-server-token-file", str(token_file), "--grant-key", str(grant_key),
     ]  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE
 from vmdr.model.ids import ID_PATTERN
+from vmdr.transport.grants import MAX_GRANT
 
 __all__ = [
     "BeginControl",
@@ -34,6 +35,9 @@ class NewReplication(BaseModel):
     initial: Literal["full", "diff"] = "full"
     interval: float = Field(default=300.0, ge=1.0, le=86400.0)
     block_size: int = DEFAULT_BLOCK_SIZE
+    # The configuration server's grant for this source, disk and target
+    # (``transport.grants``); handed on to the master target.
+    grant: str | None = Field(default=None, max_length=MAX_GRANT)
 
 
 class DirtyFeed(BaseModel):
@@ -68,6 +72,7 @@ class DiskSpec(BaseModel):
     path: str = Field(min_length=1, max_length=512)
     size: int | None = Field(default=None, ge=0, le=1 << 46)
     create: bool = False
+    grant: str | None = Field(default=None, max_length=MAX_GRANT)
 
 
 class DigestRequest(BaseModel):
@@ -82,6 +87,7 @@ class MaterialiseRequest(BaseModel):
     point: str | float = "latest"
     datastore: str | None = Field(default=None, max_length=128)
     path: str = Field(min_length=1, max_length=512)
+    grant: str | None = Field(default=None, max_length=MAX_GRANT)
 
 
 # -- control frames of a change-set stream (``roles/sender.py``) --------------------------

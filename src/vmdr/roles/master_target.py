@@ -3,18 +3,21 @@ retention drive, writes it into disks on its datastores, cuts recovery points.
 
 REST (all under token auth, see ``transport.service``)::
 
-    PUT  /v1/disks/{disk}                 {datastore, path, size, create}: register a disk
+    PUT  /v1/disks/{disk}                 {datastore, path, size, create, grant}: register a disk
     GET  /v1/disks/{disk}                 the disk, its open change set (acked), newest point
     DELETE /v1/disks/{disk}               forget it (journal, points); the file stays
     GET  /v1/disks/{disk}/points          recovery points
     POST /v1/disks/{disk}/digests         {block_size, start_block, size} -> BlockDigests frames
     POST /v1/disks/{disk}/changesets/{cs} frame stream in -> {acked, point}
-    POST /v1/disks/{disk}/materialise     {point, datastore, path}: a new disk as at that point
+    POST /v1/disks/{disk}/materialise     {point, datastore, path, grant}: a disk as at that point
     GET  /v1/retention                    retention drive usage
     GET  /v1/quarantine                   disk records set aside at start, and why
 
 One change set per disk at a time (a second gets 409). Disks are opened only
-inside the configured datastore roots (``roles.datastores``).
+inside the configured datastore roots (``roles.datastores``), and only those
+the configuration server assigned: registering a disk and materialising a
+point each need its grant naming that disk and that file (``transport.grants``).
+A materialise writes a file no registered disk uses, one writer at a time.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from vmdr.roles.contracts import (
 from vmdr.roles.datastores import DatastorePath, DatastoreRoots
 from vmdr.transport import frames
 from vmdr.transport.auth import TokenStore
+from vmdr.transport.grants import MATERIALISE, REPLICATE, GrantVerifier
 from vmdr.transport.service import body_chunks, create_app
 
 __all__ = ["MasterTarget", "MasterTargetSettings", "build_app"]
@@ -128,6 +132,9 @@ class MasterTargetSettings:
     datastores: DatastoreRoots
     retention: RetentionStore
     state_dir: Path
+    # The configuration server's public key: what it assigned is written,
+    # nothing else (``transport.grants``).
+    grants: GrantVerifier
     # A change set whose sender sends nothing for this long is closed (its
     # disk lock freed; the sender resumes from the last ack).
     stream_idle: float = 60.0
@@ -149,6 +156,7 @@ class MasterTarget:
         self.disks_dir.mkdir(parents=True, exist_ok=True)
         self._disks: dict[str, _Disk] = {}
         self._lock = threading.Lock()
+        self._materialising: set[Path] = set()  # files a materialise is writing
         self.received = Counter(
             "vmdr_mt_bytes_written", "bytes written to target disks", registry=registry
         )
@@ -186,16 +194,14 @@ class MasterTarget:
     # -- disks ---------------------------------------------------------------
     def register(self, disk_id: str, spec: DiskSpec) -> dict[str, Any]:
         check_id("disk", disk_id)
+        names = {"disk": disk_id, "datastore": spec.datastore, "path": spec.path}
+        self.settings.grants.check(spec.grant, REPLICATE, f"disk {disk_id!r}", names)
         self.settings.retention.check_ready()
         where = self.settings.datastores.resolve(spec.datastore, spec.path)
         with self._lock:
-            other = [
-                d.disk_id
-                for d in self._disks.values()
-                if d.where.file == where.file and d.disk_id != disk_id
-            ]
+            other = self._user_of(where, but=disk_id)
             if other:
-                raise DiskBusy(disk=disk_id, detail=f"{where} is already disk {other[0]!r}")
+                raise DiskBusy(disk=disk_id, detail=f"{where} is already {other}")
             size = spec.size if spec.create else None
             with self.settings.datastores.open(where, size=size) as backend:
                 if spec.size is not None:
@@ -205,6 +211,15 @@ class MasterTarget:
             self.quarantined.pop(disk_id, None)
             self._disks[disk_id] = _Disk(disk_id, where)
         return self.describe(disk_id)
+
+    def _user_of(self, where: DatastorePath, but: str | None = None) -> str | None:
+        """Who writes ``where`` now: a registered disk or a materialise."""
+        if where.file in self._materialising:
+            return "being materialised into"
+        for d in self._disks.values():
+            if d.where.file == where.file and d.disk_id != but:
+                return f"disk {d.disk_id!r}"
+        return None
 
     def disk(self, disk_id: str) -> _Disk:
         check_id("disk", disk_id)
@@ -322,17 +337,29 @@ class MasterTarget:
 
     def materialise(self, disk_id: str, req: MaterialiseRequest) -> dict[str, Any]:
         disk = self.disk(disk_id)
+        names = {"disk": disk_id, "point": req.point, "datastore": req.datastore,
+                 "path": req.path}  # fmt: skip
+        self.settings.grants.check(req.grant, MATERIALISE, f"materialise of {disk_id!r}", names)
         journal = self.settings.retention.disk(disk_id)
         point = journal.find(req.point)
         where = self.settings.datastores.resolve(req.datastore, req.path)
-        if where.file == disk.where.file:
-            raise DiskBusy(disk=disk_id, detail="materialising onto the replica itself")
+        # The file written is locked for the copy: never a replica (this one
+        # or another's), never a second materialise at once.
+        with self._lock:
+            user = self._user_of(where)
+            if user:
+                raise DiskBusy(disk=disk_id, detail=f"cannot materialise into {where}: {user}")
+            self._materialising.add(where.file)
         started = time.monotonic()
-        # Hold the disk's lock: no change set lands while the copy is made.
-        with disk.lock, self.open_target(disk) as current:
-            size = current.size()
-            with self.settings.datastores.open(where, size=size) as out:
-                counters = journal.materialise(current, point, out)
+        try:
+            # Hold the disk's lock: no change set lands while the copy is made.
+            with disk.lock, self.open_target(disk) as current:
+                size = current.size()
+                with self.settings.datastores.open(where, size=size) as out:
+                    counters = journal.materialise(current, point, out)
+        finally:
+            with self._lock:
+                self._materialising.discard(where.file)
         return {
             "point": _point(point),
             "datastore": where.datastore,

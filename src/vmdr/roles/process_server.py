@@ -3,7 +3,9 @@ the master target over TLS, caches when the master target is unreachable.
 
 REST (token auth, see ``transport.service``)::
 
-    POST   /v1/replications                 {id, source, datastore, path, initial, interval}
+    POST   /v1/replications                 {id, source, datastore, path, initial, interval,
+                                             grant}: only with the configuration server's
+                                             grant for that source and target
     GET    /v1/replications                 all, with phase, lag, outbox, error
     GET    /v1/replications/{id}
     POST   /v1/replications/{id}/dirty      {"extents": [[offset, length], ...]}: the source's feed
@@ -37,6 +39,7 @@ from vmdr.roles.contracts import DirtyFeed, NewReplication, PointRequest
 from vmdr.roles.replication import Replication, ReplicationSpec
 from vmdr.roles.sender import RateLimiter
 from vmdr.transport.auth import TokenStore
+from vmdr.transport.grants import REPLICATE, GrantVerifier
 from vmdr.transport.service import create_app
 
 __all__ = ["ProcessServer", "ProcessServerSettings", "build_app"]
@@ -65,6 +68,9 @@ class ProcessServerSettings:
     master_target_url: str
     master_target_ca: Path
     master_target_token: str
+    # The configuration server's public key: a replication is accepted only
+    # with its grant for that source and target (``transport.grants``).
+    grants: GrantVerifier
     bandwidth: int = 0  # bytes per second, 0 = no limit
     cache_limit: int | None = None
     compress: bool = True
@@ -144,6 +150,10 @@ class ProcessServer:
         )
 
     def create(self, req: NewReplication) -> dict[str, Any]:
+        # Checked before anything is opened: a source the configuration server
+        # did not assign is refused the same way whether or not it exists.
+        names = {"id": req.id, "source": req.source, "datastore": req.datastore, "path": req.path}
+        self.settings.grants.check(req.grant, REPLICATE, f"replication {req.id!r}", names)
         check_block_size(req.block_size)
         with self._lock:
             if req.id in self._repls:
@@ -158,6 +168,7 @@ class ProcessServer:
                 req.initial,
                 req.interval,
                 req.block_size,
+                req.grant,
             )
             repl = self._make(spec)
             self._repls[req.id] = repl

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from vmdr.blocks.copy import DirtyCopySource, FullCopySource
+from vmdr.blocks.durable import write_atomically
 from vmdr.blocks.messages import BlockDigests, Message
 from vmdr.blocks.parallel import digests
 from vmdr.blocks.resync import DiffResyncSource
@@ -64,6 +64,7 @@ class ReplicationSpec:
     initial: str = "full"  # or "diff"
     interval: float = 300.0
     block_size: int = 64 << 10
+    grant: str | None = None  # the configuration server's, handed to the master target
 
     @property
     def disk(self) -> str:
@@ -158,10 +159,8 @@ class Replication:
 
     # -- the thread ------------------------------------------------------------
     def _save(self) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
         spec = dict(self.spec.__dict__)
-        tmp.write_text(json.dumps({"spec": spec, "state": self.state}))
-        os.replace(tmp, self.state_path)
+        write_atomically(self.state_path, json.dumps({"spec": spec, "state": self.state}).encode())
 
     def _run(self) -> None:
         failures = 0
@@ -198,7 +197,13 @@ class Replication:
             size = src.size()
             client.open_disk(
                 spec.disk,
-                DiskSpec(datastore=spec.datastore, path=spec.path, size=size, create=True),
+                DiskSpec(
+                    datastore=spec.datastore,
+                    path=spec.path,
+                    size=size,
+                    create=True,
+                    grant=spec.grant,
+                ),
             )
             offset, point = resume_offset(client, spec.disk, INITIAL)
             if point is None:

@@ -10,8 +10,10 @@ from typing import Any
 from vmdr.blocks.copy import FullCopy
 from vmdr.blocks.urls import open_backend
 from vmdr.blocks.verify import Verify
+from vmdr.control.secrets import SecretBox
 from vmdr.lab.lab import Lab
-from vmdr.transport.client import ServiceClient
+from vmdr.transport.client import RemoteError, ServiceClient
+from vmdr.transport.grants import REPLICATE
 
 
 def _client(lab: Lab, name: str) -> ServiceClient:
@@ -43,17 +45,21 @@ def test_lab_roles_replicate_a_page_blob_into_a_datastore(
     assert {"vmfs-01", "vsan-01", "nfs-01"} <= set(datastores)
     with _client(lab, "master-target") as mt:
         assert mt.get("/v1/retention")["used_bytes"] >= 0
+    names = {"id": "lab-roles", "source": blob, "datastore": "vmfs-01",
+             "path": "failback/web-01_1-flat.vmdk"}  # fmt: skip
     with _client(lab, "process-server") as ps:
-        ps.post(
-            "/v1/replications",
-            {
-                "id": "lab-roles",
-                "source": blob,
-                "datastore": "vmfs-01",
-                "path": "failback/web-01_1-flat.vmdk",
-                "interval": 3600,
-            },
-        )
+        # Without the configuration server's grant the roles touch nothing.
+        try:
+            ps.post("/v1/replications", {**names, "interval": 3600})
+            raise AssertionError("a replication without a grant was accepted")
+        except RemoteError as exc:
+            assert (exc.status, exc.remote_code) == (403, "VMDR-E0360")
+        # The test signs as the lab's configuration server would (its key).
+        state = lab.state()
+        assert state is not None
+        signer = SecretBox.in_folder(Path(state.service("configuration-server").details["state"]))
+        grant = signer.grant_signer().sign(REPLICATE, {**names, "disk": "lab-roles"})
+        ps.post("/v1/replications", {**names, "interval": 3600, "grant": grant})
         deadline = time.monotonic() + 60
         while not (status := ps.get("/v1/replications/lab-roles"))["initial_done"]:
             assert time.monotonic() < deadline, status

@@ -36,8 +36,7 @@ def changeset(data: bytes, size: int) -> list[frames.Item]:
 
 def test_tampered_frame_is_rejected_and_nothing_of_it_written(pair: Pair) -> None:
     with pair.mt_client() as c:
-        c.put("/v1/disks/d1", {"datastore": "ds1", "path": "d1/d1-flat.vmdk",
-                               "size": MiB, "create": True})  # fmt: skip
+        c.put("/v1/disks/d1", pair.disk("d1", "d1/d1-flat.vmdk", size=MiB, create=True))
         body = bytearray(stream(changeset(b"\xab" * (256 << 10), MiB)))
         body[len(body) // 2] ^= 0x40  # inside the DataRun's payload
         with pytest.raises(RemoteError) as err:
@@ -57,15 +56,13 @@ def test_missing_retention_drive_refuses_replication(pair: Pair) -> None:
     shutil.rmtree(pair.retention)
     with pair.mt_client() as c:
         with pytest.raises(RemoteError) as err:
-            c.put("/v1/disks/d1", {"datastore": "ds1", "path": "d1/d1-flat.vmdk",
-                                   "size": MiB, "create": True})  # fmt: skip
+            c.put("/v1/disks/d1", pair.disk("d1", "d1/d1-flat.vmdk", size=MiB, create=True))
         assert err.value.remote_code == "VMDR-E0401"
         usage = c.get("/v1/retention")
         assert usage["ready"] is False and usage["problem"]["code"] == "VMDR-E0401"
     os.mkdir(pair.retention)
     with pair.mt_client() as c:
-        c.put("/v1/disks/d1", {"datastore": "ds1", "path": "d1/d1-flat.vmdk",
-                               "size": MiB, "create": True})  # fmt: skip
+        c.put("/v1/disks/d1", pair.disk("d1", "d1/d1-flat.vmdk", size=MiB, create=True))
         assert c.get("/v1/retention")["ready"] is True
 
 
@@ -105,8 +102,7 @@ def test_a_digest_stream_the_client_drops_releases_the_disk(pair: Pair) -> None:
     leave the master target hashing, or holding the disk open, for ever."""
     size = 2048 * MiB  # big enough for a hashing worker, and to be cut mid-way
     with pair.mt_client() as c:
-        c.put("/v1/disks/d1", {"datastore": "ds1", "path": "d1/d1-flat.vmdk",
-                               "size": size, "create": True})  # fmt: skip
+        c.put("/v1/disks/d1", pair.disk("d1", "d1/d1-flat.vmdk", size=size, create=True))
     target = pair.ds / "d1" / "d1-flat.vmdk"
     with open(target, "r+b") as f:
         chunk = b"\x01" * (16 * MiB)  # data, not zeros: every block is hashed
@@ -126,8 +122,7 @@ def test_a_digest_request_never_grows_the_disk(pair: Pair) -> None:
     and holes beyond its end, and the disk keeps its size (it used to grow to
     8 TiB, after which change sets were refused)."""
     with pair.mt_client() as c:
-        c.put("/v1/disks/d1", {"datastore": "ds1", "path": "d1/d1-flat.vmdk",
-                               "size": MiB, "create": True})  # fmt: skip
+        c.put("/v1/disks/d1", pair.disk("d1", "d1/d1-flat.vmdk", size=MiB, create=True))
         c.upload("/v1/disks/d1/changesets/initial", [stream(changeset(b"\xab" * MiB, MiB))])
         asked = 4 * MiB
         request = {"block_size": 65536, "start_block": 0, "size": asked}
@@ -156,8 +151,10 @@ def test_a_bad_disk_record_is_quarantined_and_the_rest_served(pair: Pair) -> Non
     it starts, serves the other disks, and reports the bad ones."""
     with pair.mt_client() as c:
         for disk in ("good", "moved"):
-            c.put(f"/v1/disks/{disk}", {"datastore": "ds1", "path": f"{disk}/{disk}-flat.vmdk",
-                                        "size": MiB, "create": True})  # fmt: skip
+            c.put(
+                f"/v1/disks/{disk}",
+                pair.disk(disk, f"{disk}/{disk}-flat.vmdk", size=MiB, create=True),
+            )
     pair.mt.stop()
     outside = pair.root / "elsewhere"
     outside.mkdir()
@@ -193,8 +190,7 @@ def test_a_malformed_control_frame_is_refused_with_a_code(pair: Pair) -> None:
     """Each of these was a 500 (a float or int conversion inside the receiver)."""
     good_begin = frames.Control({"op": "begin", "initial": True, "resume_from": 0})
     with pair.mt_client() as c:
-        c.put("/v1/disks/d1", {"datastore": "ds1", "path": "d1/d1-flat.vmdk",
-                               "size": MiB, "create": True})  # fmt: skip
+        c.put("/v1/disks/d1", pair.disk("d1", "d1/d1-flat.vmdk", size=MiB, create=True))
         for control in MALFORMED_CONTROLS:
             items: list[frames.Item] = [frames.Control(control)] if control["op"] == "begin" else [
                 good_begin, DiskInfo(MiB, 65536), DataRun(0, b"\x01" * 65536), Done(MiB),
@@ -213,8 +209,7 @@ def test_a_sender_gone_silent_frees_the_disk(pair_factory: Any) -> None:
 
     pair = pair_factory(mt_args=["--stream-idle", "2"])
     with pair.mt_client() as c:
-        c.put("/v1/disks/d1", {"datastore": "ds1", "path": "d1/d1-flat.vmdk",
-                               "size": MiB, "create": True})  # fmt: skip
+        c.put("/v1/disks/d1", pair.disk("d1", "d1/d1-flat.vmdk", size=MiB, create=True))
     items = changeset(b"\xab" * (256 << 10), MiB)
     head = stream(items[:3])  # begin, DiskInfo, a DataRun ... then nothing
     outcome: list[object] = []

@@ -26,14 +26,7 @@ BS = 64 << 10
 
 
 def start(pair: Pair, source: Path, repl: str = "r1", **kw: Any) -> None:
-    body = {
-        "id": repl,
-        "source": str(source),
-        "datastore": "ds1",
-        "path": f"{repl}/{repl}-flat.vmdk",
-        "interval": 3600,
-        **kw,
-    }
+    body = pair.replication(repl, str(source), f"{repl}/{repl}-flat.vmdk", interval=3600, **kw)
     with pair.ps_client() as c:
         c.post("/v1/replications", body)
 
@@ -115,9 +108,7 @@ def test_continuous_replication_and_recovery_points(pair: Pair, tmp_path: Path) 
         assert [p["tag"] for p in points][-3:] == ["p1", "p2", "p3"]
         for tag, digest in expected.items():
             out = f"restore/{tag}-flat.vmdk"
-            c.post(
-                "/v1/disks/r1/materialise", {"point": f"tag:{tag}", "datastore": "ds1", "path": out}
-            )
+            c.post("/v1/disks/r1/materialise", pair.materialise("r1", f"tag:{tag}", out))
             assert sha256_of(pair.ds / out) == digest, tag
     # Materialising older points did not touch the replica.
     assert same_bytes(source, target_of(pair))
@@ -176,9 +167,7 @@ def test_master_target_down_then_back_loses_nothing(pair: Pair, tmp_path: Path) 
         assert tags[-3:] == ["d1", "d2", "d3"]  # in order
         for tag, digest in expected.items():
             out = f"restore/{tag}-flat.vmdk"
-            c.post(
-                "/v1/disks/r1/materialise", {"point": f"tag:{tag}", "datastore": "ds1", "path": out}
-            )
+            c.post("/v1/disks/r1/materialise", pair.materialise("r1", f"tag:{tag}", out))
             assert sha256_of(pair.ds / out) == digest, tag
 
 
@@ -218,7 +207,7 @@ def test_metrics_are_prometheus_text(pair: Pair) -> None:
 )
 def test_path_outside_datastore_roots_is_refused(pair: Pair, path: str) -> None:
     with pair.mt_client() as c, pytest.raises(RemoteError) as err:
-        c.put("/v1/disks/evil", {"datastore": "ds1", "path": path, "size": MiB, "create": True})
+        c.put("/v1/disks/evil", pair.disk("evil", path, size=MiB, create=True))
     assert err.value.remote_code in ("VMDR-E0420", "VMDR-E0421")
     assert err.value.status in (403, 404)
     assert not (pair.root / "escape-flat.vmdk").exists()

@@ -14,10 +14,12 @@ import pytest
 from vmdr.control.db.engine import open_database, session_factory
 from vmdr.control.db.models import Machine, ProtectedItem
 from vmdr.control.jobs import JobKind, StepContext
+from vmdr.control.secrets import SecretBox
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.to_onprem import onprem_kinds
 from vmdr.model.errors import VmdrError
 from vmdr.model.lifecycle import Direction, Site, State
+from vmdr.transport.grants import REPLICATE, GrantVerifier
 
 from .outside import MemoryPlane, MemoryVms
 
@@ -45,7 +47,8 @@ def vms() -> MemoryVms:
 @pytest.fixture
 def wf(tmp_path: Path, plane: MemoryPlane, vms: MemoryVms) -> Iterator[Workflows]:
     engine = open_database(f"sqlite:///{tmp_path / 'vmdr.db'}")
-    flows = Workflows(session_factory(engine), None, lambda: None, tmp_path,  # type: ignore[arg-type,return-value]
+    box = SecretBox.in_folder(tmp_path)
+    flows = Workflows(session_factory(engine), None, lambda: box, tmp_path,  # type: ignore[arg-type]
                       load_plane=lambda _: plane, vcenters=vms)  # fmt: skip
     yield flows
     engine.dispose()
@@ -98,6 +101,12 @@ def test_reprotect_starts_one_replication_per_disk_into_the_target_once(
     assert (first.source, first.datastore, first.path, first.initial) == (
         BLOB.format(item=ident, unit=0), "vmfs-02", "web-01/web-01-flat.vmdk", "diff")  # fmt: skip
     assert second.path == "web-01/web-01_1-flat.vmdk"
+    # Each carries the server's grant for exactly its source and target.
+    verifier = GrantVerifier(wf.secrets().grant_signer().public_pem().encode())
+    for rid, spec in specs.items():
+        names = {"id": rid, "disk": rid, "source": spec.source, "datastore": spec.datastore,
+                 "path": spec.path}  # fmt: skip
+        verifier.check(spec.grant, REPLICATE, rid, names)
     run(kinds(wf)["reprotectToOnPremises"], "start-replication", params)  # a re-run
     assert len(plane.ps().specs) == 2
 

@@ -14,7 +14,7 @@ from vmdr.model.errors import UsageError
 MT = (
     'state_dir = "/var/lib/vmdr/mt"\nport = 9443\n'
     'datastore = ["vmfs-01=/vmfs/volumes/vmfs-01"]\nretention_dir = "/retention"\n'
-    'retention_hours = 48\nretention_quota = "20G"\n'
+    'retention_hours = 48\nretention_quota = "20G"\ngrant_key = "/etc/vmdr/grant-key.pem"\n'
 )
 
 
@@ -54,6 +54,7 @@ def test_unknown_missing_and_malformed_settings_are_refused_together(tmp_path: P
     )
     assert "--bandwidth: Value error, 'lots' is not a size" in message
     assert "--master-target-token-file is required" in message
+    assert "--grant-key is required" in message  # no role runs without its grant key
 
 
 def test_a_worker_needs_its_database(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def build_app(
     cs = ConfigServer(settings)
     people = People(cs.sessions, tokens)
     add_user_routes(app, people)
-    add_role_routes(app, cs.sessions, tokens)
+    add_role_routes(app, cs.sessions, tokens, lambda: cs.secrets.grant_signer().public_pem())
     add_item_routes(app, cs.workflows)
     traffic = cs.traffic
     add_traffic_routes(app, traffic)

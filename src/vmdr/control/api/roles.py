@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -88,7 +89,12 @@ def _role(row: Any, now: dt.datetime) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def add_role_routes(app: FastAPI, sessions: Any, tokens: TokenStore) -> None:
+def add_role_routes(
+    app: FastAPI, sessions: Any, tokens: TokenStore, grant_key: Callable[[], str]
+) -> None:
+    """``grant_key``: the public key of the server's grants (``transport.grants``),
+    given to each role at registration for its ``--grant-key``."""
+
     @app.post("/v1/roles/register", status_code=201)
     def register(body: RoleRegistration) -> dict[str, Any]:
         client = f"{body.kind}.{body.name}"
@@ -106,7 +112,8 @@ def add_role_routes(app: FastAPI, sessions: Any, tokens: TokenStore) -> None:
                 row.vm_datastores_at_registration = None  # set by the next discovery
             s.flush()
             ident = row.id
-        return {"id": ident, "kind": body.kind, "name": body.name, "token": token}
+        return {"id": ident, "kind": body.kind, "name": body.name, "token": token,
+                "grant_key": grant_key()}  # fmt: skip
 
     @app.post("/v1/roles/heartbeat")
     def heartbeat(body: Heartbeat, request: Request) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from vmdr.model.errors import VmdrError
 from vmdr.model.ids import ReplicationId
 from vmdr.roles.contracts import NewReplication
 from vmdr.transport.client import RemoteError
+from vmdr.transport.grants import REPLICATE
 
 __all__ = [
     "ReplicationFailed",
@@ -38,6 +39,7 @@ def start_replication(wf: Workflows, ctx: StepContext) -> None:
     initial = ctx.args(OperationParams).initial or (
         "diff" if settings.reprotect_report["mode"] == "OLR" else "full"
     )
+    signer = wf.secrets().grant_signer()
     with wf.dataplane.ps() as ps:
         known = {r.id for r in ps.replications()}
         for disk, target in zip(settings.disks, settings.failback_targets, strict=True):
@@ -45,8 +47,13 @@ def start_replication(wf: Workflows, ctx: StepContext) -> None:
             if rid in known:
                 continue
             where = target.datastore_file
+            # The process server reads this blob and the master target writes
+            # this file, for this disk: nothing else (transport.grants).
+            names = {"id": rid, "disk": rid, "source": disk.blob,
+                     "datastore": where.datastore, "path": where.flat}  # fmt: skip
             spec = NewReplication(id=rid, source=disk.blob, datastore=where.datastore,
-                                  path=where.flat, initial=initial, interval=3600)  # fmt: skip
+                                  path=where.flat, initial=initial, interval=3600,
+                                  grant=signer.sign(REPLICATE, names))  # fmt: skip
             try:
                 ps.start(spec)
             except RemoteError as exc:

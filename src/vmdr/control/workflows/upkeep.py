@@ -30,6 +30,7 @@ from vmdr.control.workflows.to_cloud import copy_verified, sync_disks, take_poin
 from vmdr.model.dspath import DatastoreFile
 from vmdr.model.ids import ReplicationId
 from vmdr.roles.contracts import MaterialiseRequest
+from vmdr.transport.grants import MATERIALISE
 
 __all__ = ["TEST_NETWORK", "upkeep_kinds"]
 
@@ -110,11 +111,15 @@ def _materialise_drill_disks(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     settings = wf.settings(item)
     drill = settings.test
+    signer = wf.secrets().grant_signer()
     with wf.dataplane.mt() as mt:
         for i, disk in enumerate(settings.disks):
             path = DatastoreFile.of_disk(drill.datastore or "", drill.vm, i).flat
-            at = MaterialiseRequest(point="latest", datastore=drill.datastore, path=path)
-            done = mt.materialise(ReplicationId(item, disk.unit), at)
+            rid = str(ReplicationId(item, disk.unit))
+            names = {"disk": rid, "point": "latest", "datastore": drill.datastore, "path": path}
+            at = MaterialiseRequest(point="latest", datastore=drill.datastore, path=path,
+                                    grant=signer.sign(MATERIALISE, names))  # fmt: skip
+            done = mt.materialise(rid, at)
             ctx.progress(
                 "materialise",
                 disk.capacity,
