@@ -80,10 +80,11 @@ def snapshot_count(lab: Lab, url: str) -> int:
         return sum(1 for b in listed if b.name == name and b.snapshot)
 
 
-def vmdr_json(lab: Lab, *args: str, timeout: float = 900) -> tuple[int, Any]:
+def vmdr_json(lab: Lab, *args: str, timeout: float = 900, **more_env: str) -> tuple[int, Any]:
     """Run ``vmdr ARGS --json`` against the lab; its exit status and JSON."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMDR_")}
     env.update(VMDR_LAB_DIR=str(lab.directory), XDG_CONFIG_HOME=str(lab.directory / "xdg"))
+    env.update(more_env)
     result = subprocess.run(
         [sys.executable, "-m", "vmdr", *args, "--json"],
         capture_output=True,

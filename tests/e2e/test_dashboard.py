@@ -49,8 +49,8 @@ def ui_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
 
 
-def ok(lab: Lab, *args: str) -> Any:
-    code, out = vmdr_json(lab, *args)
+def ok(lab: Lab, *args: str, **env: str) -> Any:
+    code, out = vmdr_json(lab, *args, **env)
     assert code == 0, out
     return out
 
@@ -141,24 +141,42 @@ def unlabelled_controls(page: Page) -> list[str]:
     )
 
 
+OPERATOR, PASSWORD = "olga", "olga-long-password"
+
+
 def test_log_in_with_the_keyboard_and_see_the_labs_items(
     page: Page, ui_lab: Lab, shots: Path
 ) -> None:
-    # The login page has the focus in its token field; a wrong token is refused.
+    """A person logs in with their user and password (an operator, made by
+    the administrator with the CLI); a wrong password and a wrong token are
+    refused with their codes."""
+    ok(ui_lab, "users", "add", OPERATOR, "--role", "operator", VMDR_PASSWORD=PASSWORD)
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-    assert page.evaluate("document.activeElement.id") == "token"
-    page.keyboard.type("not-the-token")
+    assert page.evaluate("document.activeElement.id") == "user"
+    page.keyboard.type(OPERATOR)
+    page.keyboard.press("Tab")
+    page.keyboard.type("not-the-password")
     page.keyboard.press("Enter")
+    expect(page.locator("#login-error")).to_contain_text("VMDR-E0358")
+    assert page.locator("#password").input_value() == ""
+    page.get_by_text("Log in with a token instead").click()
+    page.locator("#token").fill("not-the-token")
+    page.locator("#token").press("Enter")
     expect(page.locator("#login-error")).to_contain_text("VMDR-E0351")
     assert unlabelled_controls(page) == []
     page.screenshot(path=shots / "01-login-refused.png")
 
-    token = Path(where(ui_lab)["token_file"]).read_text().strip()
-    page.locator("#token").fill(token)
-    page.keyboard.press("Enter")
+    page.locator("#password").fill(PASSWORD)
+    page.locator("#password").press("Enter")
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    expect(page.locator("#logout")).to_have_text(f"Log out {OPERATOR}")
     expect(page.locator(".tile", has_text="protected items")).to_contain_text("3")
     page.screenshot(path=shots / "02-overview.png", full_page=True)
+    # Both attempts are in the audit log, under the person's name.
+    audit = ok(ui_lab, "audit", "--limit", "1000")
+    logins = [e["status"] for e in audit
+              if e["principal"] == f"user:{OPERATOR}" and e["path"] == "/v1/login"]  # fmt: skip
+    assert logins == [401, 200], audit
 
     page.get_by_role("link", name="Protected items").click()
     rows = page.locator("table tbody tr")

@@ -2,9 +2,11 @@
 
 Same HTTPS port, same tokens. The pages (``web/ui``: HTML, CSS and
 JavaScript modules, no build step, nothing fetched from the internet) hold
-no data and need no token; they ask for the user's token on a login page,
-keep it in the tab's ``sessionStorage`` and call the JSON API with
-``Authorization: Bearer``, exactly like the CLI. So the browser sends no
+no data and need no token. Their login page trades a user name and password
+for a session token (``POST /v1/login``, it expires; an administrator may
+paste a token instead), keeps it in the tab's ``sessionStorage`` and calls
+the JSON API with ``Authorization: Bearer``, exactly like the CLI; logging
+out ends the session on the server (``POST /v1/logout``). So the browser sends no
 ambient credential (no cookie): a page of another site cannot act as the
 user (no CSRF), and the API needs no second way in.
 
@@ -16,7 +18,7 @@ so a VM name from vSphere cannot become markup.
     GET /                 → 303 to /ui/
     GET /ui/              the application (index.html)
     GET /ui/static/...    its assets
-    GET /v1/session       who the token belongs to (the login page's check)
+    GET /v1/session       who the token belongs to and their role (the login check)
 """
 
 from __future__ import annotations
@@ -85,5 +87,10 @@ def add_dashboard(app: FastAPI) -> None:
 
     @app.get("/v1/session")
     def session(request: Request) -> dict[str, Any]:
-        """The name the token was issued to (the dashboard's login check)."""
-        return {"client": getattr(request.state, "client_name", None)}
+        """Who the token was issued to and the role they act with (the
+        dashboard's login check; it hides what the role may not do)."""
+        principal = getattr(request.state, "principal", None)
+        return {
+            "client": getattr(request.state, "client_name", None),
+            "role": getattr(principal, "role", None),
+        }

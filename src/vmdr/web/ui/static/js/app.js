@@ -2,7 +2,7 @@
 // keeps the page live (every REFRESH_MS, the page's data is fetched again
 // and the page rebuilt only if an answer changed; focus, open <details> and
 // form values survive the rebuild, so keyboard users keep their place).
-import { get, token } from "./api.js";
+import { get, post, token } from "./api.js";
 import { h, problemBox } from "./dom.js";
 import * as pages from "./pages.js";
 
@@ -119,28 +119,54 @@ function loggedIn(yes) {
     generation += 1;
     clearTimeout(current.timer);
     view.replaceChildren();
-    document.getElementById("token").focus();
+    document.getElementById("user").focus();
   }
 }
 
-document.getElementById("login-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const field = document.getElementById("token");
+async function enter(value, fields) {
+  // Keep the session token, check it with the server, show the dashboard.
   const error = document.getElementById("login-error");
-  token.set(field.value.trim());
+  token.set(value);
   try {
     const who = await get("/v1/session");
     error.textContent = "";
-    field.value = "";
-    document.getElementById("logout").title = `Logged in as ${who.client}`;
+    for (const field of fields) field.value = "";
+    const logout = document.getElementById("logout");
+    logout.title = `Logged in as ${who.client} (${who.role})`;
+    logout.textContent = `Log out ${who.client.replace(/^user:/, "")}`;
     loggedIn(true);
   } catch (e) {
     token.clear();
     error.textContent = `${e.code}: ${e.message}`;
   }
+}
+
+document.getElementById("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const user = document.getElementById("user");
+  const password = document.getElementById("password");
+  try {
+    const session = await post("/v1/login", { user: user.value.trim(), password: password.value });
+    await enter(session.token, [password]);
+  } catch (e) {
+    password.value = "";
+    document.getElementById("login-error").textContent = `${e.code}: ${e.message}`;
+  }
 });
 
-document.getElementById("logout").addEventListener("click", () => {
+document.getElementById("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const field = document.getElementById("token");
+  enter(field.value.trim(), [field]);
+});
+
+document.getElementById("logout").addEventListener("click", async () => {
+  // End the session on the server too (a person's session token dies now).
+  try {
+    await post("/v1/logout");
+  } catch {
+    // Already expired or an admin token: nothing to end.
+  }
   token.clear();
   loggedIn(false);
 });
