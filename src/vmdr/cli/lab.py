@@ -63,10 +63,14 @@ def status(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
         statuses = lab.status()
     except VmdrError as exc:
         fail(exc, as_json)
+    compute = _cloud_compute(lab)
     if as_json:
-        emit_json({"directory": str(lab.directory), "services": [s.to_dict() for s in statuses]})
+        emit_json({"directory": str(lab.directory), "services": [s.to_dict() for s in statuses],
+                   "cloud_compute": compute})  # fmt: skip
     else:
         _print_status(lab, statuses)
+        if compute:
+            console.print(f"cloud compute: {compute['driver']} ({compute['where']})")
     if any(s.state != "up" for s in statuses):
         raise typer.Exit(1)
 
@@ -112,6 +116,20 @@ def dashboard(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
     console.print(f"dashboard: {out['url']}")
     console.print(f"trust this CA in the browser: {out['ca']}")
     console.print(f"log in with the token in: {out['token_file']}")
+
+
+def _cloud_compute(lab: Lab) -> dict[str, str] | None:
+    """Which cloud compute the lab's configuration server runs with (its
+    data-plane setting), if it has one yet."""
+    from vmdr.control.dataplane import DataPlane
+
+    state = lab.state()
+    try:
+        cs = state.service("configuration-server") if state else None
+        plane = DataPlane.load(Path(cs.details["state"])) if cs else None
+    except (VmdrError, KeyError):
+        return None
+    return plane.describe()["cloud_compute"] if plane else None
 
 
 def _print_status(lab: Lab, statuses: list) -> None:  # type: ignore[type-arg]

@@ -182,7 +182,29 @@ def add_commands(app: typer.Typer) -> None:
         group = typer.Typer(help=f"The {name} the configuration server knows.")
         group.command("list")(lister(path, columns, name))
         app.add_typer(group, name=name)
-    server = typer.Typer(help="The configuration server itself: backup and restore.")
+    server = typer.Typer(help="The configuration server itself: info, backup and restore.")
+
+    @server.command("info")
+    def info_cmd(as_json: bool = JsonOption) -> None:
+        """What the server runs with: its database, its data plane (which cloud
+        compute, storage account, process server and master target) and the
+        public grant key its roles need (--grant-key)."""
+        info = call("GET", "/v1/server/info", as_json)
+        if as_json:
+            emit_json(info)
+            return
+        plane = info["dataplane"]
+        compute = plane.get("cloud_compute") or {}
+        print(f"database         {info['database']}")
+        if "error" in plane:
+            print(f"data plane       {plane['error']['code']}: {plane['error']['message']}")
+        else:
+            print(f"data plane       {plane['path']}")
+            print(f"cloud compute    {compute.get('driver', '-')}: {compute.get('where', '-')}")
+            print(f"storage account  {plane['storage_account'] or '-'} ({plane['container']})")
+            print(f"process server   {plane['process_server'] or '-'}")
+            print(f"master target    {plane['master_target'] or '-'}")
+        print(info["grant_key"], end="")
 
     @server.command("backup")
     def backup_cmd(

@@ -9,7 +9,8 @@ where those are (``<state>/dataplane.json``, written by the operator or by
       "datastores": {"vmfs-01": "/vmfs/volumes/vmfs-01", ...},
       "storage_account": "vmdrlab",
       "container": "vmdr-replicas",
-      "cloud_compute": "/var/lib/vmdr/lab-cloud",
+      "cloud_compute": {"driver": "azure", "subscription_id": "…", "resource_group": "dr",
+                        "location": "westeurope"},
       "process_server": {"url": "https://...", "ca": "ca.pem", "token_file": "ps.token"},
       "master_target": {"url": "https://...", "ca": "ca.pem", "token_file": "mt.token"},
       "dns": {"server": "10.0.0.53", "port": 53, "zone": "example.com.",
@@ -26,8 +27,13 @@ each wrong key) when it is malformed or has a key vmdr does not know.
   version the configuration server's jobs play the on-premises process server
   for that direction, reading VMDK extents and writing page blobs.
 - ``storage_account``/``container``: the cloud disks (page blobs).
-- ``cloud_compute``: the lab's cloud compute folder (no Azure compute
-  emulator exists; docs/azure.md).
+- ``cloud_compute``: which cloud compute service makes, powers and deletes
+  the recovery VMs: ``{"driver": "azure", "subscription_id", "resource_group",
+  "location", ...}`` (azure-mgmt-compute, ``providers/azure/azure_compute.py``)
+  or ``{"driver": "lab", "folder": ...}`` (the lab's, ``lab_compute.py``: no
+  Azure compute emulator exists; docs/azure.md). A bare path is the lab's
+  folder (files written before the setting had a driver). The workflows see
+  only ``CloudCompute``; which one runs is shown by ``GET /v1/dataplane``.
 - ``process_server``/``master_target``: the roles the failback direction uses
   (cloud process server → on-premises master target), with a token each.
 - ``dns``: the server the traffic manager updates (docs/traffic.md).
@@ -43,12 +49,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from vmdr.model.dspath import DatastoreFile
 from vmdr.model.errors import VmdrError, validation_summary
+from vmdr.providers.azure.compute import CloudCompute
 from vmdr.roles.clients import MasterTargetClient, ProcessServerClient
 from vmdr.roles.datastores import DatastorePath, DatastoreRoots
 from vmdr.transport.client import ServiceClient
@@ -104,11 +111,53 @@ class DnsSpec(_Section):
     secret: str | None = Field(default=None, repr=False)  # better in secret_file
 
 
+class LabComputeSpec(_Section):
+    """The lab's cloud: VM records and workloads in a folder."""
+
+    driver: Literal["lab"]
+    folder: Path
+
+    def describe(self) -> dict[str, str]:
+        return {"driver": self.driver, "where": f"the lab's cloud in {self.folder}"}
+
+    def open(self) -> CloudCompute:
+        from vmdr.providers.azure.lab_compute import LabCompute
+
+        return LabCompute(self.folder)
+
+
+class AzureComputeSpec(_Section):
+    """Azure: VMs in a resource group (credentials from azure-identity's
+    DefaultAzureCredential: environment, managed identity, CLI login)."""
+
+    driver: Literal["azure"]
+    subscription_id: str = Field(min_length=1)
+    resource_group: str = Field(min_length=1)
+    location: str = Field(min_length=1)
+    storage_resource_group: str | None = None
+    os_type: Literal["Linux", "Windows"] = "Linux"
+    disk_sku: str = "Standard_LRS"
+
+    def describe(self) -> dict[str, str]:
+        where = f"resource group {self.resource_group!r} ({self.location})"
+        return {"driver": self.driver, "where": where}
+
+    def open(self) -> CloudCompute:
+        from vmdr.providers.azure.azure_compute import AzureCompute
+
+        return AzureCompute(self.subscription_id, self.resource_group, self.location,
+                            storage_resource_group=self.storage_resource_group,
+                            os_type=self.os_type, disk_sku=self.disk_sku)  # fmt: skip
+
+
+ComputeSpec = Annotated[LabComputeSpec | AzureComputeSpec, Field(discriminator="driver")]
+
+
 class DataPlane(_Section):
     datastores: dict[str, Path] = {}
     storage_account: str | None = None
     container: str = "vmdr-replicas"
-    cloud_compute: Path | None = None
+    cloud_compute: ComputeSpec | None = None
     process_server: RoleAccess | None = None
     master_target: RoleAccess | None = None
     dns: DnsSpec | None = None
@@ -123,7 +172,9 @@ class DataPlane(_Section):
         # As the hand-written loader had it: a section left empty ("dns": {},
         # "cloud_compute": "", null) is a section not given.
         if isinstance(raw, dict):
-            return {k: v for k, v in raw.items() if v not in (None, "", {}, [])}
+            raw = {k: v for k, v in raw.items() if v not in (None, "", {}, [])}
+            if isinstance(raw.get("cloud_compute"), str):  # a bare folder: the lab's
+                raw["cloud_compute"] = {"driver": "lab", "folder": raw["cloud_compute"]}
         return raw
 
     @property
@@ -161,10 +212,24 @@ class DataPlane(_Section):
         account = self._need(self.storage_account, "the cloud storage account")
         return f"pageblob://{account}/{self.container}/{item}-disk{unit}"
 
-    def compute(self) -> Any:
-        from vmdr.providers.azure.lab_compute import LabCompute
+    def compute(self) -> CloudCompute:
+        spec: LabComputeSpec | AzureComputeSpec = self._need(
+            self.cloud_compute, "the cloud compute"
+        )
+        return spec.open()
 
-        return LabCompute(self._need(self.cloud_compute, "the cloud compute"))
+    def describe(self) -> dict[str, Any]:
+        """What the workflows will use, for the server's info (no secrets)."""
+        return {
+            "path": str(self.path),
+            "cloud_compute": self.cloud_compute.describe() if self.cloud_compute else None,
+            "storage_account": self.storage_account,
+            "container": self.container,
+            "datastores": sorted(self.datastores),
+            "process_server": self.process_server.url if self.process_server else None,
+            "master_target": self.master_target.url if self.master_target else None,
+            "dns_zone": self.dns.zone if self.dns else None,
+        }
 
     def ps(self) -> ProcessServerClient:
         access: RoleAccess = self._need(self.process_server, "the cloud process server")

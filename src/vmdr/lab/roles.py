@@ -247,7 +247,7 @@ def write_dataplane(ctx: LabContext) -> Path:
         "datastores": datastores,
         "storage_account": ctx.credentials["azurite"]["account"],
         "container": "vmdr-replicas",
-        "cloud_compute": str(ctx.directory / "cloud-vms"),
+        "cloud_compute": {"driver": "lab", "folder": str(ctx.directory / "cloud-vms")},
         **roles,
     }
     path = state / "dataplane.json"

@@ -110,3 +110,22 @@ def test_a_heartbeat_speaks_only_for_its_role(lab: Lab) -> None:
     with ServiceClient("cs", cs.url, ca) as anon, pytest.raises(RemoteError) as err:
         anon.post("/v1/roles/register", rogue)
     assert err.value.status == 403 and err.value.remote_code == "VMDR-E0352"
+
+
+def test_the_server_says_which_cloud_compute_runs_and_its_grant_key(lab: Lab) -> None:
+    """The data plane's cloud compute is a setting (the lab's here), shown by
+    the server and by `vmdr lab status`; the grant key the server gives its
+    roles is the one they were started with."""
+    result = _vmdr(lab, "server", "info", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    compute = info["dataplane"]["cloud_compute"]
+    assert compute["driver"] == "lab" and str(lab.directory / "cloud-vms") in compute["where"]
+    assert (info["database"], info["dataplane"]["storage_account"]) == ("sqlite", "vmdrlab")
+    state = lab.state()
+    assert state is not None
+    for role in ("process-server", "master-target"):
+        key = Path(state.service(role).details["state"]) / "configuration-server.grant-key.pem"
+        assert key.read_text() == info["grant_key"], role
+    status = json.loads(_vmdr(lab, "lab", "status", "--json").stdout)
+    assert status["cloud_compute"] == compute

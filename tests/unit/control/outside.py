@@ -7,7 +7,6 @@ to the block engine, for unit tests of steps."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import PrivateAttr
@@ -25,6 +24,8 @@ class MemoryCompute(CloudCompute):
     def __init__(self) -> None:
         self.vms: dict[str, CloudVm] = {}
         self.calls: list[tuple[str, str]] = []
+        # What each VM wrote to each disk, as a test sets it; absent: unknown.
+        self.written: dict[tuple[str, int], list[tuple[int, int]]] = {}
 
     def create_from_disks(
         self, name: str, disk_urls: Sequence[str], size: str, network: str
@@ -57,8 +58,10 @@ class MemoryCompute(CloudCompute):
             raise CloudVmNotFound(name=name, where=self.where)
         return self.vms[name]
 
-    def dirty_map_path(self, name: str, disk_index: int) -> Path:
-        return Path(f"/nonexistent/{name}/disk{disk_index}.map")  # no writes recorded
+    def written_extents(
+        self, name: str, disk_index: int, url: str, size: int
+    ) -> list[tuple[int, int]] | None:
+        return self.written.get((name, disk_index))  # None: cannot tell
 
 
 class MemoryProcessServer:
@@ -70,6 +73,7 @@ class MemoryProcessServer:
         self.dirty: dict[str, list[tuple[int, int]]] = {}
         self.points: list[tuple[str, PointRequest]] = []
         self.stopped: list[tuple[str, bool]] = []
+        self.sync_at_once = False  # a started replication's initial sync is done at once
 
     def __enter__(self) -> MemoryProcessServer:
         return self
@@ -81,8 +85,8 @@ class MemoryProcessServer:
         if spec.id in self.specs:
             raise RemoteError(service="ps", status=409, detail="exists", remote_code="VMDR-E0432")
         self.specs[spec.id] = spec
-        self.status[spec.id] = {"id": spec.id, "phase": "initial", "initial_done": False,
-                                "sent_bytes": 0}  # fmt: skip
+        self.status[spec.id] = {"id": spec.id, "phase": "initial",
+                                "initial_done": self.sync_at_once, "sent_bytes": 0}  # fmt: skip
         return {"id": spec.id}
 
     def replications(self) -> list[ReplicationStatus]:

@@ -153,10 +153,30 @@ def test_failback_stops_the_cloud_vm_then_cuts_a_point_the_master_target_applied
     params = {"item": ident, "operation": "plannedFailover"}
     run(kinds(wf)["failback"], "shut-down-cloud-vm", params)
     assert compute.status("web-01").state == "stopped"
+    compute.written = {("web-01", 0): [(0, 4096), (65536, 8192)], ("web-01", 1): []}
     run(kinds(wf)["failback"], "final-sync", params, job="abcdef0123")
-    assert [(rid, p.tag, p.wait) for rid, p in plane.ps().points] == [
+    ps = plane.ps()
+    assert ps.dirty == {f"fb-{ident}-d0": [(0, 4096), (65536, 8192)]}  # what the VM wrote
+    assert [(rid, p.tag, p.wait) for rid, p in ps.points] == [
         (f"fb-{ident}-d0", "failback-abcdef01", 600), (f"fb-{ident}-d1", "failback-abcdef01", 600),
     ]  # fmt: skip
+
+
+def test_when_the_compute_service_cannot_tell_what_was_written_the_disks_are_compared_whole(
+    wf: Workflows, plane: MemoryPlane
+) -> None:
+    """An empty answer would fail back stale data: "unknown" (None) is a
+    differential resync of every disk instead."""
+    ident = item(wf)
+    plane.compute().create_from_disks("web-01", ["b0", "b1"], "Standard_D2s_v5", "prod")
+    plane.compute().written = {("web-01", 0): [(0, 4096)]}  # disk 1: unknown
+    params = {"item": ident, "operation": "plannedFailover"}
+    ps = plane.ps()
+    ps.sync_at_once = True
+    run(kinds(wf)["failback"], "final-sync", params)
+    assert sorted(ps.stopped) == [(f"fb-{ident}-d0", True), (f"fb-{ident}-d1", True)]
+    assert [s.initial for s in ps.specs.values()] == ["diff", "diff"]
+    assert ps.points == [] and ps.dirty == {}  # nothing trusted from a partial answer
 
 
 def test_commit_refuses_without_a_proof_that_holds_unless_forced(

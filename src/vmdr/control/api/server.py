@@ -1,6 +1,8 @@
-"""The configuration server itself over HTTP: a backup, and a restore onto a
-fresh server (``control/backup.py``).
+"""The configuration server itself over HTTP: what it runs with, a backup,
+and a restore onto a fresh server (``control/backup.py``).
 
+    GET  /v1/server/info                     database, data plane (which cloud
+                                             compute runs), grant key; no secrets
     GET  /v1/server/backup[?with_key=true]   a consistent archive, signed
     GET  /v1/server/backup-key               the key that signs them (keep it apart)
     POST /v1/server/restore[?allow_unsigned=true]
@@ -22,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from vmdr.control.api.roles import adopt_role_tokens
 from vmdr.control.backup import BackupCorrupt, backup
 from vmdr.control.server import ConfigServer
+from vmdr.model.errors import VmdrError
 from vmdr.transport.auth import TokenStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,20 @@ KEY_HEADER = "X-Vmdr-Backup-Key"
 
 
 def add_server_routes(app: FastAPI, cs: ConfigServer, tokens: TokenStore) -> None:
+    @app.get("/v1/server/info")
+    def get_info() -> dict[str, Any]:
+        """What this server runs with; a malformed data-plane file is named
+        with its problem instead of failing the answer."""
+        try:
+            plane: dict[str, Any] = cs.workflows.dataplane.describe()
+        except VmdrError as exc:
+            plane = {"error": exc.to_dict()}
+        return {
+            "database": cs.engine.dialect.name,
+            "dataplane": plane,
+            "grant_key": cs.secrets.grant_signer().public_pem(),
+        }
+
     @app.get("/v1/server/backup")
     def get_backup(with_key: bool = False) -> Response:
         """A consistent archive of the database (and the credentials key if

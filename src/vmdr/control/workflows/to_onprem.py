@@ -180,30 +180,29 @@ def _restore_cloud_point(wf: Workflows, ctx: StepContext) -> None:
 
 
 def _final_sync(wf: Workflows, ctx: StepContext) -> None:
-    """The writes the cloud VM made (its dirty maps), then a tagged point
-    that the master target has applied. After the cloud disks went back to
-    an earlier point, the blocks that changed are not in any dirty map: then
+    """The writes the cloud VM made (as its compute service reports them),
+    then a tagged point that the master target has applied. After the cloud
+    disks went back to an earlier point, the blocks that changed are in no
+    record of writes, and a compute service may not know them at all: then
     both sides are hashed again (a differential resync), so that the
-    on-premises disks become exactly the point."""
-    if ctx.args(RecoveryOptions).recovery_point is not None:
-        stop_replications(wf, ctx.params["item"])
+    on-premises disks become exactly the cloud's."""
+    item = ctx.params["item"]
+    settings = wf.settings(item)
+    written: list[list[tuple[int, int]] | None] = [None] * len(settings.disks)
+    if ctx.args(RecoveryOptions).recovery_point is None:
+        compute = wf.dataplane.compute()
+        written = [compute.written_extents(settings.vm_name, index, disk.blob, disk.capacity)
+                   for index, disk in enumerate(settings.disks)]  # fmt: skip
+    if any(extents is None for extents in written):
+        stop_replications(wf, item)
         sub = ctx.with_params(initial="diff")
         start_replication(wf, sub)
         wait_initial_sync(wf, sub)
         return
-    from vmdr.providers.azure.tracking import DirtyMap
-
-    item = ctx.params["item"]
-    settings = wf.settings(item)
-    compute = wf.dataplane.compute()
     with wf.dataplane.ps() as ps:
-        for index, disk in enumerate(settings.disks):
+        for disk, extents in zip(settings.disks, written, strict=True):
+            assert extents is not None
             rid = ReplicationId(item, disk.unit)
-            path = compute.dirty_map_path(settings.vm_name, index)
-            extents: list[tuple[int, int]] = []
-            if path.exists():
-                with DirtyMap(path, url=disk.blob, size=disk.capacity) as dirty:
-                    extents = [(e.start, e.length) for e in dirty.dirty()]
             if extents:
                 ps.mark_dirty(rid, extents)
             point = ps.point(rid, PointRequest(tag=f"failback-{ctx.job_id[:8]}", wait=600))

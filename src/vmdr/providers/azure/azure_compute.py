@@ -61,7 +61,12 @@ from vmdr.providers.azure.compute import (
     CloudCompute,
     CloudVm,
 )
-from vmdr.providers.azure.errors import CloudComputeFailed, CloudVmExists, CloudVmNotFound
+from vmdr.providers.azure.errors import (
+    CloudComputeFailed,
+    CloudVmExists,
+    CloudVmNotFound,
+    CloudWritesUnknown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +213,14 @@ class AzureCompute(CloudCompute):
         if vm is None:
             raise CloudVmNotFound(name=name, where=self.where)
         return self._to_cloud_vm(vm, power_state(vm))
+
+    def written_extents(
+        self, name: str, disk_index: int, url: str, size: int
+    ) -> list[tuple[int, int]] | None:
+        # The VM writes the managed disk imported from ``url``, so neither the
+        # replica blob's ranges nor a resync against it would be the truth:
+        # refused with a code rather than a failback of stale data.
+        raise CloudWritesUnknown(name=name, disk=disk_index, where=self.where)
 
     # -- helpers ------------------------------------------------------------------------
     def _delete_disk(self, vm_name: str, disk_name: str) -> None:

@@ -8,6 +8,9 @@ synthetic workload (no Azure compute emulator exists; docs/azure.md).
 
 Disks are named by their ``pageblob://`` URLs (the replicas vmdr wrote). The
 first disk is the OS disk, the others are data disks in order (LUN 0, 1...).
+
+Which implementation runs is the data plane's ``cloud_compute`` setting
+(``control/dataplane.py``); the workflows see only this interface.
 """
 
 from __future__ import annotations
@@ -86,3 +89,13 @@ class CloudCompute(abc.ABC):
 
     @abc.abstractmethod
     def status(self, name: str) -> CloudVm: ...
+
+    @abc.abstractmethod
+    def written_extents(
+        self, name: str, disk_index: int, url: str, size: int
+    ) -> list[tuple[int, int]] | None:
+        """The ``(offset, length)`` ranges the VM wrote to disk ``disk_index``
+        (``url``, ``size`` bytes) since it was created, or None when this
+        compute service cannot tell: the caller then compares the whole
+        disk with its target (a differential resync) instead of trusting
+        an empty answer."""

@@ -118,6 +118,17 @@ class CloudComputeFailed(AzureProviderError):
     fix = "Read the detail (quota, permissions, region); the operation can be run again."
 
 
+class CloudWritesUnknown(AzureProviderError):
+    code = "VMDR-E0714"
+    http_status = 409
+    msg = "which blocks cloud VM {name!r} wrote to disk {disk} cannot be told in {where}"
+    fix = (
+        "An Azure VM writes its managed disks, not the replica blobs it was made from; "
+        "reading them through incremental snapshots is not in this version "
+        "(docs/azure.md). Fail back from the lab's compute, or copy the disks yourself."
+    )
+
+
 class VhdInvalid(AzureProviderError):
     code = "VMDR-E0720"
     msg = "{path!r} is not a fixed VHD vmdr can use: {detail}"

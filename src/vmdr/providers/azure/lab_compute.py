@@ -45,7 +45,7 @@ from vmdr.lab import process
 from vmdr.lab.process import ProcessRecord
 from vmdr.providers.azure.compute import RUNNING, STOPPED, CloudCompute, CloudVm
 from vmdr.providers.azure.errors import CloudVmExists, CloudVmNotFound, CloudVmState
-from vmdr.providers.azure.tracking import TrackedBackend, open_tracked
+from vmdr.providers.azure.tracking import DirtyMap, TrackedBackend, open_tracked
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,17 @@ class LabCompute(CloudCompute):
                 record["state"] = STOPPED  # the bounded workload ended by itself
                 record["process"] = None
             return self._vm(record)
+
+    def written_extents(
+        self, name: str, disk_index: int, url: str, size: int
+    ) -> list[tuple[int, int]] | None:
+        """From the dirty map the lab VM's workload keeps of its writes (a
+        VM that never ran wrote nothing)."""
+        path = self.dirty_map_path(name, disk_index)
+        if not path.exists():
+            return []
+        with DirtyMap(path, url=url, size=size) as dirty:
+            return [(e.start, e.length) for e in dirty.dirty()]
 
     # -- lab specifics ----------------------------------------------------------------------
     def names(self) -> list[str]:
