@@ -20,27 +20,54 @@ from vmdr.lab.lab import Lab
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def session_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A running, populated lab for the whole test session."""
     with running_lab(tmp_path_factory.mktemp("lab")) as lab:
         yield lab
 
 
+@pytest.fixture
+def lab(session_lab: Lab) -> Lab:
+    """The session's lab, checked before each test that uses it: a service
+    that ended since the test before fails this one with how it ended and
+    the tail of its log, rather than with a "connection refused" far from
+    the cause."""
+    down = [s for s in session_lab.status() if s.state != "up"]
+    if down:
+        pytest.fail("the session's lab lost " + "; ".join(_ending(s) for s in down))
+    return session_lab
+
+
+def _ending(status: Any) -> str:
+    """How a lab service ended (it is a child of this process) and its log's tail."""
+    try:
+        pid, code = os.waitpid(status.pid, os.WNOHANG)
+        how = (f"killed by signal {os.WTERMSIG(code)}" if os.WIFSIGNALED(code)
+               else f"exited with {os.WEXITSTATUS(code)}") if pid else "still running"  # fmt: skip
+    except ChildProcessError:
+        how = "ended (not this process's child)"
+    try:
+        tail = Path(status.log).read_text(errors="replace")[-3000:]
+    except OSError as exc:
+        tail = f"(no log: {exc})"
+    return f"{status.name} (pid {status.pid}, {status.state}): {how}\n{tail}"
+
+
 @pytest.fixture(scope="session")
-def lab_inventory(lab: Lab) -> dict:  # type: ignore[type-arg]
+def lab_inventory(session_lab: Lab) -> dict:  # type: ignore[type-arg]
     from vmdr.lab.state import load_inventory
 
-    return load_inventory(lab.directory)
+    return load_inventory(session_lab.directory)
 
 
 @pytest.fixture(scope="session")
-def account(lab: Lab) -> Iterator[str]:
+def account(session_lab: Lab) -> Iterator[str]:
     """The lab's storage account, with VMDR_STORAGE_ACCOUNTS pointing at its key."""
     from vmdr.lab.services import STORAGE_ACCOUNTS_FILE
 
     old = os.environ.get("VMDR_STORAGE_ACCOUNTS")
-    os.environ["VMDR_STORAGE_ACCOUNTS"] = str(lab.directory / STORAGE_ACCOUNTS_FILE)
-    yield lab.credentials()["azurite"]["account"]
+    os.environ["VMDR_STORAGE_ACCOUNTS"] = str(session_lab.directory / STORAGE_ACCOUNTS_FILE)
+    yield session_lab.credentials()["azurite"]["account"]
     if old is None:
         del os.environ["VMDR_STORAGE_ACCOUNTS"]
     else:
