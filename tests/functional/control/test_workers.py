@@ -81,7 +81,7 @@ def test_a_dead_worker_is_claimed_once_and_recovered_until_nothing_is_left(
     assert calls == []  # settled: no more recovery calls
 
 
-def test_a_worker_that_cannot_renew_its_lease_stops_before_others_may_claim_it(
+def test_a_worker_that_cannot_renew_its_lease_stops_before_others_may_claim_it_if_any_can(
     sessions: sessionmaker[Session],
 ) -> None:
     stopped = threading.Event()
@@ -92,7 +92,12 @@ def test_a_worker_that_cannot_renew_its_lease_stops_before_others_may_claim_it(
 
     lease.start()
     lease.renew = unreachable  # type: ignore[method-assign]
-    assert stopped.wait(5.0)
+    if sessions.kw["bind"].dialect.name == "sqlite":
+        # The only worker there can be: nobody may claim it, so it waits for
+        # its database rather than take the configuration server down.
+        assert not stopped.wait(2.0)
+    else:
+        assert stopped.wait(5.0)
     lease.stop.set()
 
 

@@ -12,6 +12,12 @@ of its reach), stops at once rather than run a step that another worker may
 now run too: its process exits, its supervisor restarts it, and it starts
 clean with a new lease. Lease ages are measured by PostgreSQL's clock, which
 every host shares, not by each host's own.
+
+With SQLite the configuration server is the only worker there can be
+(``vmdr serve worker`` refuses SQLite), so nobody could claim it: a renewal
+that fails (a write lock held long under load) is retried, never a reason
+to stop. The configuration server used to exit there, and took the API down
+with it.
 """
 
 from __future__ import annotations
@@ -109,6 +115,8 @@ class WorkerLease:
         # Lease ages by the database's clock where it has one that every host
         # shares (PostgreSQL); SQLite has one process, hence one clock.
         self._db_clock = bind is not None and bind.dialect.name == "postgresql"
+        # Only where other workers share the database may one take us over.
+        self._shared = bind is None or bind.dialect.name != "sqlite"
 
     def _now(self) -> Any:
         return func.now() if self._db_clock else _now()
@@ -143,7 +151,8 @@ class WorkerLease:
                 self.renew()
             except Exception:  # the database is away
                 log.warning("worker lease: database unreachable", exc_info=True)
-                if time.monotonic() - self.renewed > self.lease - 2 * self.beat:
+                late = time.monotonic() - self.renewed > self.lease - 2 * self.beat
+                if late and self._shared:
                     # Others may claim us any moment now, and run our jobs:
                     # stop before they do, rather than run a step twice.
                     log.critical("worker %s: lease not renewed in time; stopping", self.worker_id)
