@@ -50,7 +50,8 @@ BY_ID = Path("/dev/disk/by-id")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _NAME = re.compile(
     r"^(?:wwn-0x(?P<wwn>[0-9a-f]{32})|scsi-3(?P<naa>[0-9a-f]{32})"
-    r"|scsi-SVMware_Virtual_disk_(?P<serial>[0-9a-f]{32}))$"
+    r"|scsi-SVMware_Virtual_disk_(?P<serial>[0-9a-f]{32}))$",
+    re.IGNORECASE,  # the serial's case is the device's; the hex is the same
 )
 
 
@@ -95,7 +96,7 @@ def uuid_of_name(name: str) -> str | None:
     found = _NAME.match(name)
     if found is None:
         return None
-    return found["wwn"] or found["naa"] or found["serial"]
+    return str(found["wwn"] or found["naa"] or found["serial"]).lower()
 
 
 class DeviceFolder:

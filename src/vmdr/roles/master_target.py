@@ -59,7 +59,7 @@ from vmdr.roles.contracts import (
 from vmdr.roles.datastores import DatastorePath, DatastoreRoots
 from vmdr.transport import frames
 from vmdr.transport.auth import TokenStore
-from vmdr.transport.grants import MATERIALISE, REPLICATE, GrantVerifier
+from vmdr.transport.grants import MATERIALISE, REPLICATE, GrantRefused, GrantVerifier
 from vmdr.transport.service import body_chunks, create_app
 
 __all__ = ["MasterTarget", "MasterTargetSettings", "build_app"]
@@ -144,6 +144,7 @@ class MasterTargetSettings:
 class _Disk:
     disk_id: str
     where: DatastorePath
+    grant_iat: int = 0  # issue time of the grant it was registered with
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -157,6 +158,7 @@ class MasterTarget:
         self._disks: dict[str, _Disk] = {}
         self._lock = threading.Lock()
         self._materialising: set[Path] = set()  # files a materialise is writing
+        self._spent: dict[str, int] = {}  # materialise grants used, until they expire
         self.received = Counter(
             "vmdr_mt_bytes_written", "bytes written to target disks", registry=registry
         )
@@ -179,7 +181,7 @@ class MasterTarget:
             except (OSError, ValueError, KeyError, TypeError, VmdrError) as exc:
                 self._quarantine(record, exc)
                 continue
-            self._disks[record.stem] = _Disk(record.stem, where)
+            self._disks[record.stem] = _Disk(record.stem, where, int(data.get("grant_iat", 0)))
         for record in sorted((self.disks_dir / QUARANTINE).glob("*.json")):
             self.quarantined.setdefault(record.stem, "quarantined at an earlier start")
 
@@ -195,7 +197,15 @@ class MasterTarget:
     def register(self, disk_id: str, spec: DiskSpec) -> dict[str, Any]:
         check_id("disk", disk_id)
         names = {"disk": disk_id, "datastore": spec.datastore, "path": spec.path}
-        self.settings.grants.check(spec.grant, REPLICATE, f"disk {disk_id!r}", names)
+        known = self._disks.get(disk_id)
+        again = known is not None and (known.where.datastore, known.where.path) == (
+            spec.datastore, spec.path)  # fmt: skip
+        # Opening a registered disk again (a sender's retry) needs its grant,
+        # not a fresh one: an initial sync may outlast a grant's validity.
+        claims = self.settings.grants.check(
+            spec.grant, REPLICATE, f"disk {disk_id!r}", names, expired_ok=again
+        )
+        self._refuse_replay(disk_id, claims["iat"], known)
         self.settings.retention.check_ready()
         where = self.settings.datastores.resolve(spec.datastore, spec.path)
         with self._lock:
@@ -206,11 +216,26 @@ class MasterTarget:
             with self.settings.datastores.open(where, size=size) as backend:
                 if spec.size is not None:
                     prepare_target(backend, spec.size)
-            record = {"datastore": where.datastore, "path": where.path}
+            record = {"datastore": where.datastore, "path": where.path, "grant_iat": claims["iat"]}
             write_atomically(self.disks_dir / f"{disk_id}.json", json.dumps(record).encode())
             self.quarantined.pop(disk_id, None)
-            self._disks[disk_id] = _Disk(disk_id, where)
+            self._disks[disk_id] = _Disk(disk_id, where, claims["iat"])
         return self.describe(disk_id)
+
+    def _refuse_replay(self, disk_id: str, issued: int, known: _Disk | None) -> None:
+        """A grant older than the one the disk holds, or than the one it held
+        when it was forgotten, is a replay: after a failback the file is the
+        production VM's disk again, and an old grant must not reopen it."""
+        released = self.disks_dir / f"{disk_id}.released"
+        floor, strictly = (known.grant_iat, False) if known else (0, False)
+        if known is None and released.exists():
+            floor, strictly = int(json.loads(released.read_text())["grant_iat"]), True
+        if issued < floor or (strictly and issued == floor):
+            raise GrantRefused(
+                what=f"disk {disk_id!r}",
+                detail="the grant is older than the disk's last one (a replay); the "
+                "configuration server issues a new one when it assigns the disk again",
+            )
 
     def _user_of(self, where: DatastorePath, but: str | None = None) -> str | None:
         """Who writes ``where`` now: a registered disk or a materialise."""
@@ -254,6 +279,9 @@ class MasterTarget:
             raise DiskBusy(disk=disk_id, detail="a change set is being received")
         try:
             with self._lock:
+                # Remember the last grant's time first: its replay is refused.
+                released = json.dumps({"grant_iat": disk.grant_iat}).encode()
+                write_atomically(self.disks_dir / f"{disk_id}.released", released)
                 self.settings.retention.disk(disk_id).drop()
                 self.session_path(disk_id).unlink(missing_ok=True)
                 (self.disks_dir / f"{disk_id}.json").unlink(missing_ok=True)
@@ -339,7 +367,9 @@ class MasterTarget:
         disk = self.disk(disk_id)
         names = {"disk": disk_id, "point": req.point, "datastore": req.datastore,
                  "path": req.path}  # fmt: skip
-        self.settings.grants.check(req.grant, MATERIALISE, f"materialise of {disk_id!r}", names)
+        what = f"materialise of {disk_id!r}"
+        claims = self.settings.grants.check(req.grant, MATERIALISE, what, names)
+        self._spend(str(req.grant), claims["exp"], what)
         journal = self.settings.retention.disk(disk_id)
         point = journal.find(req.point)
         where = self.settings.datastores.resolve(req.datastore, req.path)
@@ -367,6 +397,16 @@ class MasterTarget:
             "seconds": round(time.monotonic() - started, 3),
             "counters": counters.to_dict() if hasattr(counters, "to_dict") else None,
         }
+
+    def _spend(self, grant: str, expires: int, what: str) -> None:
+        """A materialise grant serves once: replayed, it would write the
+        drill VM's disk again under a running VM."""
+        now = time.time()
+        with self._lock:
+            self._spent = {g: e for g, e in self._spent.items() if e >= now}
+            if grant in self._spent:
+                raise GrantRefused(what=what, detail="the grant was used already")
+            self._spent[grant] = expires
 
 
 class _Receiver:

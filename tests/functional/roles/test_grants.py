@@ -91,3 +91,31 @@ def test_the_master_target_writes_only_an_assigned_disk(pair: Pair) -> None:
         assert not (pair.ds / "out").exists()
         c.post(url, pair.materialise("d1", "latest", "out/a-flat.vmdk"))
     assert (pair.ds / "out/a-flat.vmdk").read_bytes() == b"\xab" * MiB
+
+
+def test_an_old_grant_cannot_reopen_a_released_disk_nor_a_materialise_run_twice(
+    pair: Pair,
+) -> None:
+    """After a failback the master target forgets the disk, and the file is
+    the production VM's again: the grant it was written under (kept by the
+    process server) must not open it a second time. A new assignment, with
+    a newer grant, may."""
+    old = pair.disk("d1", "d1/d1-flat.vmdk", size=MiB, create=True)
+    with pair.mt_client() as c:
+        c.put("/v1/disks/d1", old)
+        c.put("/v1/disks/d1", old)  # the sender's retry: the same grant, the same disk
+        c.upload("/v1/disks/d1/changesets/initial", [stream(changeset(b"\xab" * MiB, MiB))])
+        once = pair.materialise("d1", "latest", "out/a-flat.vmdk")
+        c.post("/v1/disks/d1/materialise", once)
+        err = refused(c.post, "/v1/disks/d1/materialise", once)
+        assert (err.status, err.remote_code) == (403, "VMDR-E0360") and "used" in err.message
+        c.delete("/v1/disks/d1")
+        err = refused(c.put, "/v1/disks/d1", old)
+        assert (err.status, err.remote_code) == (403, "VMDR-E0360") and "replay" in err.message
+    pair.mt.stop()  # the refusal outlives a restart
+    pair.mt.start()
+    with pair.mt_client() as c:
+        err = refused(c.put, "/v1/disks/d1", old)
+        assert err.remote_code == "VMDR-E0360"
+        c.put("/v1/disks/d1", pair.disk("d1", "d1/d1-flat.vmdk", size=MiB))  # assigned again
+    assert (pair.ds / "d1/d1-flat.vmdk").read_bytes() == b"\xab" * MiB

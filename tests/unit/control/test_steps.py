@@ -276,3 +276,19 @@ def test_a_cycle_that_gave_way_is_not_a_replication_error_but_a_failed_one_is(
     undo(ctx, {"code": "VMDR-E0401", "message": "blob gone", "fix": ""})
     error = wf.settings(ident).replication_error
     assert error is not None and error["code"] == "VMDR-E0401"
+
+
+def test_a_failback_that_could_not_tell_the_cloud_writes_is_refused_before_the_vm_stops(
+    wf: Workflows, plane: MemoryPlane
+) -> None:
+    """Azure's VMs write managed disks vmdr cannot read yet: the failback
+    is refused while the workload still runs, not after it was stopped."""
+    ident = item(wf)
+    compute = plane.compute()
+    compute.create_from_disks("web-01", ["b0", "b1"], "Standard_D2s_v5", "prod")
+    compute.start("web-01")
+    compute.knows_writes = False
+    with pytest.raises(VmdrError) as err:
+        run(kinds(wf)["failback"], "shut-down-cloud-vm", {"item": ident, "operation": "x"})
+    assert err.value.code == "VMDR-E0714"
+    assert compute.status("web-01").state == "running"

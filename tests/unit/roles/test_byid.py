@@ -55,6 +55,7 @@ def test_a_vsphere_uuid_maps_to_the_names_udev_gives_it() -> None:
     assert by_id_names(UUID) == [f"wwn-0x{HEX}", f"scsi-3{HEX}", f"scsi-SVMware_Virtual_disk_{HEX}"]
     for name in by_id_names(UUID):
         assert uuid_of_name(name) == HEX
+    assert uuid_of_name(f"scsi-SVMware_Virtual_disk_{HEX.upper()}") == HEX
     for other in ("wwn-0x" + HEX + "-part1", "nvme-eui.36000c2900000000", f"ata-{HEX}",
                   f"scsi-2{HEX}", "scsi-36000c29"):  # fmt: skip
         assert uuid_of_name(other) is None, other

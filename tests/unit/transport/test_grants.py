@@ -74,3 +74,16 @@ def test_the_signing_key_follows_the_servers_secret_key() -> None:
     verifier = GrantVerifier(a.public_pem().encode())
     verifier.check(GrantSigner.from_secret(b"k" * 44).sign(REPLICATE, NAMES), REPLICATE, "t", NAMES)
     assert "private" in repr(a) and "k" * 4 not in repr(a)
+
+
+def test_a_grant_is_exact_in_type_orders_by_issue_time_and_may_reopen_when_expired() -> None:
+    signer, verifier = pair()
+    grant = signer.sign(MATERIALISE, {"disk": "d", "point": 1.0, "datastore": None}, now=5.0)
+    names = {"disk": "d", "point": 1.0, "datastore": None}
+    claims = verifier.check(grant, MATERIALISE, "t", names, now=6.0)
+    assert claims["iat"] == 5000  # milliseconds: two grants a moment apart are ordered
+    for names in ({"point": 1}, {"point": "1.0"}, {"point": True}, {"absent": None}):
+        assert "does not cover" in refused(verifier, grant, MATERIALISE, names, now=6.0)
+    late = 5.0 + TTL[MATERIALISE] + 1
+    assert "expired" in refused(verifier, grant, MATERIALISE, {"disk": "d"}, now=late)
+    verifier.check(grant, MATERIALISE, "t", {"disk": "d"}, now=late, expired_ok=True)

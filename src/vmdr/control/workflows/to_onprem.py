@@ -33,6 +33,7 @@ from vmdr.model.dspath import DatastoreFile
 from vmdr.model.errors import VmdrError
 from vmdr.model.ids import ReplicationId
 from vmdr.model.prechecks import PrecheckFailed
+from vmdr.providers.azure.errors import CloudWritesUnknown
 from vmdr.roles.contracts import PointRequest
 
 __all__ = ["FailbackProofMissing", "onprem_kinds"]
@@ -164,7 +165,10 @@ def master_target_host(wf: Workflows) -> str:
 
 def _stop_cloud_vm(wf: Workflows, ctx: StepContext) -> None:
     settings = wf.settings(ctx.params["item"])
-    vm = wf.dataplane.compute().stop(settings.vm_name)
+    compute = wf.dataplane.compute()
+    if not compute.knows_writes:  # refused while the workload still runs
+        raise CloudWritesUnknown(name=settings.vm_name, disk="any", where=compute.where)
+    vm = compute.stop(settings.vm_name)
     ctx.progress("shut-down-cloud-vm", 0, f"cloud VM {vm.name} is {vm.state}")
 
 

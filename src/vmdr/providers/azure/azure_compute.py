@@ -95,6 +95,8 @@ def power_state(vm: VirtualMachine) -> str:
 
 
 class AzureCompute(CloudCompute):
+    knows_writes = False  # until its managed disks are read through snapshots (issue 22)
+
     def __init__(
         self,
         subscription_id: str,

@@ -67,6 +67,15 @@ class CloudCompute(abc.ABC):
     ``start``, ``stop`` and ``delete`` are idempotent (a workflow step may run
     twice): starting a running VM or stopping a stopped one does nothing."""
 
+    # Whether ``written_extents`` can answer: a failback asks before it
+    # stops the cloud VM, so that a refusal leaves the workload running.
+    knows_writes = True
+
+    @property
+    @abc.abstractmethod
+    def where(self) -> str:
+        """Where its VMs are, for messages (a resource group, a folder)."""
+
     @abc.abstractmethod
     def create_from_disks(
         self, name: str, disk_urls: Sequence[str], size: str, network: str
