@@ -165,10 +165,11 @@ document.getElementById("logout").addEventListener("click", async () => {
   try {
     await post("/v1/logout");
   } catch {
-    // Already expired or an admin token: nothing to end.
+    // Already expired: nothing to end, and no "refused" message either.
   }
   token.clear();
   loggedIn(false);
+  document.getElementById("login-error").textContent = "";
 });
 window.addEventListener("vmdr:unauthorized", () => {
   token.clear();
