@@ -292,3 +292,14 @@ def test_a_failback_that_could_not_tell_the_cloud_writes_is_refused_before_the_v
         run(kinds(wf)["failback"], "shut-down-cloud-vm", {"item": ident, "operation": "x"})
     assert err.value.code == "VMDR-E0714"
     assert compute.status("web-01").state == "running"
+
+
+def test_a_reprotect_home_from_a_compute_that_cannot_tell_its_writes_is_refused_first(
+    wf: Workflows, plane: MemoryPlane
+) -> None:
+    ident = item(wf)
+    plane.compute().knows_writes = False
+    with pytest.raises(VmdrError) as err:
+        run(kinds(wf)["reprotectToOnPremises"], "prechecks", {"item": ident, "operation": "r"})
+    assert err.value.code == "VMDR-E0714"
+    assert plane.ps().specs == {}  # nothing was started

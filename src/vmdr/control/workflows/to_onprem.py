@@ -72,6 +72,12 @@ def _refresh_discovery(wf: Workflows, vcenter_id: str) -> None:
 
 
 def _prechecks(wf: Workflows, ctx: StepContext) -> None:
+    compute = wf.dataplane.compute()
+    if not compute.knows_writes:
+        # What would travel home is the replica blob, not what the cloud VM
+        # wrote since the failover: refused before anything is set up.
+        vm = wf.settings(ctx.params["item"]).vm_name
+        raise CloudWritesUnknown(name=vm, disk="its disks", where=compute.where)
     plan = prechecks_report(wf, ctx)
     error = plan.pop("error", None)
     wf.update_settings(ctx.params["item"], reprotect=plan)
@@ -167,7 +173,7 @@ def _stop_cloud_vm(wf: Workflows, ctx: StepContext) -> None:
     settings = wf.settings(ctx.params["item"])
     compute = wf.dataplane.compute()
     if not compute.knows_writes:  # refused while the workload still runs
-        raise CloudWritesUnknown(name=settings.vm_name, disk="any", where=compute.where)
+        raise CloudWritesUnknown(name=settings.vm_name, disk="its disks", where=compute.where)
     vm = compute.stop(settings.vm_name)
     ctx.progress("shut-down-cloud-vm", 0, f"cloud VM {vm.name} is {vm.state}")
 

@@ -222,7 +222,7 @@ class AzureCompute(CloudCompute):
         # The VM writes the managed disk imported from ``url``, so neither the
         # replica blob's ranges nor a resync against it would be the truth:
         # refused with a code rather than a failback of stale data.
-        raise CloudWritesUnknown(name=name, disk=disk_index, where=self.where)
+        raise CloudWritesUnknown(name=name, disk=f"disk {disk_index}", where=self.where)
 
     # -- helpers ------------------------------------------------------------------------
     def _delete_disk(self, vm_name: str, disk_name: str) -> None:

@@ -121,7 +121,7 @@ class CloudComputeFailed(AzureProviderError):
 class CloudWritesUnknown(AzureProviderError):
     code = "VMDR-E0714"
     http_status = 409
-    msg = "which blocks cloud VM {name!r} wrote to disk {disk} cannot be told in {where}"
+    msg = "which blocks cloud VM {name!r} wrote to {disk} cannot be told in {where}"
     fix = (
         "An Azure VM writes its managed disks, not the replica blobs it was made from; "
         "reading them through incremental snapshots is not in this version "
