@@ -94,11 +94,11 @@ def test_no_path_leaves_the_pages_folder_or_skips_the_token(server: tuple[Servic
     assert status == 401
 
 
-def test_the_login_check_names_the_tokens_owner(server: tuple[Service, str]) -> None:
+def test_the_login_check_names_the_tokens_owner_and_role(server: tuple[Service, str]) -> None:
     svc, token = server
     with httpx.Client(base_url=svc.url, verify=tls(svc)) as http:
         me = http.get("/v1/session", headers={"authorization": f"Bearer {token}"})
-        assert me.json() == {"client": "admin"}
+        assert me.json() == {"client": "admin", "role": "administrator"}
         wrong = http.get("/v1/session", headers={"authorization": "Bearer not-a-token"})
         assert wrong.status_code == 401 and wrong.json()["code"] == "VMDR-E0351"
 

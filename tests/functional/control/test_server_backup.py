@@ -93,6 +93,9 @@ def test_backup_restore_onto_a_fresh_server(lab: Lab, tmp_path: Path) -> None:
             with ServiceClient("mt", new.url, new.ca_file, role["token"]) as mt:
                 assert mt.post("/v1/roles/heartbeat", {"health": {"ok": True}}) == {"ok": True}
             assert c.get("/v1/master-targets")[0]["healthy"] is True
+            # Restored with its secret.key, it signs grants with the same key:
+            # the roles' --grant-key holds.
+            assert c.get("/v1/server/info")["grant_key"] == role["grant_key"]
             # The restored credentials still open the vCenter: discover again.
             job = wait_job(new, c.post(f"/v1/vcenters/{vc['id']}/discover")["url"])
             assert job["state"] == "succeeded", job
