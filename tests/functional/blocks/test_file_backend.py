@@ -4,10 +4,10 @@ descriptors, and the errors a user meets with bad paths."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -76,19 +76,19 @@ def test_create_makes_an_empty_disk(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def immutable(tmp_path: Path) -> Iterator[Path]:
-    path = make_file(tmp_path / "ro.img", MiB)
+def immutable(tmp_path: Path, small_drive: Any) -> Iterator[Path]:
+    """A file its writer cannot write: mode 0444 for a user; for root (who
+    writes any mode), a file on a file system mounted read-only (EROFS)."""
     if os.geteuid() != 0:
+        path = make_file(tmp_path / "ro.img", MiB)
         path.chmod(0o444)
         yield path
         return
-    chattr = shutil.which("chattr")
-    if chattr is None or subprocess.run([chattr, "+i", str(path)]).returncode != 0:
-        pytest.skip("running as root without a working chattr: cannot make a read-only file")
-    try:
-        yield path
-    finally:
-        subprocess.run([chattr, "-i", str(path)], check=True)
+    drive = small_drive(4 * MiB)
+    path = make_file(drive / "ro.img", MiB)
+    done = subprocess.run(["mount", "-o", "remount,ro", str(drive)], capture_output=True, text=True)
+    assert done.returncode == 0, f"cannot remount read-only: {done.stderr}"
+    yield path
 
 
 def test_read_only_target_file(immutable: Path, tmp_path: Path) -> None:
