@@ -28,12 +28,9 @@ each wrong key) when it is malformed or has a key vmdr does not know.
   for that direction, reading VMDK extents and writing page blobs.
 - ``storage_account``/``container``: the cloud disks (page blobs).
 - ``cloud_compute``: which cloud compute service makes, powers and deletes
-  the recovery VMs: ``{"driver": "azure", "subscription_id", "resource_group",
-  "location", ...}`` (azure-mgmt-compute, ``providers/azure/azure_compute.py``)
-  or ``{"driver": "lab", "folder": ...}`` (the lab's, ``lab_compute.py``: no
-  Azure compute emulator exists; docs/azure.md). A bare path is the lab's
-  folder (files written before the setting had a driver). The workflows see
-  only ``CloudCompute``; which one runs is shown by ``GET /v1/dataplane``.
+  the recovery VMs, chosen by its ``driver`` (``providers/azure/
+  compute_setting.py``); the workflows see only ``CloudCompute``, and
+  ``GET /v1/server/info`` says which one runs.
 - ``process_server``/``master_target``: the roles the failback direction uses
   (cloud process server → on-premises master target), with a token each.
 - ``dns``: the server the traffic manager updates (docs/traffic.md).
@@ -49,13 +46,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from vmdr.model.dspath import DatastoreFile
 from vmdr.model.errors import VmdrError, validation_summary
 from vmdr.providers.azure.compute import CloudCompute
+from vmdr.providers.azure.compute_setting import ComputeSetting
 from vmdr.roles.clients import MasterTargetClient, ProcessServerClient
 from vmdr.roles.datastores import DatastorePath, DatastoreRoots
 from vmdr.transport.client import ServiceClient
@@ -111,53 +109,11 @@ class DnsSpec(_Section):
     secret: str | None = Field(default=None, repr=False)  # better in secret_file
 
 
-class LabComputeSpec(_Section):
-    """The lab's cloud: VM records and workloads in a folder."""
-
-    driver: Literal["lab"]
-    folder: Path
-
-    def describe(self) -> dict[str, str]:
-        return {"driver": self.driver, "where": f"the lab's cloud in {self.folder}"}
-
-    def open(self) -> CloudCompute:
-        from vmdr.providers.azure.lab_compute import LabCompute
-
-        return LabCompute(self.folder)
-
-
-class AzureComputeSpec(_Section):
-    """Azure: VMs in a resource group (credentials from azure-identity's
-    DefaultAzureCredential: environment, managed identity, CLI login)."""
-
-    driver: Literal["azure"]
-    subscription_id: str = Field(min_length=1)
-    resource_group: str = Field(min_length=1)
-    location: str = Field(min_length=1)
-    storage_resource_group: str | None = None
-    os_type: Literal["Linux", "Windows"] = "Linux"
-    disk_sku: str = "Standard_LRS"
-
-    def describe(self) -> dict[str, str]:
-        where = f"resource group {self.resource_group!r} ({self.location})"
-        return {"driver": self.driver, "where": where}
-
-    def open(self) -> CloudCompute:
-        from vmdr.providers.azure.azure_compute import AzureCompute
-
-        return AzureCompute(self.subscription_id, self.resource_group, self.location,
-                            storage_resource_group=self.storage_resource_group,
-                            os_type=self.os_type, disk_sku=self.disk_sku)  # fmt: skip
-
-
-ComputeSpec = Annotated[LabComputeSpec | AzureComputeSpec, Field(discriminator="driver")]
-
-
 class DataPlane(_Section):
     datastores: dict[str, Path] = {}
     storage_account: str | None = None
     container: str = "vmdr-replicas"
-    cloud_compute: ComputeSpec | None = None
+    cloud_compute: ComputeSetting | None = None
     process_server: RoleAccess | None = None
     master_target: RoleAccess | None = None
     dns: DnsSpec | None = None
@@ -172,9 +128,7 @@ class DataPlane(_Section):
         # As the hand-written loader had it: a section left empty ("dns": {},
         # "cloud_compute": "", null) is a section not given.
         if isinstance(raw, dict):
-            raw = {k: v for k, v in raw.items() if v not in (None, "", {}, [])}
-            if isinstance(raw.get("cloud_compute"), str):  # a bare folder: the lab's
-                raw["cloud_compute"] = {"driver": "lab", "folder": raw["cloud_compute"]}
+            return {k: v for k, v in raw.items() if v not in (None, "", {}, [])}
         return raw
 
     @property
@@ -213,10 +167,8 @@ class DataPlane(_Section):
         return f"pageblob://{account}/{self.container}/{item}-disk{unit}"
 
     def compute(self) -> CloudCompute:
-        spec: LabComputeSpec | AzureComputeSpec = self._need(
-            self.cloud_compute, "the cloud compute"
-        )
-        return spec.open()
+        compute: CloudCompute = self._need(self.cloud_compute, "the cloud compute").open()
+        return compute
 
     def describe(self) -> dict[str, Any]:
         """What the workflows will use, for the server's info (no secrets)."""
