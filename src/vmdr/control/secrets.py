@@ -36,7 +36,8 @@ class SecretUnreadable(VmdrError):
 class SecretBox:
     def __init__(self, key: bytes, path: Path | None = None) -> None:
         self._fernet = Fernet(key)
-        self._key = key
+        # Derived once: every replication start, registration and info asks.
+        self._signer = GrantSigner.from_secret(key)
         self.path = path
 
     @classmethod
@@ -61,7 +62,7 @@ class SecretBox:
         """What signs the disks this server assigns to process servers and
         master targets (``transport.grants``): derived from this key, so a
         server restored with its key signs as before."""
-        return GrantSigner.from_secret(self._key)
+        return self._signer
 
     def __repr__(self) -> str:
         return f"SecretBox(path={self.path})"

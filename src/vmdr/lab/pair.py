@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vmdr.lab.process import free_port, port_open
 from vmdr.transport.client import ServiceClient
-from vmdr.transport.grants import MATERIALISE, REPLICATE, GrantSigner
+from vmdr.transport.grants import MATERIALISE, REPLICATE, GrantSigner, replication_names
 
 __all__ = ["Pair", "Service"]
 
@@ -153,15 +153,13 @@ class Pair:
 
     def replication(self, rid: str, source: str, path: str, **more: Any) -> dict[str, Any]:
         """The body of POST /v1/replications, with its grant (datastore ds1)."""
-        names = {"id": rid, "disk": rid, "source": source, "datastore": "ds1", "path": path}
-        grant = self.signer.sign(REPLICATE, names)
+        grant = self.signer.sign(REPLICATE, replication_names(rid, source, "ds1", path))
         return {"id": rid, "source": source, "datastore": "ds1", "path": path,
                 "grant": grant, **more}  # fmt: skip
 
     def disk(self, disk: str, path: str, **more: Any) -> dict[str, Any]:
         """The body of PUT /v1/disks/{disk} (datastore ds1), with its grant."""
-        names = {"id": disk, "disk": disk, "source": "", "datastore": "ds1", "path": path}
-        grant = self.signer.sign(REPLICATE, names)
+        grant = self.signer.sign(REPLICATE, replication_names(disk, "", "ds1", path))
         return {"datastore": "ds1", "path": path, "grant": grant, **more}
 
     def materialise(self, disk: str, point: str, path: str) -> dict[str, Any]:

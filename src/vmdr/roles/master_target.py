@@ -226,11 +226,12 @@ class MasterTarget:
         """A grant older than the one the disk holds, or than the one it held
         when it was forgotten, is a replay: after a failback the file is the
         production VM's disk again, and an old grant must not reopen it."""
-        released = self.disks_dir / f"{disk_id}.released"
-        floor, strictly = (known.grant_iat, False) if known else (0, False)
-        if known is None and released.exists():
-            floor, strictly = int(json.loads(released.read_text())["grant_iat"]), True
-        if issued < floor or (strictly and issued == floor):
+        if known is not None:
+            replay = issued < known.grant_iat  # the same grant again is a retry
+        else:
+            released = self.disks_dir / f"{disk_id}.released"
+            replay = released.exists() and issued <= json.loads(released.read_text())["grant_iat"]
+        if replay:
             raise GrantRefused(
                 what=f"disk {disk_id!r}",
                 detail="the grant is older than the disk's last one (a replay); the "

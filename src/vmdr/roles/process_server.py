@@ -39,7 +39,7 @@ from vmdr.roles.contracts import DirtyFeed, NewReplication, PointRequest
 from vmdr.roles.replication import Replication, ReplicationSpec
 from vmdr.roles.sender import RateLimiter
 from vmdr.transport.auth import TokenStore
-from vmdr.transport.grants import REPLICATE, GrantVerifier
+from vmdr.transport.grants import REPLICATE, GrantVerifier, replication_names
 from vmdr.transport.service import create_app
 
 __all__ = ["ProcessServer", "ProcessServerSettings", "build_app"]
@@ -152,7 +152,7 @@ class ProcessServer:
     def create(self, req: NewReplication) -> dict[str, Any]:
         # Checked before anything is opened: a source the configuration server
         # did not assign is refused the same way whether or not it exists.
-        names = {"id": req.id, "source": req.source, "datastore": req.datastore, "path": req.path}
+        names = replication_names(req.id, req.source, req.datastore, req.path)
         self.settings.grants.check(req.grant, REPLICATE, f"replication {req.id!r}", names)
         check_block_size(req.block_size)
         with self._lock:

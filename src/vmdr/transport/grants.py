@@ -49,6 +49,7 @@ __all__ = [
     "GrantRefused",
     "GrantSigner",
     "GrantVerifier",
+    "replication_names",
 ]
 
 VERSION = "g1"
@@ -60,6 +61,12 @@ MATERIALISE = "materialise"
 TTL = {REPLICATE: 7 * 86400.0, MATERIALISE: 3600.0}
 MAX_GRANT = 8192
 _ABSENT = object()
+
+
+def replication_names(rid: str, source: str, datastore: str | None, path: str) -> dict[str, Any]:
+    """What a replication's grant covers: the process server checks the id,
+    source and target; the master target the disk (the id), datastore and path."""
+    return {"id": rid, "disk": rid, "source": source, "datastore": datastore, "path": path}
 
 
 class GrantRefused(VmdrError):

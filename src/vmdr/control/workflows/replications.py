@@ -15,7 +15,7 @@ from vmdr.model.errors import VmdrError
 from vmdr.model.ids import ReplicationId
 from vmdr.roles.contracts import NewReplication
 from vmdr.transport.client import RemoteError
-from vmdr.transport.grants import REPLICATE
+from vmdr.transport.grants import REPLICATE, replication_names
 
 __all__ = [
     "ReplicationFailed",
@@ -49,8 +49,7 @@ def start_replication(wf: Workflows, ctx: StepContext) -> None:
             where = target.datastore_file
             # The process server reads this blob and the master target writes
             # this file, for this disk: nothing else (transport.grants).
-            names = {"id": rid, "disk": rid, "source": disk.blob,
-                     "datastore": where.datastore, "path": where.flat}  # fmt: skip
+            names = replication_names(rid, disk.blob, where.datastore, where.flat)
             spec = NewReplication(id=rid, source=disk.blob, datastore=where.datastore,
                                   path=where.flat, initial=initial, interval=3600,
                                   grant=signer.sign(REPLICATE, names))  # fmt: skip

@@ -33,6 +33,7 @@ from vmdr.model.dspath import DatastoreFile
 from vmdr.model.errors import VmdrError
 from vmdr.model.ids import ReplicationId
 from vmdr.model.prechecks import PrecheckFailed
+from vmdr.providers.azure.compute import CloudCompute
 from vmdr.providers.azure.errors import CloudWritesUnknown
 from vmdr.roles.contracts import PointRequest
 
@@ -71,13 +72,18 @@ def _refresh_discovery(wf: Workflows, vcenter_id: str) -> None:
             store_discovery(s, vc, inventory)
 
 
-def _prechecks(wf: Workflows, ctx: StepContext) -> None:
+def _compute_knowing_writes(wf: Workflows, vm: str) -> CloudCompute:
+    """The cloud compute, if it can tell what its VMs wrote; else refused
+    (before a reprotect sets anything up, before a failback stops the VM):
+    what would travel home is the replica blob, not the VM's disks."""
     compute = wf.dataplane.compute()
     if not compute.knows_writes:
-        # What would travel home is the replica blob, not what the cloud VM
-        # wrote since the failover: refused before anything is set up.
-        vm = wf.settings(ctx.params["item"]).vm_name
         raise CloudWritesUnknown(name=vm, disk="its disks", where=compute.where)
+    return compute
+
+
+def _prechecks(wf: Workflows, ctx: StepContext) -> None:
+    _compute_knowing_writes(wf, wf.settings(ctx.params["item"]).vm_name)
     plan = prechecks_report(wf, ctx)
     error = plan.pop("error", None)
     wf.update_settings(ctx.params["item"], reprotect=plan)
@@ -171,10 +177,7 @@ def master_target_host(wf: Workflows) -> str:
 
 def _stop_cloud_vm(wf: Workflows, ctx: StepContext) -> None:
     settings = wf.settings(ctx.params["item"])
-    compute = wf.dataplane.compute()
-    if not compute.knows_writes:  # refused while the workload still runs
-        raise CloudWritesUnknown(name=settings.vm_name, disk="its disks", where=compute.where)
-    vm = compute.stop(settings.vm_name)
+    vm = _compute_knowing_writes(wf, settings.vm_name).stop(settings.vm_name)
     ctx.progress("shut-down-cloud-vm", 0, f"cloud VM {vm.name} is {vm.state}")
 
 
