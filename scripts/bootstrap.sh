@@ -51,8 +51,8 @@ fi
 
 # 4. The vCenter simulator, built from Debian's govmomi (GOPATH mode, no downloads) -----
 VCSIM=build/vcsim/vcsimdr
-if [ ! -x "$VCSIM" ] || [ tools/vcsim/main.go -nt "$VCSIM" ]; then
-  say "building the vCenter simulator from tools/vcsim/main.go"
+if [ ! -x "$VCSIM" ] || [ -n "$(find tools/vcsim -name '*.go' -newer "$VCSIM")" ]; then
+  say "building the vCenter simulator from tools/vcsim"
   mkdir -p build/vcsim build/gopath build/gocache
   GO111MODULE=off GOPATH="$ROOT/build/gopath:/usr/share/gocode" GOCACHE="$ROOT/build/gocache" \
     GOFLAGS= GOPROXY=off go build -o "$VCSIM" ./tools/vcsim

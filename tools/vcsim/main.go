@@ -105,6 +105,7 @@ func main() {
 	dsRoot := flag.String("ds-root", "", "directory holding one subdirectory per datastore (required; kept on exit)")
 	dsList := flag.String("datastores", defaultDatastores,
 		"comma-separated name:type:mounts; type VMFS|vsan|NFS, mounts all|cluster|standalone")
+	byIDRoot := flag.String("byid-root", "", "keep a /dev/disk/by-id folder per VM here, as its Linux guest would see its disks (see byid.go)")
 	flag.Parse()
 
 	cfg := config{
@@ -119,6 +120,7 @@ func main() {
 		esx:             *esx,
 		dsRoot:          *dsRoot,
 		dsList:          *dsList,
+		byIDRoot:        *byIDRoot,
 	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "vcsimdr:", err)
@@ -127,10 +129,10 @@ func main() {
 }
 
 type config struct {
-	listen, certFile, keyFile, user, pass, dsRoot, dsList string
-	tls                                                   bool
-	clusterHosts, standaloneHosts                         int
-	esx                                                   string
+	listen, certFile, keyFile, user, pass, dsRoot, dsList, byIDRoot string
+	tls                                                             bool
+	clusterHosts, standaloneHosts                                   int
+	esx                                                             string
 }
 
 func run(cfg config) error {
@@ -179,6 +181,17 @@ func run(cfg config) error {
 	dsOut, err := addDatastores(root, specs, hosts)
 	if err != nil {
 		return err
+	}
+	if cfg.byIDRoot != "" {
+		byIDRoot, err := filepath.Abs(cfg.byIDRoot)
+		if err != nil {
+			return err
+		}
+		emulator, err := newByIDEmulator(byIDRoot, dsOut)
+		if err != nil {
+			return fmt.Errorf("-byid-root: %w", err)
+		}
+		simulator.Map.AddHandler(emulator)
 	}
 
 	m.Service.Listen = &url.URL{Host: cfg.listen}

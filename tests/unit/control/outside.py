@@ -125,6 +125,7 @@ class MemoryVms:
         self.power: dict[str, str] = {name: "poweredOn" for name in names}
         self.created: dict[str, tuple[str, str, list[Any]]] = {}
         self.snapshots_removed: list[str] = []
+        self.attached: dict[str, dict[str, str]] = {}  # VM -> its disks' files -> UUIDs
 
     def __call__(self, vcenter_id: str) -> Any:  # Workflows.vcenters
         import contextlib
@@ -164,3 +165,17 @@ class MemoryVms:
     def delete(self, name: str) -> None:
         self._need(name)
         del self.power[name]
+
+    def attach(self, name: str, files: list[str]) -> dict[str, str]:
+        import uuid
+
+        self._need(name)
+        disks = self.attached.setdefault(name, {})
+        for file in files:
+            disks.setdefault(file, str(uuid.uuid5(uuid.NAMESPACE_URL, file)))
+        return {f: disks[f] for f in files}
+
+    def detach(self, name: str, files: list[str]) -> list[str]:
+        self._need(name)
+        disks = self.attached.get(name, {})
+        return [f for f in files if disks.pop(f, None) is not None]

@@ -25,9 +25,13 @@ from vmdr.providers.vsphere.session import (
 
 __all__ = [
     "NewDisk",
+    "NoFreeDiskSlot",
     "attach_disk",
+    "attach_disks",
+    "attached_disks",
     "create_vm",
     "delete_vm",
+    "detach_disks",
     "find_vm",
     "power_off",
     "power_on",
@@ -203,6 +207,109 @@ def attach_disk(si: Any, vm: Any, file: str, unit: int) -> None:
     )
     change = vim.vm.device.VirtualDeviceSpec(operation="add", device=device)
     wait_for_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+
+
+class NoFreeDiskSlot(VSphereError):
+    code = "VMDR-E0614"
+    http_status = 409
+    msg = "VM {vm!r} has {free} free SCSI slot(s) for {wanted} more disk(s)"
+    fix = (
+        "An appliance VM holds at most 60 disks (4 SCSI controllers of 15): add a SCSI "
+        "controller to it, wait for other failbacks to end, or register another master target."
+    )
+
+
+def _devices(si: Any, vm: Any) -> list[Any]:
+    return list(retrieve(si, vm, ["config.hardware.device"]).get("config.hardware.device") or [])
+
+
+def attached_disks(si: Any, vm: Any) -> dict[str, str]:
+    """The VM's disks: VMDK file (``[ds] dir/disk.vmdk``) → its UUID (ESX
+    reads it from the VMDK; empty if it has none)."""
+    from pyVmomi import vim
+
+    return {
+        str(getattr(d.backing, "fileName", "")): getattr(d.backing, "uuid", None) or ""
+        for d in _devices(si, vm)
+        if isinstance(d, vim.vm.device.VirtualDisk) and getattr(d.backing, "fileName", None)
+    }
+
+
+def _free_scsi_slots(devices: list[Any]) -> list[tuple[int, int]]:
+    """(controller key, unit) pairs free on the VM's SCSI controllers (unit 7
+    is the controller's own)."""
+    from pyVmomi import vim
+
+    used = _slots(devices)
+    return [
+        (c.key, unit)
+        for c in devices
+        if isinstance(c, vim.vm.device.VirtualSCSIController)
+        for unit in range(16)
+        if unit != 7 and (c.key, unit) not in used
+    ]
+
+
+def attach_disks(si: Any, vm: Any, files: list[str], attempts: int = 5) -> dict[str, str]:
+    """Hot-add existing VMDKs to ``vm``, read-write, on free SCSI slots; a
+    disk attached already stays as it is (a step run again). Returns each
+    file's UUID as the VM sees it.
+
+    Two jobs attaching to the same appliance at once may pick the same free
+    slot; vCenter refuses the second: it reads the VM again and retries."""
+    from pyVmomi import vim
+
+    for attempt in range(attempts):
+        devices = _devices(si, vm)
+        present = attached_disks(si, vm)
+        missing = [f for f in dict.fromkeys(files) if f not in present]
+        if not missing:
+            break
+        free = _free_scsi_slots(devices)
+        if len(free) < len(missing):
+            name = retrieve(si, vm, ["name"]).get("name", "?")
+            raise NoFreeDiskSlot(vm=name, free=len(free), wanted=len(missing))
+        changes = []
+        for n, (file, (controller, unit)) in enumerate(zip(missing, free, strict=False)):
+            backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+                diskMode="persistent", fileName=file
+            )
+            device = vim.vm.device.VirtualDisk(
+                key=-200 - n, controllerKey=controller, unitNumber=unit, backing=backing
+            )
+            changes.append(vim.vm.device.VirtualDeviceSpec(operation="add", device=device))
+        try:
+            wait_for_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=changes)))
+        except VSphereError:
+            raced = _slots(_devices(si, vm)) != _slots(devices)  # someone else attached
+            if not raced or attempt == attempts - 1:
+                raise
+    present = attached_disks(si, vm)
+    no_uuid = [f for f in files if not present.get(f)]
+    if no_uuid:
+        raise VSphereError(detail=f"ESX reports no UUID for {', '.join(no_uuid)}")
+    return {f: present[f] for f in files}
+
+
+def _slots(devices: list[Any]) -> set[tuple[int, int]]:
+    return {(d.controllerKey, d.unitNumber) for d in devices if d.unitNumber is not None}
+
+
+def detach_disks(si: Any, vm: Any, files: list[str]) -> list[str]:
+    """Remove these VMDKs from ``vm`` without deleting them; those not
+    attached are skipped. Returns the files detached."""
+    from pyVmomi import vim
+
+    gone = [
+        d
+        for d in _devices(si, vm)
+        if isinstance(d, vim.vm.device.VirtualDisk)
+        and getattr(d.backing, "fileName", None) in set(files)
+    ]
+    if gone:
+        changes = [vim.vm.device.VirtualDeviceSpec(operation="remove", device=d) for d in gone]
+        wait_for_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=changes)))
+    return [str(getattr(d.backing, "fileName", "")) for d in gone]
 
 
 def delete_vm(si: Any, vm: Any) -> None:

@@ -37,6 +37,15 @@ class VmOperations(Protocol):
         """Power off (hard) if needed, then destroy the VM and its files."""
         ...
 
+    def attach(self, name: str, files: list[str]) -> dict[str, str]:
+        """Hot-add existing VMDKs to the VM (those attached already stay);
+        each file's VMDK UUID."""
+        ...
+
+    def detach(self, name: str, files: list[str]) -> list[str]:
+        """Remove these VMDKs from the VM, keeping them; the files detached."""
+        ...
+
 
 class VmControl:
     """``VmOperations`` on a pyVmomi session (``si``, also there for discovery)."""
@@ -71,3 +80,9 @@ class VmControl:
 
     def delete(self, name: str) -> None:
         control.delete_vm(self.si, control.find_vm(self.si, name))
+
+    def attach(self, name: str, files: list[str]) -> dict[str, str]:
+        return control.attach_disks(self.si, control.find_vm(self.si, name), files)
+
+    def detach(self, name: str, files: list[str]) -> list[str]:
+        return control.detach_disks(self.si, control.find_vm(self.si, name), files)
