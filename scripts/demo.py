@@ -125,6 +125,21 @@ def delete_original(lab: Lab, name: str) -> None:
         delete_vm(si, find_vm(si, name))
 
 
+def show_master_target_disks(lab: Lab, when: str) -> None:
+    """What vCenter shows attached to the master target's VM (mt-01) beyond
+    its own disks: the disks it writes during a failback."""
+    from vmdr.lab.roles import LAB_MASTER_TARGET_VM
+    from vmdr.providers.vsphere.control import attached_disks, find_vm
+    from vmdr.providers.vsphere.session import session
+
+    with session(vcenter_endpoint(lab.directory)) as si:
+        disks = attached_disks(si, find_vm(si, LAB_MASTER_TARGET_VM))
+    others = sorted(f for f in disks if f"] {LAB_MASTER_TARGET_VM}/" not in f)
+    console.print(f"   disks attached to {LAB_MASTER_TARGET_VM} {when}: {len(others) or 'none'}")
+    for file in others:
+        console.print(f"     {escape(file)}  (VMDK UUID {disks[file]})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, default=Path(".vmdr-lab"))
@@ -163,6 +178,7 @@ def main() -> int:
                 console.print(f"   [yellow]{vm} was refused, as it should be:[/] {escape(refusal)}")
                 continue
             timing[vm] = time.monotonic() - started
+        show_master_target_disks(lab, "while they replicate home")
         console.print(
             "[bold]7.[/] fail back (stop the cloud VM, final sync, prove every disk "
             "equal, power on on-premises), commit, protect to the cloud again:"
@@ -172,6 +188,7 @@ def main() -> int:
             must(lab, "failback", vm)
             timing[vm] += time.monotonic() - started
             must(lab, "commit", vm)
+        show_master_target_disks(lab, "after failback")
         console.print(
             "[bold]8.[/] back home, the applications write on-premises again; "
             "reprotect to the cloud sends only that delta:"

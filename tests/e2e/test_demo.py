@@ -37,6 +37,15 @@ def test_demo_runs_the_whole_cycle_and_its_summary_is_true(tmp_path: Path) -> No
         assert (db[0], db[5], db[6]) == ("ALR", "equal", "Protected")
         assert (app[0], app[5], app[6]) == ("refused", "VMDR-E0803", "Committed")
         assert "app-01 was refused, as it should be" in out and "1 snapshot" in out
+        # The disks the master target wrote were attached to its VM during the
+        # failback, and detached once it was done.
+        during = re.search(r"disks attached to mt-01 while they replicate home: 3\n"
+                           r"((?:\s+\[.*\n){3})", out)  # fmt: skip
+        assert during is not None, out
+        for disk in ("[vmfs-01] web-01/web-01.vmdk", "[vmfs-01] web-01/web-01_1.vmdk",
+                     "[vmfs-01] db-01/db-01.vmdk"):  # fmt: skip
+            assert disk in during[1]
+        assert "disks attached to mt-01 after failback: none" in out
         # OLR sends a part of the disk; the way back to the cloud only the delta.
         assert 0 < float(web[2]) < float(web[1]) / 2
         for row in (web, db):

@@ -79,6 +79,28 @@ def power_state(lab: Lab) -> str:
         return state_of(si, find_vm(si, VM))
 
 
+def master_target_disks(lab: Lab) -> dict[str, str]:
+    """The disks vCenter shows attached to the master target's VM beyond its
+    own (file -> UUID), and that its guest sees them under by-id."""
+    from pyVmomi import vim
+
+    from vmdr.lab.roles import LAB_MASTER_TARGET_VM as MT
+    from vmdr.providers.vsphere.control import attached_disks, find_vm
+    from vmdr.providers.vsphere.session import retrieve, session
+    from vmdr.roles.byid import DeviceFolder
+
+    with session(vcenter_endpoint(lab.directory)) as si:
+        appliance = find_vm(si, MT)
+        disks = attached_disks(si, appliance)
+        devices = retrieve(si, appliance, ["config.hardware.device"])["config.hardware.device"]
+    count = sum(isinstance(d, vim.vm.device.VirtualDisk) for d in devices)
+    assert count == len(disks), "a VMDK is attached twice"
+    others = {f: u for f, u in disks.items() if f"] {MT}/" not in f}
+    seen = DeviceFolder(lab.directory / "by-id" / MT)
+    assert all(len(seen.devices(u)) == 1 for u in others.values())
+    return others
+
+
 def item(lab: Lab, vm: str = VM) -> dict[str, Any]:
     code, data = vmdr(lab, "items", "show", vm)
     assert code == 0, data
@@ -140,12 +162,16 @@ def test_protect_fail_over_reprotect_fail_back_and_protect_again(cycle_lab: Lab)
     sizes = {d["unit"]: d["capacity"] for d in reprotected["disks"]}
     for unit, sent in reprotected["reprotect_sent"].items():
         assert int(sent) < sizes[int(unit)] // 4, "OLR must send only changed blocks"
+    # The master target writes the original VMDKs attached to its VM.
+    assert sorted(master_target_disks(lab)) == [f"[vmfs-01] {VM}/{VM}.vmdk",
+                                               f"[vmfs-01] {VM}/{VM}_1.vmdk"]  # fmt: skip
 
     # 5. Fail back: cloud VM stopped, final sync, proof, on-premises VM on.
     succeeded(lab, "failback", VM)
     back = item(lab)
     assert (back["state"], back["active_site"]) == ("FailedOver", "primary")
     assert power_state(lab) == "poweredOn"
+    assert master_target_disks(lab) == {}  # detached before the VM was powered on
     proof = back["failback_proof"]
     assert set(proof) == {str(u) for u in flats} and all(p["equal"] for p in proof.values())
     for unit, flat in flats.items():
@@ -285,7 +311,11 @@ def test_a_configuration_server_killed_during_reprotect_resumes_it(cycle_lab: La
     steps = [(e["step"], e["kind"]) for e in job["events"]]
     assert steps.count(("start-replication", "start")) == 2  # ran again after the restart
     assert item(lab, vm)["state"] == "Protected"
+    # The attach ran twice, the disks are attached once.
+    assert sorted(master_target_disks(lab)) == [f"[vmfs-01] {vm}/{vm}.vmdk",
+                                               f"[vmfs-01] {vm}/{vm}_1.vmdk"]  # fmt: skip
     succeeded(lab, "failback", vm)
+    assert master_target_disks(lab) == {}
     built = next(v for v in load_inventory(lab.directory)["vms"] if v["name"] == vm)
     flats = {d["unit"]: Path(d["flat_path"]) for d in built["disks"]}
     for disk in item(lab, vm)["disks"]:
@@ -574,6 +604,10 @@ def test_a_failback_drill_leaves_production_untouched(cycle_lab: Lab) -> None:
         assert file_sha(flat) == production[unit]  # production untouched
     cloud = json.loads((lab.directory / "cloud-vms" / "cloud-vms.json").read_text())
     assert cloud[vm]["state"] == "running"  # the cloud VM keeps running
+    # The master target wrote the scratch disks attached to its VM; they were
+    # detached before the scratch VM started; the replication's stay.
+    assert sorted(master_target_disks(lab)) == [f"[vmfs-01] {vm}/{vm}.vmdk",
+                                               f"[vmfs-01] {vm}/{vm}_1.vmdk"]  # fmt: skip
 
     succeeded(lab, "test-failover-cleanup", vm)
     with session(vcenter_endpoint(lab.directory)) as si, pytest.raises(VmNotFound):

@@ -107,7 +107,17 @@ def master_target(
     ca_dir: Path | None = CaOpt,
     cert: Path | None = CertOpt,
     key: Path | None = KeyOpt,
-    datastore: list[str] = typer.Option([], "--datastore", help="NAME=PATH, repeatable."),
+    datastore: list[str] = typer.Option(
+        [],
+        "--datastore",
+        help="NAME=PATH, repeatable: folders it may write files in.",
+    ),
+    by_id: Path | None = typer.Option(
+        None, "--by-id", help="Where the disks attached to this VM appear (/dev/disk/by-id)."
+    ),
+    device_wait: float | None = typer.Option(
+        None, help="How long an attached disk may take to appear (s, default 60)."
+    ),
     retention_dir: Path | None = typer.Option(None, help="The retention drive's folder."),
     retention_hours: float | None = typer.Option(None, help="Retention window (default 24)."),
     retention_quota: str | None = typer.Option(None, help="Most the journals may use."),
@@ -123,6 +133,7 @@ def master_target(
 ) -> None:
     """Receive replication data, journal it, write target disks, cut points."""
     from vmdr.blocks.retention import RetentionStore
+    from vmdr.roles.byid import DeviceFolder
     from vmdr.roles.datastores import DatastoreRoots
     from vmdr.roles.master_target import MasterTargetSettings, build_app
     from vmdr.transport.grants import GrantVerifier
@@ -130,7 +141,7 @@ def master_target(
     try:
         s = MasterTargetOptions.load(config, dict(
             state_dir=state_dir, host=host, port=port, ca_dir=ca_dir, cert=cert, key=key,
-            datastore=datastore,
+            datastore=datastore, by_id=by_id, device_wait=device_wait,
             retention_dir=retention_dir, retention_hours=retention_hours,
             retention_quota=retention_quota, retention_min_free=retention_min_free,
             stream_idle=stream_idle, configuration_server=configuration_server,
@@ -150,7 +161,8 @@ def master_target(
     except VmdrError as exc:
         fail(exc)
     threading.Thread(target=_prune_forever, args=(retention,), daemon=True).start()
-    settings = MasterTargetSettings(roots, retention, s.state_dir, grants, s.stream_idle)
+    settings = MasterTargetSettings(roots, retention, s.state_dir, grants, s.stream_idle,
+                                    DeviceFolder(s.by_id), s.device_wait)  # fmt: skip
     _run("master-target", s, lambda tokens: build_app(settings, tokens))
 
 

@@ -139,7 +139,11 @@ class _Role(_Service):
 class MasterTargetOptions(_Role):
     model_config = SettingsConfigDict(env_prefix="VMDR_MASTER_TARGET_")
 
-    datastore: list[str] = Field(min_length=1)  # NAME=PATH
+    # NAME=PATH folders it may write files in; none on a real site, where it
+    # writes only the disks attached to its VM (``by_id``).
+    datastore: list[str] = []
+    by_id: Path = Path("/dev/disk/by-id")  # where the disks attached to its VM appear
+    device_wait: float = Field(default=60.0, ge=0, le=3600)
     retention_dir: Path
     retention_hours: float = Field(default=24.0, gt=0)
     retention_quota: Size = None

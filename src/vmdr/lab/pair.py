@@ -16,8 +16,15 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vmdr.lab.process import free_port, port_open
+from vmdr.roles.byid import by_id_names
 from vmdr.transport.client import ServiceClient
-from vmdr.transport.grants import MATERIALISE, REPLICATE, GrantSigner, replication_names
+from vmdr.transport.grants import (
+    MATERIALISE,
+    REPLICATE,
+    GrantSigner,
+    replication_names,
+    target_names,
+)
 
 __all__ = ["Pair", "Service"]
 
@@ -94,7 +101,9 @@ class Service:
 
 
 class Pair:
-    """A master target (datastore ``ds1``) and a process server sending to it.
+    """A master target (datastore ``ds1``; its VM's by-id folder ``by_id``,
+    where a test "attaches" a disk with ``attach``) and a process server
+    sending to it.
 
     Without a configuration server: the pair trusts ``self.signer``'s grants,
     and ``grant`` signs what a test assigns, as the server's workflows would."""
@@ -107,6 +116,8 @@ class Pair:
         self.ds.mkdir(parents=True)
         self.retention = root / "retention"
         self.retention.mkdir()
+        self.by_id = root / "by-id"
+        self.by_id.mkdir()
         ca = root / "pki"
         self.signer = GrantSigner(Ed25519PrivateKey.generate())
         grant_key = root / "grant-key.pem"
@@ -120,6 +131,10 @@ class Pair:
                 str(self.retention),
                 "--retention-min-free",
                 "1M",
+                "--by-id",
+                str(self.by_id),
+                "--device-wait",
+                "2",
                 "--grant-key",
                 str(grant_key),
                 *(mt_args or []),
@@ -153,14 +168,39 @@ class Pair:
 
     def replication(self, rid: str, source: str, path: str, **more: Any) -> dict[str, Any]:
         """The body of POST /v1/replications, with its grant (datastore ds1)."""
-        grant = self.signer.sign(REPLICATE, replication_names(rid, source, "ds1", path))
+        target = target_names("ds1", path)
+        grant = self.signer.sign(REPLICATE, replication_names(rid, source, target))
         return {"id": rid, "source": source, "datastore": "ds1", "path": path,
                 "grant": grant, **more}  # fmt: skip
 
     def disk(self, disk: str, path: str, **more: Any) -> dict[str, Any]:
         """The body of PUT /v1/disks/{disk} (datastore ds1), with its grant."""
-        grant = self.signer.sign(REPLICATE, replication_names(disk, "", "ds1", path))
+        grant = self.signer.sign(REPLICATE, replication_names(disk, "", target_names("ds1", path)))
         return {"datastore": "ds1", "path": path, "grant": grant, **more}
+
+    def attach(self, file: Path, disk_uuid: str) -> None:
+        """What ESX and udev do when a disk is hot-added to the master
+        target's VM: its by-id names lead to the device (here, ``file``)."""
+        for name in by_id_names(disk_uuid)[:2]:
+            (self.by_id / name).symlink_to(file)
+
+    def device_replication(self, rid: str, source: str, disk_uuid: str,
+                           **more: Any) -> dict[str, Any]:  # fmt: skip
+        """The body of POST /v1/replications to an attached disk, with its grant."""
+        target = target_names(device=disk_uuid)
+        grant = self.signer.sign(REPLICATE, replication_names(rid, source, target))
+        return {"id": rid, "source": source, **target, "grant": grant, **more}
+
+    def device_disk(self, disk: str, disk_uuid: str, **more: Any) -> dict[str, Any]:
+        """The body of PUT /v1/disks/{disk} for an attached disk, with its grant."""
+        target = target_names(device=disk_uuid)
+        grant = self.signer.sign(REPLICATE, replication_names(disk, "", target))
+        return {**target, "grant": grant, **more}
+
+    def device_materialise(self, disk: str, point: str, disk_uuid: str) -> dict[str, Any]:
+        """The body of POST /v1/disks/{disk}/materialise into an attached disk."""
+        body = {"point": point, **target_names(device=disk_uuid)}
+        return {**body, "grant": self.signer.sign(MATERIALISE, {"disk": disk, **body})}
 
     def materialise(self, disk: str, point: str, path: str) -> dict[str, Any]:
         """The body of POST /v1/disks/{disk}/materialise, with its grant."""

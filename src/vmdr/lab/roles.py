@@ -1,8 +1,10 @@
 """The lab's replication roles, as in a failback: a master target on the
 on-premises side, a process server on the cloud side.
 
-- ``master-target``: may write only into the vCenter simulator's datastore
-  folders; its retention drive is ``<lab>/retention``.
+- ``master-target``: writes only the disks vCenter attaches to its VM
+  ``mt-01``, found in the by-id folder the simulator keeps for it
+  (``<lab>/by-id/mt-01``); no datastore folder; its retention drive is
+  ``<lab>/retention``.
 - ``process-server``: registered with the master target at start (its token
   in ``<lab>/process-server/master-target.token``, mode 0600); its cache of
   outgoing change sets is ``<lab>/process-server/cache``.
@@ -108,8 +110,6 @@ class MasterTargetService:
         pass  # it is vmdr itself
 
     def start(self, ctx: LabContext, port: int) -> ServiceRecord:
-        vcenter = ctx.started["vcenter"]
-        datastores = [f"{d['name']}={d['path']}" for d in vcenter.details["topology"]["datastores"]]
         state = ctx.directory / self.name
         retention = ctx.directory / "retention"
         retention.mkdir(exist_ok=True)
@@ -117,11 +117,12 @@ class MasterTargetService:
             self.name, "--state-dir", str(state), "--port", str(port),
             "--ca-dir", str(ctx.directory / "pki"), "--retention-dir", str(retention),
             "--retention-min-free", "64M",
-            *[arg for ds in datastores for arg in ("--datastore", ds)],
+            # No datastore folders: it writes only the disks vCenter attaches
+            # to its VM, which appear here (tools/vcsim/byid.go).
+            "--by-id", str(ctx.directory / "by-id" / LAB_MASTER_TARGET_VM),
             *_register_with_cs(ctx, self.name, port, state),
         )  # fmt: skip
         record = _start(self.name, argv, ctx, port, state)
-        record.details["datastores"] = datastores
         record.details["retention"] = str(retention)
         return record
 

@@ -94,6 +94,10 @@ class VCenterService:
         # The simulator keeps no inventory across restarts; neither may the disks.
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
+        # What each VM's Linux guest would see under /dev/disk/by-id (the
+        # appliances read their own VM's folder); rebuilt with the inventory.
+        by_id = ctx.directory / f"by-id{suffix}"
+        shutil.rmtree(by_id, ignore_errors=True)
         work = ctx.directory / ("vcsim" if self.name == "vcenter" else f"vcsim-{self.name}")
         work.mkdir(exist_ok=True)
         out = work / "vcsim.out"
@@ -105,7 +109,7 @@ class VCenterService:
             "-tls", "-cert", str(cert.cert), "-key", str(cert.key),
             "-user", creds["user"], "-pass", creds["password"],
             "-cluster-hosts", "2", "-standalone-hosts", "1",
-            "-ds-root", str(root),
+            "-ds-root", str(root), "-byid-root", str(by_id),
         ]  # fmt: skip
         if self.esx:
             argv += ["-esx", self.esx]

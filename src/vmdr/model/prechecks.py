@@ -258,7 +258,9 @@ def _master_target_rules(mt: MasterTargetFacts | None, added_disks: int) -> list
             Finding(
                 "VMDR-E0811",
                 "master target disk.enableUUID",
-                f"the master target's VM ({mt.name}) does not have disk.enableUUID=TRUE.",
+                f"the master target's VM ({mt.name}) does not have disk.enableUUID=TRUE: "
+                "without it Linux sees no UUID for the disks attached to it and the master "
+                "target cannot find the ones it must write.",
                 "Power it off, set disk.enableUUID=TRUE in its advanced settings, power it on, "
                 "and discover again.",
             )
@@ -278,7 +280,8 @@ def _master_target_rules(mt: MasterTargetFacts | None, added_disks: int) -> list
                 "VMDR-E0813",
                 "master target not storage-vMotioned",
                 f"the master target's VM ({mt.name}) moved to another datastore since it was "
-                "registered.",
+                "registered: the disks attached to it for a failback would not be made "
+                "available to it.",
                 "Move it back with storage vMotion, or deploy and register a new master target.",
             )
         )
@@ -297,7 +300,8 @@ def _master_target_rules(mt: MasterTargetFacts | None, added_disks: int) -> list
             Finding(
                 "VMDR-E0815",
                 "at most 60 master target disks",
-                f"master target {mt.name} has {mt.disks} disks; {added_disks} more would exceed "
+                f"master target {mt.name} has {mt.disks} disks (its own and those attached "
+                f"for failbacks under way); {added_disks} more would exceed "
                 f"{MAX_MASTER_TARGET_DISKS}.",
                 "Use another master target, or fail back fewer machines at once.",
             )

@@ -42,6 +42,7 @@ __all__ = [
     "DeviceFolder",
     "DeviceNotFound",
     "by_id_names",
+    "uuid_dashed",
     "uuid_hex",
     "uuid_of_name",
 ]
@@ -82,6 +83,12 @@ def uuid_hex(vmdk_uuid: str) -> str:
     if not _HEX32.match(digits):
         raise ValueError(f"{vmdk_uuid!r} is not a VMDK UUID (32 hex digits)")
     return digits
+
+
+def uuid_dashed(vmdk_uuid: str) -> str:
+    """The UUID in vSphere's 8-4-4-4-12 form, lower case: how vmdr shows it."""
+    h = uuid_hex(vmdk_uuid)
+    return f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
 def by_id_names(vmdk_uuid: str) -> list[str]:

@@ -53,6 +53,16 @@ class ProcessServerClient(ServiceClient):
         answer: dict[str, Any] = self.post(f"/v1/replications/{rid}/points", _body(request))
         return answer
 
+    def prove(self, rid: Ident) -> dict[str, Any]:
+        """Start a whole-disk proof of source = target (``roles.proof``)."""
+        answer: dict[str, Any] = self.post(f"/v1/replications/{rid}/proof")
+        return answer
+
+    def proof(self, rid: Ident) -> dict[str, Any]:
+        """The proof's progress, and its verdict once done."""
+        answer: dict[str, Any] = self.get(f"/v1/replications/{rid}/proof")
+        return answer
+
     def stop(self, rid: Ident, *, forget_target: bool = False) -> bool:
         """Stop a replication (and have the master target forget its journal);
         False if the process server did not know it."""

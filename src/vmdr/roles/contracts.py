@@ -6,11 +6,36 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
 from vmdr.blocks.hashing import DEFAULT_BLOCK_SIZE
 from vmdr.model.ids import ID_PATTERN
-from vmdr.transport.grants import MAX_GRANT
+from vmdr.transport.grants import MAX_GRANT, target_names
+
+# A VMDK UUID as vSphere shows it (``6000C29d-e45f-…``) or as 32 hex digits.
+VMDK_UUID = r"^[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}$"
+
+
+class _Target(BaseModel):
+    """The disk a master target writes: ``device``, the VMDK UUID of a disk
+    attached to its VM (found under /dev/disk/by-id), or a ``path`` in one
+    of its datastore folders."""
+
+    datastore: str | None = Field(default=None, max_length=128)
+    path: str | None = Field(default=None, min_length=1, max_length=512)
+    device: str | None = Field(default=None, pattern=VMDK_UUID)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> _Target:
+        if (self.path is None) == (self.device is None):
+            raise ValueError("name the target disk by exactly one of path or device")
+        if self.device is not None and self.datastore is not None:
+            raise ValueError("a device is not in a datastore: give no datastore with it")
+        return self
+
+    def target_names(self) -> dict[str, Any]:
+        return target_names(self.datastore, self.path, self.device)
+
 
 __all__ = [
     "BeginControl",
@@ -26,12 +51,10 @@ __all__ = [
 
 
 # -- the process server ------------------------------------------------------------------
-class NewReplication(BaseModel):
+class NewReplication(_Target):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(pattern=ID_PATTERN)
     source: str = Field(min_length=1, max_length=2048)
-    datastore: str | None = Field(default=None, max_length=128)
-    path: str = Field(min_length=1, max_length=512)
     initial: Literal["full", "diff"] = "full"
     interval: float = Field(default=300.0, ge=1.0, le=86400.0)
     block_size: int = DEFAULT_BLOCK_SIZE
@@ -66,10 +89,8 @@ class ReplicationStatus(BaseModel):
 
 
 # -- the master target -------------------------------------------------------------------
-class DiskSpec(BaseModel):
+class DiskSpec(_Target):
     model_config = ConfigDict(extra="forbid")
-    datastore: str | None = Field(default=None, max_length=128)
-    path: str = Field(min_length=1, max_length=512)
     size: int | None = Field(default=None, ge=0, le=1 << 46)
     create: bool = False
     grant: str | None = Field(default=None, max_length=MAX_GRANT)
@@ -82,11 +103,9 @@ class DigestRequest(BaseModel):
     size: int = Field(ge=0, le=1 << 46)
 
 
-class MaterialiseRequest(BaseModel):
+class MaterialiseRequest(_Target):
     model_config = ConfigDict(extra="forbid")
     point: str | float = "latest"
-    datastore: str | None = Field(default=None, max_length=128)
-    path: str = Field(min_length=1, max_length=512)
     grant: str | None = Field(default=None, max_length=MAX_GRANT)
 
 

@@ -3,20 +3,23 @@ retention drive, writes it into disks on its datastores, cuts recovery points.
 
 REST (all under token auth, see ``transport.service``)::
 
-    PUT  /v1/disks/{disk}                 {datastore, path, size, create, grant}: register a disk
+    PUT  /v1/disks/{disk}                 {device | datastore+path, size, create, grant}: register
     GET  /v1/disks/{disk}                 the disk, its open change set (acked), newest point
     DELETE /v1/disks/{disk}               forget it (journal, points); the file stays
     GET  /v1/disks/{disk}/points          recovery points
     POST /v1/disks/{disk}/digests         {block_size, start_block, size} -> BlockDigests frames
     POST /v1/disks/{disk}/changesets/{cs} frame stream in -> {acked, point}
-    POST /v1/disks/{disk}/materialise     {point, datastore, path, grant}: a disk as at that point
+    POST /v1/disks/{disk}/materialise     {point, device | datastore+path, grant}: a disk as
+                                          at that point
     GET  /v1/retention                    retention drive usage
     GET  /v1/quarantine                   disk records set aside at start, and why
 
-One change set per disk at a time (a second gets 409). Disks are opened only
-inside the configured datastore roots (``roles.datastores``), and only those
-the configuration server assigned: registering a disk and materialising a
-point each need its grant naming that disk and that file (``transport.grants``).
+One change set per disk at a time (a second gets 409). A disk is a VMDK the
+configuration server attached to this master target's VM, named by its UUID
+and found under by-id, or a file inside the configured datastore roots
+(``roles.targets``), and only one the configuration server assigned:
+registering a disk and materialising a point each need its grant naming that
+disk and that target (``transport.grants``).
 A materialise writes a file no registered disk uses, one writer at a time.
 """
 
@@ -43,12 +46,12 @@ from vmdr.blocks.backend import Backend
 from vmdr.blocks.durable import write_atomically
 from vmdr.blocks.errors import TargetTooLarge
 from vmdr.blocks.hashing import check_block_size
-from vmdr.blocks.operation import prepare_target
 from vmdr.blocks.parallel import digests
 from vmdr.blocks.retention import RecoveryPoint, RetentionStore
 from vmdr.model.errors import VmdrError, validation_summary
 from vmdr.model.ids import is_id
 from vmdr.roles.apply import ChangeSetApplier, SessionError, load_session
+from vmdr.roles.byid import DeviceFolder
 from vmdr.roles.contracts import (
     BeginControl,
     CutControl,
@@ -56,7 +59,8 @@ from vmdr.roles.contracts import (
     DiskSpec,
     MaterialiseRequest,
 )
-from vmdr.roles.datastores import DatastorePath, DatastoreRoots
+from vmdr.roles.datastores import DatastoreRoots
+from vmdr.roles.targets import Targets, Where
 from vmdr.transport import frames
 from vmdr.transport.auth import TokenStore
 from vmdr.transport.grants import MATERIALISE, REPLICATE, GrantRefused, GrantVerifier
@@ -138,12 +142,16 @@ class MasterTargetSettings:
     # A change set whose sender sends nothing for this long is closed (its
     # disk lock freed; the sender resumes from the last ack).
     stream_idle: float = 60.0
+    # Where the disks attached to this appliance's VM appear, and how long
+    # one may take to appear after the attach.
+    devices: DeviceFolder = field(default_factory=DeviceFolder)
+    device_wait: float = 60.0
 
 
 @dataclass
 class _Disk:
     disk_id: str
-    where: DatastorePath
+    where: Where
     grant_iat: int = 0  # issue time of the grant it was registered with
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -153,11 +161,12 @@ class MasterTarget:
 
     def __init__(self, settings: MasterTargetSettings, registry: CollectorRegistry) -> None:
         self.settings = settings
+        self.targets = Targets(settings.datastores, settings.devices, settings.device_wait)
         self.disks_dir = settings.state_dir / "disks"
         self.disks_dir.mkdir(parents=True, exist_ok=True)
         self._disks: dict[str, _Disk] = {}
         self._lock = threading.Lock()
-        self._materialising: set[Path] = set()  # files a materialise is writing
+        self._materialising: list[Where] = []  # disks a materialise is writing
         self._spent: dict[str, int] = {}  # materialise grants used, until they expire
         self.received = Counter(
             "vmdr_mt_bytes_written", "bytes written to target disks", registry=registry
@@ -177,7 +186,7 @@ class MasterTarget:
             try:
                 data = json.loads(record.read_text())
                 check_id("disk", record.stem)
-                where = settings.datastores.resolve(data["datastore"], data["path"])
+                where = self.targets.resolve(data)
             except (OSError, ValueError, KeyError, TypeError, VmdrError) as exc:
                 self._quarantine(record, exc)
                 continue
@@ -196,10 +205,10 @@ class MasterTarget:
     # -- disks ---------------------------------------------------------------
     def register(self, disk_id: str, spec: DiskSpec) -> dict[str, Any]:
         check_id("disk", disk_id)
-        names = {"disk": disk_id, "datastore": spec.datastore, "path": spec.path}
+        names = {"disk": disk_id, **spec.target_names()}
         known = self._disks.get(disk_id)
-        again = known is not None and (known.where.datastore, known.where.path) == (
-            spec.datastore, spec.path)  # fmt: skip
+        where = self.targets.resolve(spec)
+        again = known is not None and self.targets.same(known.where, where)
         # Opening a registered disk again (a sender's retry) needs its grant,
         # not a fresh one: an initial sync may outlast a grant's validity.
         claims = self.settings.grants.check(
@@ -207,16 +216,12 @@ class MasterTarget:
         )
         self._refuse_replay(disk_id, claims["iat"], known)
         self.settings.retention.check_ready()
-        where = self.settings.datastores.resolve(spec.datastore, spec.path)
         with self._lock:
             other = self._user_of(where, but=disk_id)
             if other:
                 raise DiskBusy(disk=disk_id, detail=f"{where} is already {other}")
-            size = spec.size if spec.create else None
-            with self.settings.datastores.open(where, size=size) as backend:
-                if spec.size is not None:
-                    prepare_target(backend, spec.size)
-            record = {"datastore": where.datastore, "path": where.path, "grant_iat": claims["iat"]}
+            self.targets.prepare(where, spec.size, spec.create)
+            record = {**self.targets.record(where), "grant_iat": claims["iat"]}
             write_atomically(self.disks_dir / f"{disk_id}.json", json.dumps(record).encode())
             self.quarantined.pop(disk_id, None)
             self._disks[disk_id] = _Disk(disk_id, where, claims["iat"])
@@ -238,12 +243,12 @@ class MasterTarget:
                 "configuration server issues a new one when it assigns the disk again",
             )
 
-    def _user_of(self, where: DatastorePath, but: str | None = None) -> str | None:
+    def _user_of(self, where: Where, but: str | None = None) -> str | None:
         """Who writes ``where`` now: a registered disk or a materialise."""
-        if where.file in self._materialising:
+        if any(self.targets.same(where, m) for m in self._materialising):
             return "being materialised into"
         for d in self._disks.values():
-            if d.where.file == where.file and d.disk_id != but:
+            if self.targets.same(d.where, where) and d.disk_id != but:
                 return f"disk {d.disk_id!r}"
         return None
 
@@ -263,9 +268,8 @@ class MasterTarget:
         points = self.settings.retention.disk(disk_id).points()
         return {
             "id": disk_id,
-            "datastore": disk.where.datastore,
-            "path": disk.where.path,
-            "size": disk.where.file.stat().st_size if disk.where.file.exists() else None,
+            **self.targets.record(disk.where),
+            "size": self.targets.size(disk.where),
             "session": session.to_dict() if session else None,
             "points": len(points),
             "latest_point": _point(points[-1]) if points else None,
@@ -292,7 +296,7 @@ class MasterTarget:
         return {"id": disk_id, "forgotten": True, "file_kept": str(disk.where)}
 
     def open_target(self, disk: _Disk) -> Backend:
-        return self.settings.datastores.open(disk.where)
+        return self.targets.open(disk.where)
 
     # -- change sets ---------------------------------------------------------
     def committed(self, disk_id: str, changeset: str) -> RecoveryPoint | None:
@@ -366,35 +370,33 @@ class MasterTarget:
 
     def materialise(self, disk_id: str, req: MaterialiseRequest) -> dict[str, Any]:
         disk = self.disk(disk_id)
-        names = {"disk": disk_id, "point": req.point, "datastore": req.datastore,
-                 "path": req.path}  # fmt: skip
+        names = {"disk": disk_id, "point": req.point, **req.target_names()}
         what = f"materialise of {disk_id!r}"
         claims = self.settings.grants.check(req.grant, MATERIALISE, what, names)
         self._spend(str(req.grant), claims["exp"], what)
         journal = self.settings.retention.disk(disk_id)
         point = journal.find(req.point)
-        where = self.settings.datastores.resolve(req.datastore, req.path)
-        # The file written is locked for the copy: never a replica (this one
+        where = self.targets.resolve(req)
+        # The disk written is locked for the copy: never a replica (this one
         # or another's), never a second materialise at once.
         with self._lock:
             user = self._user_of(where)
             if user:
                 raise DiskBusy(disk=disk_id, detail=f"cannot materialise into {where}: {user}")
-            self._materialising.add(where.file)
+            self._materialising.append(where)
         started = time.monotonic()
         try:
             # Hold the disk's lock: no change set lands while the copy is made.
             with disk.lock, self.open_target(disk) as current:
                 size = current.size()
-                with self.settings.datastores.open(where, size=size) as out:
+                with self.targets.open_sized(where, size, create=True) as out:
                     counters = journal.materialise(current, point, out)
         finally:
             with self._lock:
-                self._materialising.discard(where.file)
+                self._materialising.remove(where)
         return {
             "point": _point(point),
-            "datastore": where.datastore,
-            "path": where.path,
+            **self.targets.record(where),
             "seconds": round(time.monotonic() - started, 3),
             "counters": counters.to_dict() if hasattr(counters, "to_dict") else None,
         }

@@ -3,13 +3,15 @@ the master target over TLS, caches when the master target is unreachable.
 
 REST (token auth, see ``transport.service``)::
 
-    POST   /v1/replications                 {id, source, datastore, path, initial, interval,
-                                             grant}: only with the configuration server's
+    POST   /v1/replications                 {id, source, device | datastore+path, initial,
+                                             interval, grant}: only with the configuration server's
                                              grant for that source and target
     GET    /v1/replications                 all, with phase, lag, outbox, error
     GET    /v1/replications/{id}
     POST   /v1/replications/{id}/dirty      {"extents": [[offset, length], ...]}: the source's feed
     POST   /v1/replications/{id}/points     {"tag": str|null, "kind": "crash"|"app", "wait": s}
+    POST   /v1/replications/{id}/proof      compare the source with the master target's disk
+    GET    /v1/replications/{id}/proof      ... its progress and verdict (``roles.proof``)
     DELETE /v1/replications/{id}            stop; ?forget_target=true: the master target
                                             forgets the disk's journal too (file stays)
 
@@ -36,6 +38,7 @@ from vmdr.blocks.urls import open_backend
 from vmdr.model.errors import VmdrError
 from vmdr.roles.clients import MasterTargetClient
 from vmdr.roles.contracts import DirtyFeed, NewReplication, PointRequest
+from vmdr.roles.proof import Proof, ProofUnknown
 from vmdr.roles.replication import Replication, ReplicationSpec
 from vmdr.roles.sender import RateLimiter
 from vmdr.transport.auth import TokenStore
@@ -84,6 +87,7 @@ class ProcessServer:
         self.limiter = RateLimiter(settings.bandwidth)
         self._lock = threading.Lock()
         self._repls: dict[str, Replication] = {}
+        self._proofs: dict[str, Proof] = {}  # the last proof of each replication
         self.lag = Gauge(
             "vmdr_ps_rpo_lag_seconds",
             "seconds since the newest delivered point",
@@ -152,7 +156,7 @@ class ProcessServer:
     def create(self, req: NewReplication) -> dict[str, Any]:
         # Checked before anything is opened: a source the configuration server
         # did not assign is refused the same way whether or not it exists.
-        names = replication_names(req.id, req.source, req.datastore, req.path)
+        names = replication_names(req.id, req.source, req.target_names())
         self.settings.grants.check(req.grant, REPLICATE, f"replication {req.id!r}", names)
         check_block_size(req.block_size)
         with self._lock:
@@ -169,6 +173,7 @@ class ProcessServer:
                 req.interval,
                 req.block_size,
                 req.grant,
+                req.device,
             )
             repl = self._make(spec)
             self._repls[req.id] = repl
@@ -197,6 +202,7 @@ class ProcessServer:
             repl.stop()
             dropped = len(repl.outbox.pending())
             del self._repls[repl_id]
+            self._proofs.pop(repl_id, None)
             for suffix in (".json", ".dmap", ".dmap.taken", ".dmap.lock"):
                 (self.repl_dir / f"{repl_id}{suffix}").unlink(missing_ok=True)
             shutil.rmtree(repl.outbox.folder, ignore_errors=True)
@@ -205,6 +211,22 @@ class ProcessServer:
             with self.client() as client:
                 answer["target"] = client.forget(repl.spec.disk)
         return answer
+
+    def prove(self, repl_id: str) -> dict[str, Any]:
+        """Start a proof of the replication (or answer the one running)."""
+        repl = self.get(repl_id)
+        with self._lock:
+            proof = self._proofs.get(repl_id)
+            if proof is None or not proof.running:
+                proof = Proof(repl.spec, self.client).start()
+                self._proofs[repl_id] = proof
+        return proof.status()
+
+    def proof(self, repl_id: str) -> dict[str, Any]:
+        try:
+            return self._proofs[repl_id].status()
+        except KeyError:
+            raise ProofUnknown(id=repl_id) from None
 
     def all(self) -> list[dict[str, Any]]:
         return [self.status(i) for i in sorted(self._repls)]
@@ -241,6 +263,14 @@ def build_app(settings: ProcessServerSettings, tokens: TokenStore) -> FastAPI:
     @app.post("/v1/replications/{repl_id}/points")
     def post_point(repl_id: str, req: PointRequest) -> dict[str, Any]:
         return ps.get(repl_id).request_point(req.tag, req.kind, req.wait)
+
+    @app.post("/v1/replications/{repl_id}/proof", status_code=202)
+    def post_proof(repl_id: str) -> dict[str, Any]:
+        return ps.prove(repl_id)
+
+    @app.get("/v1/replications/{repl_id}/proof")
+    def get_proof(repl_id: str) -> dict[str, Any]:
+        return ps.proof(repl_id)
 
     @app.delete("/v1/replications/{repl_id}")
     def delete_replication(repl_id: str, forget_target: bool = False) -> dict[str, Any]:

@@ -47,8 +47,9 @@ from vmdr.roles.outbox import Outbox
 from vmdr.roles.sender import Cut, RateLimiter, resume_offset, send_changeset, trim
 from vmdr.transport import frames
 from vmdr.transport.errors import ProtocolError
+from vmdr.transport.grants import target_names
 
-__all__ = ["Replication", "ReplicationSpec"]
+__all__ = ["Replication", "ReplicationSpec", "digest_stream"]
 
 log = logging.getLogger(__name__)
 INITIAL = "initial"
@@ -60,11 +61,15 @@ class ReplicationSpec:
     id: str
     source: str
     datastore: str | None
-    path: str
+    path: str | None
     initial: str = "full"  # or "diff"
     interval: float = 300.0
     block_size: int = 64 << 10
     grant: str | None = None  # the configuration server's, handed to the master target
+    device: str | None = None  # the target: a VMDK attached to the master target, or path
+
+    def target(self) -> dict[str, Any]:
+        return target_names(self.datastore, self.path, self.device)
 
     @property
     def disk(self) -> str:
@@ -142,7 +147,7 @@ class Replication:
         return {
             "id": self.spec.id,
             "source": self.spec.source,
-            "target": {"datastore": self.spec.datastore, "path": self.spec.path},
+            "target": self.spec.target(),
             "phase": self.phase,
             "initial_done": self.state["initial_done"],
             "initial_seconds": self.state.get("initial_seconds"),
@@ -198,8 +203,7 @@ class Replication:
             client.open_disk(
                 spec.disk,
                 DiskSpec(
-                    datastore=spec.datastore,
-                    path=spec.path,
+                    **spec.target(),
                     size=size,
                     create=True,
                     grant=spec.grant,
@@ -226,7 +230,7 @@ class Replication:
         source = DiffResyncSource(src, bs)
         with ExitStack() as stack:
             raw = stack.enter_context(client.digests(self.spec.disk, request))
-            theirs = _digests(raw)
+            theirs = digest_stream(raw)
             # The source is hashed in a worker process where worth it (mapped,
             # from the descriptor opened here), else in this thread.
             mine = digests(src, bs, stack, reopen=True)
@@ -311,7 +315,8 @@ def _encode(messages: Iterator[Message], cut: Cut) -> Iterator[bytes | memoryvie
     yield from encoder.encode(frames.Control(cut.to_dict()))
 
 
-def _digests(raw: Iterator[bytes]) -> Iterator[BlockDigests]:
+def digest_stream(raw: Iterator[bytes]) -> Iterator[BlockDigests]:
+    """The ``BlockDigests`` of a master target's digest stream."""
     for msg in frames.iter_messages(raw):
         if isinstance(msg, BlockDigests):
             yield msg

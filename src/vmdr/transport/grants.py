@@ -50,6 +50,7 @@ __all__ = [
     "GrantSigner",
     "GrantVerifier",
     "replication_names",
+    "target_names",
 ]
 
 VERSION = "g1"
@@ -63,10 +64,19 @@ MAX_GRANT = 8192
 _ABSENT = object()
 
 
-def replication_names(rid: str, source: str, datastore: str | None, path: str) -> dict[str, Any]:
+def target_names(
+    datastore: str | None = None, path: str | None = None, device: str | None = None
+) -> dict[str, Any]:
+    """What names a disk a master target writes: a VMDK attached to its VM
+    (``device``, the VMDK UUID), else a file in one of its datastores."""
+    return {"device": device} if device is not None else {"datastore": datastore, "path": path}
+
+
+def replication_names(rid: str, source: str, target: dict[str, Any]) -> dict[str, Any]:
     """What a replication's grant covers: the process server checks the id,
-    source and target; the master target the disk (the id), datastore and path."""
-    return {"id": rid, "disk": rid, "source": source, "datastore": datastore, "path": path}
+    source and target; the master target the disk (the id) and the target
+    (``target_names``)."""
+    return {"id": rid, "disk": rid, "source": source, **target}
 
 
 class GrantRefused(VmdrError):

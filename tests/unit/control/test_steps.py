@@ -41,7 +41,7 @@ def plane() -> MemoryPlane:
 
 @pytest.fixture
 def vms() -> MemoryVms:
-    return MemoryVms("web-01")
+    return MemoryVms("web-01", "mt-01")
 
 
 @pytest.fixture
@@ -55,6 +55,11 @@ def wf(tmp_path: Path, plane: MemoryPlane, vms: MemoryVms) -> Iterator[Workflows
 
 
 def item(wf: Workflows, mode: str = "OLR", disks: int = 2, **settings: Any) -> str:
+    from vmdr.control.db.models import MasterTarget
+
+    with wf.sessions() as s:
+        if s.query(MasterTarget).count() == 0:
+            master_target_on(wf, "esx-01")
     with wf.sessions.begin() as s:
         machine = Machine(name="web-01")
         s.add(machine)
@@ -90,7 +95,7 @@ def kinds(wf: Workflows) -> dict[str, JobKind]:
 
 
 def test_reprotect_starts_one_replication_per_disk_into_the_target_once(
-    wf: Workflows, plane: MemoryPlane
+    wf: Workflows, plane: MemoryPlane, vms: MemoryVms
 ) -> None:
     ident = item(wf, mode="OLR")
     params = {"item": ident, "operation": "reprotect"}
@@ -98,17 +103,22 @@ def test_reprotect_starts_one_replication_per_disk_into_the_target_once(
     specs = plane.ps().specs
     assert sorted(specs) == [f"fb-{ident}-d0", f"fb-{ident}-d1"]
     first, second = specs[f"fb-{ident}-d0"], specs[f"fb-{ident}-d1"]
-    assert (first.source, first.datastore, first.path, first.initial) == (
-        BLOB.format(item=ident, unit=0), "vmfs-02", "web-01/web-01-flat.vmdk", "diff")  # fmt: skip
-    assert second.path == "web-01/web-01_1-flat.vmdk"
+    # The target disks are attached to the master target's VM, and each
+    # replication writes the one it names by UUID: never a datastore path.
+    attached = vms.attached["mt-01"]
+    assert sorted(attached) == ["[vmfs-02] web-01/web-01.vmdk", "[vmfs-02] web-01/web-01_1.vmdk"]
+    disk0 = attached["[vmfs-02] web-01/web-01.vmdk"]
+    assert (first.source, first.device, first.path, first.initial) == (
+        BLOB.format(item=ident, unit=0), disk0, None, "diff")  # fmt: skip
+    assert second.device == attached["[vmfs-02] web-01/web-01_1.vmdk"]
+    assert [t.device for t in wf.settings(ident).failback_targets] == [first.device, second.device]
     # Each carries the server's grant for exactly its source and target.
     verifier = GrantVerifier(wf.secrets().grant_signer().public_pem().encode())
     for rid, spec in specs.items():
-        names = {"id": rid, "disk": rid, "source": spec.source, "datastore": spec.datastore,
-                 "path": spec.path}  # fmt: skip
+        names = {"id": rid, "disk": rid, "source": spec.source, "device": spec.device}
         verifier.check(spec.grant, REPLICATE, rid, names)
     run(kinds(wf)["reprotectToOnPremises"], "start-replication", params)  # a re-run
-    assert len(plane.ps().specs) == 2
+    assert len(plane.ps().specs) == 2 and len(vms.attached["mt-01"]) == 2
 
 
 def test_alternate_location_starts_with_a_full_copy(wf: Workflows, plane: MemoryPlane) -> None:
@@ -198,20 +208,47 @@ def test_commit_refuses_without_a_proof_that_holds_unless_forced(
 
 
 def master_target_on(wf: Workflows, host: str) -> None:
+    """The master target (VM mt-01) runs on ``host``."""
+    from sqlalchemy import select
+
     from vmdr.control.db.models import Host, MasterTarget, Site, VCenter
 
     with wf.sessions.begin() as s:
-        site = Site(name="on-premises", role="primary")
-        s.add(site)
-        s.flush()
-        vc = VCenter(site_id=site.id, name="vc", url="https://vc/sdk", user="u", secret_enc=b"x")
-        s.add(vc)
-        s.flush()
-        esx = Host(vcenter_id=vc.id, name=host, moref="host-1")
+        vc = s.scalars(select(VCenter)).first()
+        if vc is None:
+            site = Site(name="on-premises", role="primary")
+            s.add(site)
+            s.flush()
+            vc = VCenter(site_id=site.id, name="vc", url="https://vc/sdk", user="u",
+                         secret_enc=b"x")  # fmt: skip
+            s.add(vc)
+            s.flush()
+        esx = Host(vcenter_id=vc.id, name=host, moref=f"host-{host}")
         s.add(esx)
         s.flush()
-        s.add(MasterTarget(name="mt", url="https://mt:9443", token_digest="0" * 64,
-                           host_id=esx.id))  # fmt: skip
+        mt = s.scalars(select(MasterTarget)).first()
+        if mt is None:
+            s.add(MasterTarget(name="mt", url="https://mt:9443", token_digest="0" * 64,
+                               host_id=esx.id, vm_name="mt-01"))  # fmt: skip
+        else:
+            mt.host_id = esx.id
+
+
+def test_a_committed_failback_closes_the_cycle_so_the_next_reprotect_prepares_again(
+    wf: Workflows, vms: MemoryVms
+) -> None:
+    """Cycle 2 must not write cycle 1's targets under the VM now running on
+    them: after the commit, reprotect powers it off and chooses again."""
+    ident = item(wf)
+    run(kinds(wf)["commitFailback"], "close-cycle", {"item": ident, "operation": "commit"})
+    assert wf.settings(ident).failback_targets == []
+    targets = {"disk0": "[vmfs-01] web-01/web-01.vmdk", "disk1": "[vmfs-01] web-01/web-01_1.vmdk"}
+    wf.update_settings(ident, reprotect={"mode": "OLR", "targets": targets})
+    assert vms.power["web-01"] == "poweredOn"
+    run(kinds(wf)["reprotectToOnPremises"], "prepare-target",
+        {"item": ident, "operation": "reprotect"})  # fmt: skip
+    assert vms.power["web-01"] == "poweredOff"
+    assert [t.file for t in wf.settings(ident).failback_targets] == list(targets.values())
 
 
 def test_original_location_powers_the_vm_off_and_writes_its_matched_disks(
@@ -259,6 +296,23 @@ def test_failback_powers_on_the_target_vm_and_the_item_now_reads_its_disks(
     assert vms.power["web-01-failback"] == "poweredOn"
     assert settings.onprem_vm_name == "web-01-failback"
     assert [d.file for d in settings.disks] == [t.file for t in settings.failback_targets]
+
+
+def test_failback_detaches_the_disks_from_the_master_target_before_their_vm_starts(
+    wf: Workflows, plane: MemoryPlane, vms: MemoryVms
+) -> None:
+    ident = item(wf)
+    params = {"item": ident, "operation": "plannedFailover"}
+    run(kinds(wf)["reprotectToOnPremises"], "start-replication", params)
+    assert len(vms.attached["mt-01"]) == 2
+    steps = [name for name, _ in kinds(wf)["failback"].steps]
+    assert steps.index("detach-from-master-target") < steps.index("power-on-onprem")
+    run(kinds(wf)["failback"], "detach-from-master-target", params)
+    assert vms.attached["mt-01"] == {}
+    # The replications ended first, their journals forgotten by the master target.
+    assert sorted(plane.ps().stopped) == [(f"fb-{ident}-d0", True), (f"fb-{ident}-d1", True)]
+    run(kinds(wf)["failback"], "detach-from-master-target", params)  # a re-run: nothing left
+    assert vms.attached["mt-01"] == {}
 
 
 def test_a_cycle_that_gave_way_is_not_a_replication_error_but_a_failed_one_is(

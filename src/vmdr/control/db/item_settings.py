@@ -50,10 +50,12 @@ class ItemDisk(_Model):
 
 
 class DiskTarget(_Model):
-    """Where failback writes one disk (the original VMDK, or the new VM's)."""
+    """Where failback writes one disk (the original VMDK, or the new VM's),
+    and its UUID once attached to the master target's VM."""
 
     unit: int
     file: str
+    device: str | None = None
 
     @property
     def datastore_file(self) -> DatastoreFile:

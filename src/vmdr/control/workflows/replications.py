@@ -1,6 +1,9 @@
 """The failback replications on the cloud process server, one per disk of an
-item (``fb-<item>-d<unit>``): start them towards the master target, wait for
-their initial sync, stop them (the master target forgets their journals).
+item (``fb-<item>-d<unit>``): attach the target disks to the master target's
+VM (a vCenter hot-add) and start them towards it, wait for their initial
+sync, stop them (the master target forgets their journals) and detach the
+disks. Attach and detach are idempotent: a step run again after a crash
+finds in vCenter what is attached already.
 Shared by reprotect and failback (``to_onprem.py``), resync and the failback
 drill (``upkeep.py``), and reprotect to the cloud (``to_cloud.py``)."""
 
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from vmdr.control.db.item_settings import DiskTarget
 from vmdr.control.jobs import StepContext
 from vmdr.control.jobs.params import OperationParams
 from vmdr.control.workflows.context import Workflows
@@ -15,10 +19,14 @@ from vmdr.model.errors import VmdrError
 from vmdr.model.ids import ReplicationId
 from vmdr.roles.contracts import NewReplication
 from vmdr.transport.client import RemoteError
-from vmdr.transport.grants import REPLICATE, replication_names
+from vmdr.transport.grants import REPLICATE, replication_names, target_names
 
 __all__ = [
     "ReplicationFailed",
+    "attach_targets",
+    "detach_targets",
+    "master_target_host",
+    "master_target_vm",
     "start_replication",
     "stop_replications",
     "wait_initial_sync",
@@ -33,6 +41,58 @@ class ReplicationFailed(VmdrError):
     fix = "Read the process server's log; fix the cause and run reprotect again."
 
 
+def _master_target(wf: Workflows) -> tuple[str | None, str | None]:
+    """The master target's VM and ESX host (the first one registered)."""
+    from sqlalchemy import select
+
+    from vmdr.control.db.models import Host, MasterTarget
+
+    with wf.sessions() as s:
+        mt = s.scalars(select(MasterTarget).order_by(MasterTarget.registered_at)).first()
+        host = s.get(Host, mt.host_id) if mt and mt.host_id else None
+        return (mt.vm_name if mt else None), (host.name if host else None)
+
+
+def master_target_host(wf: Workflows) -> str:
+    host = _master_target(wf)[1]
+    if host is None:
+        raise ReplicationFailed(disk="-", detail="the master target's ESX host is unknown")
+    return host
+
+
+def master_target_vm(wf: Workflows) -> str:
+    vm = _master_target(wf)[0]
+    if vm is None:
+        raise ReplicationFailed(
+            disk="-",
+            detail="the master target's VM is unknown: register it with the VM it runs in",
+        )
+    return vm
+
+
+def attach_targets(wf: Workflows, item: str) -> list[DiskTarget]:
+    """Hot-add the failback target disks to the master target's VM and
+    record the UUID each has there: the master target finds them by it."""
+    settings = wf.settings(item)
+    targets = settings.failback_targets
+    with wf.vsphere(settings.vcenter_id) as vms:
+        uuids = vms.attach(master_target_vm(wf), [t.file for t in targets])
+    attached = [t.model_copy(update={"device": uuids[t.file]}) for t in targets]
+    if attached != targets:
+        wf.update_settings(item, failback_targets=attached)
+    return attached
+
+
+def detach_targets(wf: Workflows, item: str) -> list[str]:
+    """Detach the failback target disks from the master target's VM (before
+    the VM they belong to may be powered on); the files detached."""
+    settings = wf.settings(item)
+    if not settings.failback_targets:
+        return []
+    with wf.vsphere(settings.vcenter_id) as vms:
+        return vms.detach(master_target_vm(wf), [t.file for t in settings.failback_targets])
+
+
 def start_replication(wf: Workflows, ctx: StepContext) -> None:
     item = ctx.params["item"]
     settings = wf.settings(item)
@@ -40,19 +100,21 @@ def start_replication(wf: Workflows, ctx: StepContext) -> None:
         "diff" if settings.reprotect_report["mode"] == "OLR" else "full"
     )
     signer = wf.secrets().grant_signer()
+    targets = attach_targets(wf, item)
+    ctx.progress("attach", 0, f"{len(targets)} disk(s) attached to the master target's VM")
     with wf.dataplane.ps() as ps:
         known = {r.id for r in ps.replications()}
-        for disk, target in zip(settings.disks, settings.failback_targets, strict=True):
+        for disk, target in zip(settings.disks, targets, strict=True):
             rid = str(ReplicationId(item, disk.unit))
             if rid in known:
                 continue
-            where = target.datastore_file
             # The process server reads this blob and the master target writes
-            # this file, for this disk: nothing else (transport.grants).
-            names = replication_names(rid, disk.blob, where.datastore, where.flat)
-            spec = NewReplication(id=rid, source=disk.blob, datastore=where.datastore,
-                                  path=where.flat, initial=initial, interval=3600,
-                                  grant=signer.sign(REPLICATE, names))  # fmt: skip
+            # this attached disk, for this replication: nothing else
+            # (transport.grants).
+            where = target_names(device=target.device)
+            names = replication_names(rid, disk.blob, where)
+            spec = NewReplication(id=rid, source=disk.blob, **where, initial=initial,
+                                  interval=3600, grant=signer.sign(REPLICATE, names))  # fmt: skip
             try:
                 ps.start(spec)
             except RemoteError as exc:
@@ -85,9 +147,12 @@ def wait_initial_sync(wf: Workflows, ctx: StepContext) -> None:
     wf.update_settings(item, reprotect_sent=sent)
 
 
-def stop_replications(wf: Workflows, item: str) -> None:
-    """Stop the failback replications (the master target forgets their journals)."""
+def stop_replications(wf: Workflows, item: str) -> list[str]:
+    """Stop the failback replications (the master target forgets their
+    journals), then detach their disks from the master target's VM; the
+    files detached."""
     settings = wf.settings(item)
     with wf.dataplane.ps() as ps:
         for disk in settings.disks:
             ps.stop(ReplicationId(item, disk.unit), forget_target=True)
+    return detach_targets(wf, item)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmdr.blocks.urls import open_backend
-from vmdr.blocks.verify import Verify
 from vmdr.control.db.item_settings import DiskTarget
 from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.jobs.params import RecoveryOptions
@@ -24,6 +22,7 @@ from vmdr.control.reprotect_check import ReprotectCheck, run_reprotect_check
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.replications import (
     ReplicationFailed,
+    master_target_host,
     start_replication,
     stop_replications,
     wait_initial_sync,
@@ -162,19 +161,6 @@ def _prepare_target(wf: Workflows, ctx: StepContext) -> None:
     wf.update_settings(item, failback_targets=targets, failback_vm=name)
 
 
-def master_target_host(wf: Workflows) -> str:
-    from sqlalchemy import select
-
-    from vmdr.control.db.models import Host, MasterTarget
-
-    with wf.sessions() as s:
-        mt = s.scalars(select(MasterTarget)).first()
-        host = s.get(Host, mt.host_id) if mt and mt.host_id else None
-        if host is None:
-            raise ReplicationFailed(disk="-", detail="the master target's ESX host is unknown")
-        return host.name
-
-
 def _stop_cloud_vm(wf: Workflows, ctx: StepContext) -> None:
     settings = wf.settings(ctx.params["item"])
     vm = _compute_knowing_writes(wf, settings.vm_name).stop(settings.vm_name)
@@ -229,26 +215,45 @@ def _final_sync(wf: Workflows, ctx: StepContext) -> None:
 
 
 def _prove(wf: Workflows, ctx: StepContext) -> None:
-    """Whole-disk digests of both sides compared, kept as the failback's proof."""
+    """Whole-disk digests of both sides compared where the bytes are: the
+    cloud process server hashes the cloud disk, the master target the disk
+    attached to it (``roles.proof``); kept as the failback's proof."""
     item = ctx.params["item"]
-    settings, plane = wf.settings(item), wf.dataplane
+    settings = wf.settings(item)
     proof = {}
-    for disk, target in zip(settings.disks, settings.failback_targets, strict=True):
-        onprem = plane.source_disk(target.file)
-        with open_backend(disk.blob) as cloud, open_backend(onprem.url) as local:
-            result = ctx.run(Verify(cloud, local))
-        proof[str(disk.unit)] = {
-            "cloud": disk.blob,
-            "onprem": target.file,
-            "cloud_root": result.root_a.hex(),
-            "onprem_root": result.root_b.hex(),
-            "equal": result.equal,
-        }
-        if not result.equal:
-            wf.update_settings(item, failback_proof=proof)
-            raise FailbackProofFailed(disk=target.file, bytes=result.differing_bytes)
+    with wf.dataplane.ps() as ps:
+        for disk, target in zip(settings.disks, settings.failback_targets, strict=True):
+            rid = ReplicationId(item, disk.unit)
+            status = ps.prove(rid)
+            while status["state"] == "running":
+                ctx.progress("prove", status["done"], f"disk {disk.unit}")
+                ctx.sleep(0.5)  # a cancel request ends the wait
+                status = ps.proof(rid)
+            if status["state"] != "done":
+                error = status.get("error") or {}
+                raise ReplicationFailed(disk=disk.unit, detail=f"the proof failed: "
+                                        f"{error.get('code')}: {error.get('message')}")  # fmt: skip
+            result = status["result"]
+            proof[str(disk.unit)] = {
+                "cloud": disk.blob,
+                "onprem": target.file,
+                "cloud_root": result["source_root"],
+                "onprem_root": result["target_root"],
+                "equal": result["equal"],
+            }
+            if not result["equal"]:
+                wf.update_settings(item, failback_proof=proof)
+                raise FailbackProofFailed(disk=target.file, bytes=result["differing_bytes"])
     wf.update_settings(item, failback_proof=proof)
     ctx.progress("prove", 0, f"{len(proof)} disk(s) equal, byte for byte")
+
+
+def _release_targets(wf: Workflows, ctx: StepContext) -> None:
+    """The disks are proven: the failback replications end and the disks
+    leave the master target's VM, before their own VM may be powered on
+    (ESX would refuse to start a VM whose disk another VM holds open)."""
+    detached = stop_replications(wf, ctx.params["item"])
+    ctx.progress("detach", 0, f"{len(detached)} disk(s) detached from the master target's VM")
 
 
 def _power_on_onprem(wf: Workflows, ctx: StepContext) -> None:
@@ -276,6 +281,12 @@ def _delete_cloud_vm(wf: Workflows, ctx: StepContext) -> None:
     wf.dataplane.compute().delete(settings.vm_name)
 
 
+def _close_cycle(wf: Workflows, ctx: StepContext) -> None:
+    """The failback's targets served their cycle: the next reprotect home
+    chooses its own (and powers the VM off again), never these."""
+    wf.update_settings(ctx.params["item"], failback_targets=[], failback_vm=None)
+
+
 def onprem_kinds(wf: Workflows) -> list[JobKind]:
     step, kind = wf.step, wf.operation_kind
 
@@ -297,6 +308,7 @@ def onprem_kinds(wf: Workflows) -> list[JobKind]:
                 ("restore-cloud-point", step(_restore_cloud_point)),
                 ("final-sync", step(_final_sync)),
                 ("prove", step(_prove)),
+                ("detach-from-master-target", step(_release_targets)),
                 ("power-on-onprem", step(_power_on_onprem)),
             ],
             cancel_before=1,
@@ -307,6 +319,7 @@ def onprem_kinds(wf: Workflows) -> list[JobKind]:
             [
                 ("check-proof", step(_check_proof)),
                 ("delete-cloud-vm", step(_delete_cloud_vm)),
+                ("close-cycle", step(_close_cycle)),
             ],
         ),
     ]

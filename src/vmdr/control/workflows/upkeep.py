@@ -22,6 +22,8 @@ from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.jobs.params import PointParams, RecoveryOptions
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.replications import (
+    master_target_host,
+    master_target_vm,
     start_replication,
     stop_replications,
     wait_initial_sync,
@@ -30,7 +32,7 @@ from vmdr.control.workflows.to_cloud import copy_verified, sync_disks, take_poin
 from vmdr.model.dspath import DatastoreFile
 from vmdr.model.ids import ReplicationId
 from vmdr.roles.contracts import MaterialiseRequest
-from vmdr.transport.grants import MATERIALISE
+from vmdr.transport.grants import MATERIALISE, target_names
 
 __all__ = ["TEST_NETWORK", "upkeep_kinds"]
 
@@ -86,7 +88,6 @@ def _drill_name(settings: ItemSettings) -> str:
 def _create_drill_vm(wf: Workflows, ctx: StepContext) -> None:
     """The failback drill's scratch VM on the master target's ESX host, on the
     datastore the failback would use; no network card: isolated by design."""
-    from vmdr.control.workflows.to_onprem import master_target_host
     from vmdr.providers.vsphere.control import NewDisk, vmware_disk_uuid
 
     item = ctx.params["item"]
@@ -104,20 +105,29 @@ def _create_drill_vm(wf: Workflows, ctx: StepContext) -> None:
     ctx.progress("create-drill-vm", 0, f"scratch VM {name} on {datastore}")
 
 
+def _drill_files(settings: ItemSettings) -> list[str]:
+    drill = settings.test
+    return [str(DatastoreFile.of_disk(drill.datastore or "", drill.vm, i))
+            for i in range(len(settings.disks))]  # fmt: skip
+
+
 def _materialise_drill_disks(wf: Workflows, ctx: StepContext) -> None:
-    """The master target writes each disk as at the latest recovery point it
-    holds into the scratch VM's disks; the replica itself is not touched."""
+    """The scratch VM's disks are attached to the master target's VM, and
+    the master target writes each as at the latest recovery point it holds;
+    the replica itself is not touched."""
 
     item = ctx.params["item"]
     settings = wf.settings(item)
-    drill = settings.test
+    files = _drill_files(settings)
+    with wf.vsphere(settings.vcenter_id) as vms:
+        uuids = vms.attach(master_target_vm(wf), files)
     signer = wf.secrets().grant_signer()
     with wf.dataplane.mt() as mt:
-        for i, disk in enumerate(settings.disks):
-            path = DatastoreFile.of_disk(drill.datastore or "", drill.vm, i).flat
+        for file, disk in zip(files, settings.disks, strict=True):
             rid = str(ReplicationId(item, disk.unit))
-            names = {"disk": rid, "point": "latest", "datastore": drill.datastore, "path": path}
-            at = MaterialiseRequest(point="latest", datastore=drill.datastore, path=path,
+            where = target_names(device=uuids[file])
+            names = {"disk": rid, "point": "latest", **where}
+            at = MaterialiseRequest(point="latest", **where,
                                     grant=signer.sign(MATERIALISE, names))  # fmt: skip
             done = mt.materialise(rid, at)
             ctx.progress(
@@ -128,8 +138,11 @@ def _materialise_drill_disks(wf: Workflows, ctx: StepContext) -> None:
 
 
 def _power_on_drill(wf: Workflows, ctx: StepContext) -> None:
+    """The scratch disks leave the master target's VM first: a VM does not
+    start on disks another VM holds."""
     settings = wf.settings(ctx.params["item"])
     with wf.vsphere(settings.vcenter_id) as vms:
+        vms.detach(master_target_vm(wf), _drill_files(settings))
         vms.power_on(settings.test.vm)
 
 
@@ -138,6 +151,9 @@ def _clean_up_drill(wf: Workflows, ctx: StepContext) -> None:
     settings = wf.settings(item)
     name = settings.test_failover.vm if settings.test_failover else _drill_name(settings)
     with wf.vsphere(settings.vcenter_id) as vms:
+        if settings.test_failover and settings.test_failover.datastore:
+            # A drill that failed half-way may have left them attached.
+            vms.detach(master_target_vm(wf), _drill_files(settings))
         if vms.exists(name):
             vms.power_off(name, guest_timeout=30)
             vms.delete(name)  # its files go with it
