@@ -108,6 +108,7 @@ def _mt_facts(s: Session, mt: MasterTarget | None, stores: dict[str, Datastore])
         vm_discovered=vm is not None and vm.vanished_at is None,
         enable_uuid=vm.enable_uuid if vm else None,
         snapshots=vm.snapshots if vm else 0,
+        powered_on=vm.power_state == "poweredOn" if vm and vm.power_state else None,
         storage_vmotioned=vm is not None and then is not None
         and sorted(then) != sorted(vm.datastores),
         disks=len(vm.disks) if vm else 0,

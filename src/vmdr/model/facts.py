@@ -49,6 +49,7 @@ class MasterTargetFacts:
     enable_uuid: bool | None = True
     snapshots: int = 0
     storage_vmotioned: bool = False
+    powered_on: bool | None = True  # None: discovery did not say
     disks: int = 2
     retention_ready: bool = True
     host: str | None = None

@@ -31,6 +31,7 @@ VMDR-E0817  the process server must reach the master target (VPN/ExpressRoute)
 VMDR-E0818  the master target must be registered, healthy and its VM discovered
 VMDR-E0819  ALR needs a datastore chosen for the new VM
 VMDR-E0820  OLR asked for, but the original VM was deleted
+VMDR-E0829  master target: its VM powered on (attached disks appear to a running guest)
 VMDR-W0821  disk.enableUUID not TRUE: disks matched best effort (a warning)
 ==========  =================================================================
 """
@@ -263,6 +264,17 @@ def _master_target_rules(mt: MasterTargetFacts | None, added_disks: int) -> list
                 "target cannot find the ones it must write.",
                 "Power it off, set disk.enableUUID=TRUE in its advanced settings, power it on, "
                 "and discover again.",
+            )
+        )
+    if mt.powered_on is False:
+        out.append(
+            Finding(
+                "VMDR-E0829",
+                "master target running",
+                f"the master target's VM ({mt.name}) is powered off: the disks attached to it "
+                "for a failback appear only to a running guest.",
+                "Power the master target's VM on in vCenter (its service starts with it), and "
+                "discover again.",
             )
         )
     if mt.snapshots:

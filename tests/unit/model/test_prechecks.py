@@ -71,6 +71,7 @@ def test_a_healthy_original_location_recovery_passes_without_findings() -> None:
         ({"vm": replace(VM, guest="Microsoft Windows Server 2008 R2 SP1 (64-bit)")}, "VMDR-E0810"),
         ({"mt": replace(MT, enable_uuid=None)}, "VMDR-E0811"),
         ({"mt": replace(MT, snapshots=1)}, "VMDR-E0812"),
+        ({"mt": replace(MT, powered_on=False)}, "VMDR-E0829"),
         ({"mt": replace(MT, storage_vmotioned=True)}, "VMDR-E0813"),
         ({"mt": replace(MT, retention_ready=False)}, "VMDR-E0814"),
         ({"mt": replace(MT, disks=59)}, "VMDR-E0815"),
