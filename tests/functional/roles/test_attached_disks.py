@@ -178,3 +178,26 @@ def test_a_proof_of_an_unknown_replication_is_refused(pair: Pair) -> None:
     with pair.ps_client() as c, pytest.raises(RemoteError) as err:
         c.get("/v1/replications/nope/proof")
     assert (err.value.status, err.value.remote_code) == (404, "VMDR-E0433")
+
+
+def test_a_master_target_killed_mid_copy_finds_its_attached_disk_again(
+    pair_factory: Any, tmp_path: Path
+) -> None:
+    """kill -9 between attach and detach: the restarted master target keeps
+    the disk by its UUID (no path), and the copy ends byte for byte."""
+    pair = pair_factory(ps_args=["--bandwidth", "12M"])
+    source = random_image(tmp_path / "src.img", 48 * MiB, seed=35, data_fraction=0.9)
+    device = blank_device(tmp_path / "web-01-flat.vmdk", 48 * MiB)
+    disk_uuid = vmware_disk_uuid()
+    pair.attach(device, disk_uuid)
+    with pair.ps_client() as c:
+        c.post("/v1/replications", pair.device_replication("r1", str(source), disk_uuid))
+    time.sleep(2.0)  # about 24 MiB are through at 12 MiB/s
+    pair.mt.kill9()
+    time.sleep(1.0)
+    pair.mt.start()
+    with pair.mt_client() as c:
+        assert c.get("/v1/disks/r1")["device"] == disk_uuid.lower()
+    status = pair.wait("r1", lambda s: bool(s.get("initial_done")), timeout=90)
+    assert same_bytes(source, device)
+    assert status["resumed_from"] > 0, status
