@@ -14,9 +14,10 @@ package main
 //     controller under /dev/disk/by-id as udev names it (wwn-0x<uuid>,
 //     scsi-3<uuid>; see vmdr's roles/byid.py). The emulator keeps that folder
 //     per VM as <byid-root>/<vm name>, the links pointing at the -flat.vmdk
-//     extents. Hot-adding or removing a disk, powering the VM on or off, or
-//     changing disk.enableUUID updates it before the task ends; destroying
-//     the VM removes it.
+//     extents. Hot-adding or removing a disk or powering the VM on or off
+//     updates it before the task ends; a change of disk.enableUUID (which
+//     the simulator applies without a property update) within half a
+//     second; destroying the VM removes it.
 //
 // vmdr's appliances (master target, process server) run with --by-id
 // pointing at their VM's folder; production uses /dev/disk/by-id with the
@@ -31,6 +32,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
@@ -45,6 +47,20 @@ type byIDEmulator struct {
 	datastores map[string]string // datastore name -> directory
 	mu         sync.Mutex
 	folders    map[types.ManagedObjectReference]string // VM -> its folder
+}
+
+// watch syncs every VM twice a second: what no property update announces
+// (extraConfig) is seen too.
+func (e *byIDEmulator) watch() {
+	for range time.Tick(500 * time.Millisecond) {
+		for _, entity := range simulator.Map.All("VirtualMachine") {
+			simulator.Map.WithLock(entity, func() {
+				if vm := asVM(entity); vm != nil {
+					e.sync(vm)
+				}
+			})
+		}
+	}
 }
 
 func newByIDEmulator(root string, datastores []DatastoreOutput) (*byIDEmulator, error) {
@@ -103,7 +119,10 @@ func asVM(obj mo.Reference) *mo.VirtualMachine {
 }
 
 // sync makes the VM's disks real and its by-id folder match its devices.
+// One at a time: two VMs may hold the same disk.
 func (e *byIDEmulator) sync(vm *mo.VirtualMachine) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if vm.Config == nil || vm.Name == "" || strings.ContainsAny(vm.Name, "/\x00") || vm.Name[0] == '.' {
 		return
 	}
@@ -133,8 +152,6 @@ func (e *byIDEmulator) sync(vm *mo.VirtualMachine) {
 	if !enableUUID(vm) || vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
 		links = map[string]string{} // the guest sees no UUID, or is not running
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	folder := filepath.Join(e.root, vm.Name)
 	if old, ok := e.folders[vm.Self]; ok && old != folder {
 		_ = os.RemoveAll(old) // renamed
@@ -172,7 +189,7 @@ func (e *byIDEmulator) realise(disk *types.VirtualDisk, backing *types.VirtualDi
 			backing.Uuid = newDiskUUID()
 		}
 		text := descriptorText(filepath.Base(flat), disk.CapacityInKB*1024, backing.Uuid)
-		if err := os.WriteFile(descriptor, []byte(text), 0o644); err != nil {
+		if err := writeAtomically(descriptor, []byte(text)); err != nil {
 			log.Printf("writing %s: %v", descriptor, err)
 			return
 		}
@@ -192,15 +209,27 @@ func (e *byIDEmulator) realise(disk *types.VirtualDisk, backing *types.VirtualDi
 	}
 }
 
+// enableUUID reads the VM's last disk.enableUUID: the simulator appends a
+// key set again rather than replacing it, and ESX (and vmdr's discovery)
+// take the last.
 func enableUUID(vm *mo.VirtualMachine) bool {
+	on := false
 	for _, o := range vm.Config.ExtraConfig {
 		opt := o.GetOptionValue()
 		if strings.EqualFold(opt.Key, "disk.enableUUID") {
 			value, _ := opt.Value.(string)
-			return strings.EqualFold(value, "TRUE")
+			on = strings.EqualFold(value, "TRUE")
 		}
 	}
-	return false
+	return on
+}
+
+func writeAtomically(path string, data []byte) error {
+	tmp := path + ".vcsimdr-new"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // syncLinks makes folder hold exactly the links given (name -> target).

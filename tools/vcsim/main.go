@@ -192,6 +192,7 @@ func run(cfg config) error {
 			return fmt.Errorf("-byid-root: %w", err)
 		}
 		simulator.Map.AddHandler(emulator)
+		go emulator.watch()
 	}
 
 	m.Service.Listen = &url.URL{Host: cfg.listen}

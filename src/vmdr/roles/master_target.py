@@ -207,15 +207,17 @@ class MasterTarget:
         check_id("disk", disk_id)
         names = {"disk": disk_id, **spec.target_names()}
         known = self._disks.get(disk_id)
-        where = self.targets.resolve(spec)
-        again = known is not None and self.targets.same(known.where, where)
         # Opening a registered disk again (a sender's retry) needs its grant,
         # not a fresh one: an initial sync may outlast a grant's validity.
+        # Compared by name: nothing on disk is looked at before the grant.
+        again = known is not None and self.targets.names(known.where) == self.targets.names(spec)
         claims = self.settings.grants.check(
             spec.grant, REPLICATE, f"disk {disk_id!r}", names, expired_ok=again
         )
         self._refuse_replay(disk_id, claims["iat"], known)
         self.settings.retention.check_ready()
+        where = self.targets.resolve(spec)
+        self.targets.wait_for(where)  # a hot-added disk appears in a moment; not under the lock
         with self._lock:
             other = self._user_of(where, but=disk_id)
             if other:

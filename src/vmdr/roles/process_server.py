@@ -202,7 +202,9 @@ class ProcessServer:
             repl.stop()
             dropped = len(repl.outbox.pending())
             del self._repls[repl_id]
-            self._proofs.pop(repl_id, None)
+            proof = self._proofs.pop(repl_id, None)
+            if proof is not None:
+                proof.cancel()
             for suffix in (".json", ".dmap", ".dmap.taken", ".dmap.lock"):
                 (self.repl_dir / f"{repl_id}{suffix}").unlink(missing_ok=True)
             shutil.rmtree(repl.outbox.folder, ignore_errors=True)
@@ -213,13 +215,15 @@ class ProcessServer:
         return answer
 
     def prove(self, repl_id: str) -> dict[str, Any]:
-        """Start a proof of the replication (or answer the one running)."""
+        """Start a proof of the replication. One still running is cancelled,
+        never answered: it may have compared blocks a later sync changed."""
         repl = self.get(repl_id)
         with self._lock:
-            proof = self._proofs.get(repl_id)
-            if proof is None or not proof.running:
-                proof = Proof(repl.spec, self.client).start()
-                self._proofs[repl_id] = proof
+            old = self._proofs.get(repl_id)
+            if old is not None:
+                old.cancel()
+            proof = Proof(repl.spec, self.client).start()
+            self._proofs[repl_id] = proof
         return proof.status()
 
     def proof(self, repl_id: str) -> dict[str, Any]:

@@ -8,7 +8,8 @@ opens either disk.
 A proof of a large disk takes minutes, so it runs in a thread of the process
 server and is polled::
 
-    POST /v1/replications/{id}/proof   start one (or answer the running one), 202
+    POST /v1/replications/{id}/proof   start one (a running one is cancelled: it may
+                                       have compared blocks a later sync changed), 202
     GET  /v1/replications/{id}/proof   {state: running|done|failed, done, total,
                                         result | error}
 
@@ -62,6 +63,7 @@ class Proof:
         self.result: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
         self._verify: Verify | None = None
+        self._cancelled = False
         self._thread = threading.Thread(target=self._run, name=f"proof-{spec.id}", daemon=True)
 
     def start(self) -> Proof:
@@ -71,6 +73,12 @@ class Proof:
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+    def cancel(self) -> None:
+        """Stop reading at the next chunk; the proof ends ``failed``."""
+        self._cancelled = True
+        if self._verify is not None:
+            self._verify.cancel()
 
     def status(self) -> dict[str, Any]:
         counters = self._verify.counters if self._verify else None
@@ -87,7 +95,7 @@ class Proof:
         try:
             self.result = self._prove()
             self.state = "done"
-        except VmdrError as exc:
+        except VmdrError as exc:  # OperationCancelled included
             self.error, self.state = exc.to_dict(), "failed"
         except Exception as exc:  # the poller must learn it ended, whatever it was
             log.exception("proof of %s failed", self.spec.id)
@@ -105,6 +113,8 @@ class Proof:
             span = max(size, int(target_size))
             request = DigestRequest(block_size=bs, start_block=0, size=span)
             self._verify = Verify(source, None, block_size=bs)
+            if self._cancelled:
+                self._verify.cancel()
             with client.digests(spec.disk, request) as raw:
                 result = self._verify.compare_with(digest_stream(raw), span)
         short = abs(size - int(target_size))

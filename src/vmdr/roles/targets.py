@@ -6,16 +6,16 @@ attached to the master target's VM, found by its UUID under by-id
 An attached disk is looked up again each time it is opened: after a detach
 and attach it may be another device (``sdc`` instead of ``sdb``), and a
 device that is gone is an error with its fix, never a file created in its
-place. What was opened is checked against what the UUID names (through
-``/proc/self/fd``), so a link swapped between the look-up and the open is
-refused.
+place. After the open, the UUID is looked up once more and the opened
+descriptor must be that device (same device number; in the lab, the same
+file), so a disk swapped in between the look-up and the open is refused.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -44,7 +44,7 @@ class DeviceTooSmall(VmdrError):
 class DeviceChanged(VmdrError):
     code = "VMDR-E0429"
     http_status = 409
-    msg = "the attached disk {uuid} changed while it was opened ({opened} is not {named})"
+    msg = "the attached disk {uuid} changed while it was opened ({opened}; it names {named} now)"
     fix = "Something renamed the appliance's devices under it; run the job again."
 
 
@@ -83,6 +83,24 @@ class Targets:
         return {"datastore": where.datastore, "path": where.path}
 
     @staticmethod
+    def names(target: Where | BaseModel) -> dict[str, Any]:
+        """What a target is called, without looking at any disk: a stored
+        target and a request compare equal when they name the same one."""
+        if isinstance(target, AttachedDisk):
+            return {"device": target.uuid}
+        if isinstance(target, DatastorePath):
+            return {"datastore": target.datastore, "path": target.path}
+        data = target.model_dump()
+        if data.get("device") is not None:
+            return {"device": uuid_dashed(str(data["device"]))}
+        return {"datastore": data.get("datastore"), "path": data.get("path")}
+
+    def wait_for(self, where: Where) -> None:
+        """Wait (up to the configured time) until an attached disk appears."""
+        if isinstance(where, AttachedDisk):
+            self.devices.find(where.uuid, wait=self.wait)
+
+    @staticmethod
     def same(a: Where, b: Where) -> bool:
         """The same disk: the same attached UUID, or the same file."""
         if isinstance(a, AttachedDisk) or isinstance(b, AttachedDisk):
@@ -98,10 +116,15 @@ class Targets:
         device = self.devices.find(where.uuid, wait=self.wait)
         backend = open_backend(f"file://{device}", "rw")
         try:
+            # What was opened must be what the UUID names now: a disk
+            # detached and another attached between look-up and open would
+            # otherwise be written in its place.
             fd = getattr(backend, "fd", None)
-            opened = Path(os.readlink(f"/proc/self/fd/{fd}")) if fd is not None else device
-            if opened != device:
-                raise DeviceChanged(uuid=where.uuid, opened=str(opened), named=str(device))
+            opened = os.fstat(fd) if fd is not None else os.stat(device)
+            now = self.devices.devices(where.uuid)
+            if len(now) != 1 or not _same_device(opened, os.stat(next(iter(now)))):
+                named = ", ".join(sorted(map(str, now))) or "nothing"
+                raise DeviceChanged(uuid=where.uuid, opened=str(device), named=named)
         except BaseException:
             backend.close()
             raise
@@ -142,3 +165,10 @@ class Targets:
             return os.lseek(fd, 0, os.SEEK_END)
         finally:
             os.close(fd)
+
+
+def _same_device(a: os.stat_result, b: os.stat_result) -> bool:
+    """The same block device (its device number), or the same file."""
+    if stat.S_ISBLK(a.st_mode) or stat.S_ISBLK(b.st_mode):
+        return stat.S_ISBLK(a.st_mode) and stat.S_ISBLK(b.st_mode) and a.st_rdev == b.st_rdev
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

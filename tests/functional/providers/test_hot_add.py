@@ -90,12 +90,23 @@ def test_a_hot_added_disk_appears_to_the_appliance_by_its_vmdk_uuid_and_leaves_o
     assert list(folder.iterdir()) == []  # a stopped guest has no devices
 
 
-def test_without_disk_enable_uuid_the_guest_sees_no_uuid(lab: Lab, vms: Any) -> None:
+def test_without_disk_enable_uuid_the_guest_sees_no_uuid_until_it_is_set(
+    lab: Lab, vms: Any
+) -> None:
+    from pyVmomi import vim
+
+    from vmdr.providers.vsphere.session import wait_for_task
+
     si, make = vms
     disk = vmware_disk_uuid()
     vm = make("hot-add-no-uuid", [NewDisk(4 * MiB, disk)], enable_uuid=False)
     power_on(si, vm)
-    assert DeviceFolder(lab.directory / "by-id" / "hot-add-no-uuid").devices(disk) == set()
+    devices = DeviceFolder(lab.directory / "by-id" / "hot-add-no-uuid")
+    assert devices.devices(disk) == set()
+    # The E0811 fix: set it (here on the running VM: the simulator allows it).
+    option = vim.option.OptionValue(key="disk.enableUUID", value="TRUE")
+    wait_for_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(extraConfig=[option])))
+    assert devices.find(disk, wait=3).name == "hot-add-no-uuid-flat.vmdk"
 
 
 def test_an_appliance_without_free_scsi_slots_is_refused_before_any_attach(

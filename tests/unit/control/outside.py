@@ -104,6 +104,7 @@ class MemoryProcessServer:
 
     def stop(self, rid: object, *, forget_target: bool = False) -> bool:
         self.stopped.append((str(rid), forget_target))
+        self.specs.pop(str(rid), None)
         return self.status.pop(str(rid), None) is not None
 
 

@@ -157,6 +157,8 @@ def test_failback_stops_the_cloud_vm_then_cuts_a_point_the_master_target_applied
     wf: Workflows, plane: MemoryPlane
 ) -> None:
     ident = item(wf)
+    run(kinds(wf)["reprotectToOnPremises"], "start-replication",
+        {"item": ident, "operation": "reprotect"})  # fmt: skip
     compute = plane.compute()
     compute.create_from_disks("web-01", ["b0", "b1"], "Standard_D2s_v5", "prod")
     compute.start("web-01")
@@ -187,6 +189,26 @@ def test_when_the_compute_service_cannot_tell_what_was_written_the_disks_are_com
     assert sorted(ps.stopped) == [(f"fb-{ident}-d0", True), (f"fb-{ident}-d1", True)]
     assert [s.initial for s in ps.specs.values()] == ["diff", "diff"]
     assert ps.points == [] and ps.dirty == {}  # nothing trusted from a partial answer
+
+
+def test_a_failback_run_again_after_its_disks_were_released_replicates_them_again(
+    wf: Workflows, plane: MemoryPlane, vms: MemoryVms
+) -> None:
+    """The power-on failed after the detach: a new failback attaches the
+    disks again and resyncs them (differential) before it proves anything."""
+    ident = item(wf)
+    ps = plane.ps()
+    ps.sync_at_once = True
+    run(kinds(wf)["reprotectToOnPremises"], "start-replication",
+        {"item": ident, "operation": "reprotect"})  # fmt: skip
+    params = {"item": ident, "operation": "plannedFailover"}
+    run(kinds(wf)["failback"], "detach-from-master-target", params)
+    assert vms.attached["mt-01"] == {} and ps.specs == {}
+    plane.compute().written = {("web-01", 0): [(0, 4096)], ("web-01", 1): []}
+    run(kinds(wf)["failback"], "final-sync", params)
+    assert len(vms.attached["mt-01"]) == 2
+    assert sorted(ps.specs) == [f"fb-{ident}-d0", f"fb-{ident}-d1"]
+    assert [s.initial for s in ps.specs.values()] == ["diff", "diff"]
 
 
 def test_commit_refuses_without_a_proof_that_holds_unless_forced(

@@ -42,13 +42,17 @@ class ReplicationFailed(VmdrError):
 
 
 def _master_target(wf: Workflows) -> tuple[str | None, str | None]:
-    """The master target's VM and ESX host (the first one registered)."""
+    """The VM and ESX host of the master target the process server sends to
+    (the data plane's; else the first one registered): disks are attached
+    to the VM of the one that writes them."""
     from sqlalchemy import select
 
     from vmdr.control.db.models import Host, MasterTarget
 
+    access = wf.dataplane.master_target
     with wf.sessions() as s:
-        mt = s.scalars(select(MasterTarget).order_by(MasterTarget.registered_at)).first()
+        rows = s.scalars(select(MasterTarget).order_by(MasterTarget.registered_at)).all()
+        mt = next((r for r in rows if access and r.url == access.url), rows[0] if rows else None)
         host = s.get(Host, mt.host_id) if mt and mt.host_id else None
         return (mt.vm_name if mt else None), (host.name if host else None)
 

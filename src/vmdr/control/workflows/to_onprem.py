@@ -182,9 +182,11 @@ def _final_sync(wf: Workflows, ctx: StepContext) -> None:
     """The writes the cloud VM made (as its compute service reports them),
     then a tagged point that the master target has applied. After the cloud
     disks went back to an earlier point, the blocks that changed are in no
-    record of writes, and a compute service may not know them at all: then
-    both sides are hashed again (a differential resync), so that the
-    on-premises disks become exactly the cloud's."""
+    record of writes, and a compute service may not know them at all; a
+    failback run again after its disks were released has no replication
+    left: then the disks are attached again and both sides hashed (a
+    differential resync), so that the on-premises disks become exactly the
+    cloud's."""
     item = ctx.params["item"]
     settings = wf.settings(item)
     written: list[list[tuple[int, int]] | None] = [None] * len(settings.disks)
@@ -192,7 +194,12 @@ def _final_sync(wf: Workflows, ctx: StepContext) -> None:
         compute = wf.dataplane.compute()
         written = [compute.written_extents(settings.vm_name, index, disk.blob, disk.capacity)
                    for index, disk in enumerate(settings.disks)]  # fmt: skip
-    if any(extents is None for extents in written):
+    with wf.dataplane.ps() as ps:
+        known = {r.id for r in ps.replications()}
+    # A failback retried after its disks were released (the power-on failed)
+    # finds no replication to feed: they start again, differential.
+    gone = any(str(ReplicationId(item, d.unit)) not in known for d in settings.disks)
+    if gone or any(extents is None for extents in written):
         stop_replications(wf, item)
         sub = ctx.with_params(initial="diff")
         start_replication(wf, sub)
