@@ -38,6 +38,7 @@ from vmdr.model.facts import (
     ProcessServerFacts,
     ReprotectRequest,
     VmFacts,
+    storage_vmotioned,
 )
 from vmdr.model.prechecks import PrecheckReport, check_reprotect
 
@@ -109,8 +110,7 @@ def _mt_facts(s: Session, mt: MasterTarget | None, stores: dict[str, Datastore])
         enable_uuid=vm.enable_uuid if vm else None,
         snapshots=vm.snapshots if vm else 0,
         powered_on=vm.power_state == "poweredOn" if vm and vm.power_state else None,
-        storage_vmotioned=vm is not None and then is not None
-        and sorted(then) != sorted(vm.datastores),
+        storage_vmotioned=vm is not None and storage_vmotioned(then, vm.datastores),
         disks=len(vm.disks) if vm else 0,
         retention_ready=bool((health.get("retention") or {}).get("ready")),
         host=host_row.name if host_row else None,

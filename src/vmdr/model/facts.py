@@ -9,7 +9,14 @@ from typing import Literal
 
 from vmdr.model.diskmatch import CloudDisk
 
-__all__ = ["DiskFacts", "MasterTargetFacts", "ProcessServerFacts", "ReprotectRequest", "VmFacts"]
+__all__ = [
+    "DiskFacts",
+    "MasterTargetFacts",
+    "ProcessServerFacts",
+    "ReprotectRequest",
+    "VmFacts",
+    "storage_vmotioned",
+]
 
 
 @dataclass(frozen=True)
@@ -74,3 +81,10 @@ class ReprotectRequest:
     datastore: str | None = None  # for ALR: where the new VM goes
     datastore_type: str | None = None
     remove_snapshots: bool = False
+
+
+def storage_vmotioned(then: list[str] | None, now: list[str]) -> bool:
+    """Whether an appliance VM moved since registration: a datastore it used
+    then is no longer used. One it uses in addition is not a move: the disks
+    attached to it for failbacks live on other datastores."""
+    return then is not None and not set(then) <= set(now)

@@ -216,3 +216,12 @@ def test_a_report_is_plain_json() -> None:
 
     report = check_reprotect(replace(VM, snapshots=1), REQUEST, MT, PS).to_dict()
     assert json.loads(json.dumps(report))["findings"][0]["code"] == "VMDR-E0803"
+
+
+def test_disks_attached_from_other_datastores_are_not_a_storage_vmotion() -> None:
+    from vmdr.model.facts import storage_vmotioned
+
+    assert not storage_vmotioned(["vmfs-01"], ["vmfs-01", "vsan-01"])  # failbacks attached
+    assert storage_vmotioned(["vmfs-01"], ["vmfs-02"])  # its files moved
+    assert storage_vmotioned(["vmfs-01", "nfs-01"], ["vmfs-01"])  # one of its disks moved
+    assert not storage_vmotioned(None, ["vmfs-02"])  # not discovered at registration yet

@@ -35,6 +35,7 @@ from vmdr.control.db.models import Machine, MasterTarget, ProcessServer
 from vmdr.control.nodes import is_healthy, last_beat
 from vmdr.control.workflows.metrics import record_heartbeat
 from vmdr.model.errors import VmdrError
+from vmdr.model.facts import storage_vmotioned
 from vmdr.transport.auth import Forbidden, Principal, TokenStore
 
 __all__ = ["OPEN", "ROLE_ROUTES", "add_role_routes", "adopt_role_tokens", "authorize"]
@@ -165,7 +166,7 @@ def _vm_settings(s: Any, mt: MasterTarget) -> dict[str, Any] | None:
         "enable_uuid": machine.enable_uuid, "snapshots": machine.snapshots,
         "disks": len(machine.disks), "datastores": machine.datastores,
         "datastores_at_registration": then,
-        "storage_vmotioned": then is not None and sorted(then) != sorted(machine.datastores),
+        "storage_vmotioned": storage_vmotioned(then, machine.datastores),
     }  # fmt: skip
 
 
