@@ -168,44 +168,47 @@ class Pair:
 
     def replication(self, rid: str, source: str, path: str, **more: Any) -> dict[str, Any]:
         """The body of POST /v1/replications, with its grant (datastore ds1)."""
-        target = target_names("ds1", path)
+        return self._replication(rid, source, target_names("ds1", path), more)
+
+    def device_replication(self, rid: str, source: str, disk_uuid: str,
+                           **more: Any) -> dict[str, Any]:  # fmt: skip
+        """The body of POST /v1/replications to an attached disk, with its grant."""
+        return self._replication(rid, source, target_names(device=disk_uuid), more)
+
+    def _replication(self, rid: str, source: str, target: dict[str, Any],
+                     more: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
         grant = self.signer.sign(REPLICATE, replication_names(rid, source, target))
-        return {"id": rid, "source": source, "datastore": "ds1", "path": path,
-                "grant": grant, **more}  # fmt: skip
+        return {"id": rid, "source": source, **target, "grant": grant, **more}
 
     def disk(self, disk: str, path: str, **more: Any) -> dict[str, Any]:
         """The body of PUT /v1/disks/{disk} (datastore ds1), with its grant."""
-        grant = self.signer.sign(REPLICATE, replication_names(disk, "", target_names("ds1", path)))
-        return {"datastore": "ds1", "path": path, "grant": grant, **more}
+        return self._disk(disk, target_names("ds1", path), more)
+
+    def device_disk(self, disk: str, disk_uuid: str, **more: Any) -> dict[str, Any]:
+        """The body of PUT /v1/disks/{disk} for an attached disk, with its grant."""
+        return self._disk(disk, target_names(device=disk_uuid), more)
+
+    def _disk(self, disk: str, target: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+        grant = self.signer.sign(REPLICATE, replication_names(disk, "", target))
+        return {**target, "grant": grant, **more}
+
+    def materialise(self, disk: str, point: str, path: str) -> dict[str, Any]:
+        """The body of POST /v1/disks/{disk}/materialise, with its grant."""
+        return self._materialise(disk, point, target_names("ds1", path))
+
+    def device_materialise(self, disk: str, point: str, disk_uuid: str) -> dict[str, Any]:
+        """The body of POST /v1/disks/{disk}/materialise into an attached disk."""
+        return self._materialise(disk, point, target_names(device=disk_uuid))
+
+    def _materialise(self, disk: str, point: str, target: dict[str, Any]) -> dict[str, Any]:
+        body = {"point": point, **target}
+        return {**body, "grant": self.signer.sign(MATERIALISE, {"disk": disk, **body})}
 
     def attach(self, file: Path, disk_uuid: str) -> None:
         """What ESX and udev do when a disk is hot-added to the master
         target's VM: its by-id names lead to the device (here, ``file``)."""
         for name in by_id_names(disk_uuid)[:2]:
             (self.by_id / name).symlink_to(file)
-
-    def device_replication(self, rid: str, source: str, disk_uuid: str,
-                           **more: Any) -> dict[str, Any]:  # fmt: skip
-        """The body of POST /v1/replications to an attached disk, with its grant."""
-        target = target_names(device=disk_uuid)
-        grant = self.signer.sign(REPLICATE, replication_names(rid, source, target))
-        return {"id": rid, "source": source, **target, "grant": grant, **more}
-
-    def device_disk(self, disk: str, disk_uuid: str, **more: Any) -> dict[str, Any]:
-        """The body of PUT /v1/disks/{disk} for an attached disk, with its grant."""
-        target = target_names(device=disk_uuid)
-        grant = self.signer.sign(REPLICATE, replication_names(disk, "", target))
-        return {**target, "grant": grant, **more}
-
-    def device_materialise(self, disk: str, point: str, disk_uuid: str) -> dict[str, Any]:
-        """The body of POST /v1/disks/{disk}/materialise into an attached disk."""
-        body = {"point": point, **target_names(device=disk_uuid)}
-        return {**body, "grant": self.signer.sign(MATERIALISE, {"disk": disk, **body})}
-
-    def materialise(self, disk: str, point: str, path: str) -> dict[str, Any]:
-        """The body of POST /v1/disks/{disk}/materialise, with its grant."""
-        body = {"point": point, "datastore": "ds1", "path": path}
-        return {**body, "grant": self.signer.sign(MATERIALISE, {"disk": disk, **body})}
 
     def mt_client(self) -> ServiceClient:
         return self.mt.client(self.mt_token)

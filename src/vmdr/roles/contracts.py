@@ -16,7 +16,7 @@ from vmdr.transport.grants import MAX_GRANT, target_names
 VMDK_UUID = r"^[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}$"
 
 
-class _Target(BaseModel):
+class TargetFields(BaseModel):
     """The disk a master target writes: ``device``, the VMDK UUID of a disk
     attached to its VM (found under /dev/disk/by-id), or a ``path`` in one
     of its datastore folders."""
@@ -26,7 +26,7 @@ class _Target(BaseModel):
     device: str | None = Field(default=None, pattern=VMDK_UUID)
 
     @model_validator(mode="after")
-    def _one_target(self) -> _Target:
+    def _one_target(self) -> TargetFields:
         if (self.path is None) == (self.device is None):
             raise ValueError("name the target disk by exactly one of path or device")
         if self.device is not None and self.datastore is not None:
@@ -47,11 +47,12 @@ __all__ = [
     "NewReplication",
     "PointRequest",
     "ReplicationStatus",
+    "TargetFields",
 ]
 
 
 # -- the process server ------------------------------------------------------------------
-class NewReplication(_Target):
+class NewReplication(TargetFields):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(pattern=ID_PATTERN)
     source: str = Field(min_length=1, max_length=2048)
@@ -89,7 +90,7 @@ class ReplicationStatus(BaseModel):
 
 
 # -- the master target -------------------------------------------------------------------
-class DiskSpec(_Target):
+class DiskSpec(TargetFields):
     model_config = ConfigDict(extra="forbid")
     size: int | None = Field(default=None, ge=0, le=1 << 46)
     create: bool = False
@@ -103,7 +104,7 @@ class DigestRequest(BaseModel):
     size: int = Field(ge=0, le=1 << 46)
 
 
-class MaterialiseRequest(_Target):
+class MaterialiseRequest(TargetFields):
     model_config = ConfigDict(extra="forbid")
     point: str | float = "latest"
     grant: str | None = Field(default=None, max_length=MAX_GRANT)

@@ -26,6 +26,7 @@ from vmdr.blocks.operation import prepare_target
 from vmdr.blocks.urls import open_backend
 from vmdr.model.errors import VmdrError
 from vmdr.roles.byid import DeviceFolder, uuid_dashed
+from vmdr.roles.contracts import TargetFields
 from vmdr.roles.datastores import DatastorePath, DatastoreRoots
 
 __all__ = ["AttachedDisk", "DeviceTooSmall", "Targets", "Where"]
@@ -83,17 +84,15 @@ class Targets:
         return {"datastore": where.datastore, "path": where.path}
 
     @staticmethod
-    def names(target: Where | BaseModel) -> dict[str, Any]:
+    def names(target: Where | TargetFields) -> dict[str, Any]:
         """What a target is called, without looking at any disk: a stored
         target and a request compare equal when they name the same one."""
-        if isinstance(target, AttachedDisk):
-            return {"device": target.uuid}
-        if isinstance(target, DatastorePath):
-            return {"datastore": target.datastore, "path": target.path}
-        data = target.model_dump()
-        if data.get("device") is not None:
-            return {"device": uuid_dashed(str(data["device"]))}
-        return {"datastore": data.get("datastore"), "path": data.get("path")}
+        if isinstance(target, AttachedDisk | DatastorePath):
+            return Targets.record(target)
+        named = target.target_names()
+        if named.get("device") is not None:
+            named["device"] = uuid_dashed(str(named["device"]))
+        return named
 
     def wait_for(self, where: Where) -> None:
         """Wait (up to the configured time) until an attached disk appears."""

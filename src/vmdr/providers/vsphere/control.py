@@ -197,15 +197,22 @@ def create_vm(
     )
 
 
-def attach_disk(si: Any, vm: Any, file: str, unit: int) -> None:
-    """Attach an existing VMDK (``[datastore] folder/disk.vmdk``) at ``unit``."""
+def _add_existing(file: str, controller: int, unit: int, key: int) -> Any:
+    """The device change that attaches an existing VMDK at a slot."""
     from pyVmomi import vim
 
     backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(diskMode="persistent", fileName=file)
     device = vim.vm.device.VirtualDisk(
-        key=-100 - unit, controllerKey=_CONTROLLER_KEY, unitNumber=unit, backing=backing
+        key=key, controllerKey=controller, unitNumber=unit, backing=backing
     )
-    change = vim.vm.device.VirtualDeviceSpec(operation="add", device=device)
+    return vim.vm.device.VirtualDeviceSpec(operation="add", device=device)
+
+
+def attach_disk(si: Any, vm: Any, file: str, unit: int) -> None:
+    """Attach an existing VMDK (``[datastore] folder/disk.vmdk``) at ``unit``."""
+    from pyVmomi import vim
+
+    change = _add_existing(file, _CONTROLLER_KEY, unit, key=-100 - unit)
     wait_for_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
 
 
@@ -226,11 +233,15 @@ def _devices(si: Any, vm: Any) -> list[Any]:
 def attached_disks(si: Any, vm: Any) -> dict[str, str]:
     """The VM's disks: VMDK file (``[ds] dir/disk.vmdk``) → its UUID (ESX
     reads it from the VMDK; empty if it has none)."""
+    return _disk_files(_devices(si, vm))
+
+
+def _disk_files(devices: list[Any]) -> dict[str, str]:
     from pyVmomi import vim
 
     return {
         str(getattr(d.backing, "fileName", "")): getattr(d.backing, "uuid", None) or ""
-        for d in _devices(si, vm)
+        for d in devices
         if isinstance(d, vim.vm.device.VirtualDisk) and getattr(d.backing, "fileName", None)
     }
 
@@ -261,7 +272,7 @@ def attach_disks(si: Any, vm: Any, files: list[str], attempts: int = 5) -> dict[
 
     for attempt in range(attempts):
         devices = _devices(si, vm)
-        present = attached_disks(si, vm)
+        present = _disk_files(devices)
         missing = [f for f in dict.fromkeys(files) if f not in present]
         if not missing:
             break
@@ -269,15 +280,9 @@ def attach_disks(si: Any, vm: Any, files: list[str], attempts: int = 5) -> dict[
         if len(free) < len(missing):
             name = retrieve(si, vm, ["name"]).get("name", "?")
             raise NoFreeDiskSlot(vm=name, free=len(free), wanted=len(missing))
-        changes = []
-        for n, (file, (controller, unit)) in enumerate(zip(missing, free, strict=False)):
-            backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
-                diskMode="persistent", fileName=file
-            )
-            device = vim.vm.device.VirtualDisk(
-                key=-200 - n, controllerKey=controller, unitNumber=unit, backing=backing
-            )
-            changes.append(vim.vm.device.VirtualDeviceSpec(operation="add", device=device))
+        slots = zip(missing, free, strict=False)  # more free slots than disks
+        changes = [_add_existing(file, controller, unit, key=-200 - n)
+                   for n, (file, (controller, unit)) in enumerate(slots)]  # fmt: skip
         try:
             wait_for_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=changes)))
         except VSphereError:
