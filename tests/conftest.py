@@ -20,9 +20,11 @@ from vmdr.lab.lab import Lab
 
 
 @pytest.fixture(scope="session")
-def session_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def session_lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
     """A running, populated lab for the whole test session."""
-    with running_lab(tmp_path_factory.mktemp("lab")) as lab:
+    with running_lab(tmp_path_factory.mktemp("lab"), request.session) as lab:
         yield lab
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -14,6 +15,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from vmdr.lab.lab import Lab
 
@@ -31,14 +34,21 @@ __all__ = [
 
 
 @contextmanager
-def running_lab(folder: Path) -> Iterator[Lab]:
-    """A populated lab in ``folder`` for the duration of the block."""
+def running_lab(folder: Path, session: pytest.Session | None = None) -> Iterator[Lab]:
+    """A populated lab in ``folder`` for the duration of the block.
+
+    Given the test ``session``, the folder is removed after the lab stops
+    if no test has failed so far: a lab's disks and logs take GiBs, and a
+    whole suite's labs left behind fill a CI machine's disk. A failure keeps
+    them for a look."""
     lab = Lab(folder)
     lab.up()
     try:
         yield lab
     finally:
         lab.down()
+    if session is not None and session.testsfailed == 0:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager

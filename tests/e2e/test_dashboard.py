@@ -42,8 +42,10 @@ JOB_TIMEOUT_MS = 240_000
 
 
 @pytest.fixture(scope="module")
-def ui_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    with running_lab(tmp_path_factory.mktemp("dashboard-lab")) as lab:
+def ui_lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
+    with running_lab(tmp_path_factory.mktemp("dashboard-lab"), request.session) as lab:
         for vm in ("web-01", "app-01", "db-01"):
             ok(lab, "protect", vm)
         yield lab

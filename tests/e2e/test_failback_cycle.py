@@ -32,8 +32,10 @@ VM = "web-01"
 
 
 @pytest.fixture(scope="module")
-def cycle_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    with running_lab(tmp_path_factory.mktemp("cycle-lab")) as lab:
+def cycle_lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
+    with running_lab(tmp_path_factory.mktemp("cycle-lab"), request.session) as lab:
         yield lab
 
 

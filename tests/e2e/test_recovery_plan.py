@@ -21,8 +21,10 @@ TIERS = ("db-01", "app-01", "web-01")
 
 
 @pytest.fixture(scope="module")
-def plan_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    with running_lab(tmp_path_factory.mktemp("plan-lab")) as lab:
+def plan_lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
+    with running_lab(tmp_path_factory.mktemp("plan-lab"), request.session) as lab:
         yield lab
 
 

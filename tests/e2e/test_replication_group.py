@@ -39,8 +39,10 @@ while True:
 
 
 @pytest.fixture(scope="module")
-def group_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    with running_lab(tmp_path_factory.mktemp("group-lab")) as lab:
+def group_lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
+    with running_lab(tmp_path_factory.mktemp("group-lab"), request.session) as lab:
         yield lab
 
 
