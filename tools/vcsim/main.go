@@ -182,6 +182,7 @@ func run(cfg config) error {
 	if err != nil {
 		return err
 	}
+	var cbt *cbtEmulator
 	if cfg.byIDRoot != "" {
 		byIDRoot, err := filepath.Abs(cfg.byIDRoot)
 		if err != nil {
@@ -193,6 +194,8 @@ func run(cfg config) error {
 		}
 		simulator.Map.AddHandler(emulator)
 		go emulator.watch()
+		cbt = &cbtEmulator{disks: emulator}
+		simulator.Map.AddHandler(cbt)
 	}
 
 	m.Service.Listen = &url.URL{Host: cfg.listen}
@@ -206,6 +209,13 @@ func run(cfg config) error {
 	server, err := startServer(m.Service)
 	if err != nil {
 		return err
+	}
+	if cbt != nil {
+		// In front of the simulator, which does not implement
+		// QueryChangedDiskAreas. Set before the URL is printed: no client
+		// knows the address yet.
+		cbt.inner = server.Server.Config.Handler
+		server.Server.Config.Handler = cbt
 	}
 
 	u := *server.URL

@@ -1,15 +1,19 @@
-"""Fixtures for the Azure provider's tests against the lab's Azurite (HTTPS,
-the lab's own key): the storage account name, with VMDR_STORAGE_ACCOUNTS
-pointing at the lab's accounts file, and fresh blob URLs deleted afterwards."""
+"""Fixtures for the providers' tests: fresh blob URLs in the lab's Azurite
+(HTTPS, the lab's own key), deleted afterwards; VMs made in the lab's vCenter
+simulator, deleted afterwards."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from vmdr.lab.lab import Lab, vcenter_endpoint
 from vmdr.providers.azure import fencing, pageblob
+from vmdr.providers.vsphere.control import NewDisk, create_vm, delete_vm
+from vmdr.providers.vsphere.session import session
 
 
 @pytest.fixture
@@ -28,3 +32,19 @@ def blob_url(account: str) -> Iterator[Callable[[], str]]:
         if pageblob.exists(url):
             fencing.break_(url)
             pageblob.delete(url)
+
+
+@pytest.fixture
+def vms(lab: Lab) -> Any:
+    """Creates VMs in the lab's vCenter; deletes them after the test."""
+    made: list[Any] = []
+    with session(vcenter_endpoint(lab.directory)) as si:
+
+        def make(name: str, disks: list[NewDisk], enable_uuid: bool = True) -> Any:
+            vm = create_vm(si, name, "esx-01", "vmfs-01", disks, enable_uuid=enable_uuid)
+            made.append(vm)
+            return vm
+
+        yield si, make
+        for vm in reversed(made):
+            delete_vm(si, vm)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 MiB = 1 << 20
 
@@ -36,3 +37,8 @@ def same_sparse_files(a: Path, b: Path) -> bool:
                 if os.pread(fa.fileno(), n, pos) != os.pread(fb.fileno(), n, pos):
                     return False
     return True
+
+
+def vmfs_folder(lab_inventory: dict[str, Any]) -> Path:
+    return Path(next(d["path"] for d in lab_inventory["topology"]["datastores"]
+                     if d["name"] == "vmfs-01"))  # fmt: skip

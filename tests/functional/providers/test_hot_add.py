@@ -6,19 +6,17 @@ resolver reads it as it reads /dev/disk/by-id on a real appliance."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.functional.providers.helpers import vmfs_folder
 from vmdr.lab.lab import Lab, vcenter_endpoint
 from vmdr.providers.vsphere.control import (
     NewDisk,
     NoFreeDiskSlot,
     attach_disks,
     attached_disks,
-    create_vm,
-    delete_vm,
     detach_disks,
     find_vm,
     power_off,
@@ -32,27 +30,6 @@ from vmdr.roles.byid import DeviceFolder, uuid_hex
 MiB = 1 << 20
 
 
-def _vmfs(lab_inventory: dict[str, Any]) -> Path:
-    return Path(next(d["path"] for d in lab_inventory["topology"]["datastores"]
-                     if d["name"] == "vmfs-01"))  # fmt: skip
-
-
-@pytest.fixture
-def vms(lab: Lab) -> Any:
-    """Creates VMs in the lab's vCenter; deletes them after the test."""
-    made: list[Any] = []
-    with session(vcenter_endpoint(lab.directory)) as si:
-
-        def make(name: str, disks: list[NewDisk], enable_uuid: bool = True) -> Any:
-            vm = create_vm(si, name, "esx-01", "vmfs-01", disks, enable_uuid=enable_uuid)
-            made.append(vm)
-            return vm
-
-        yield si, make
-        for vm in reversed(made):
-            delete_vm(si, vm)
-
-
 def test_a_hot_added_disk_appears_to_the_appliance_by_its_vmdk_uuid_and_leaves_on_detach(
     lab: Lab, lab_inventory: dict[str, Any], vms: Any
 ) -> None:
@@ -61,7 +38,7 @@ def test_a_hot_added_disk_appears_to_the_appliance_by_its_vmdk_uuid_and_leaves_o
     appliance = make("hot-add-mt", [NewDisk(16 * MiB, own)])
     make("hot-add-src", [NewDisk(8 * MiB, source)])
     folder = lab.directory / "by-id" / "hot-add-mt"
-    vmfs = _vmfs(lab_inventory)
+    vmfs = vmfs_folder(lab_inventory)
     # ESX made the new disks real: a descriptor with the UUID, a sized extent.
     descriptor = (vmfs / "hot-add-src" / "hot-add-src.vmdk").read_text()
     ddb = re.search(r'ddb\.uuid = "([0-9a-fA-F ]+)"', descriptor)

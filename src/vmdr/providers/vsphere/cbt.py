@@ -1,0 +1,165 @@
+"""Changed block tracking (CBT): what a protect cycle asks vCenter.
+
+A cycle takes a VM snapshot (quiesced through VMware Tools when the caller
+wants an application-consistent point; a quiesce the guest refuses is
+retried without, and the snapshot says which it is), reads each disk's
+``changeId`` from the snapshot's disk backings, asks
+``QueryChangedDiskAreas`` what changed since the changeId the previous cycle
+stored (``"*"`` for the first: the areas holding data), reads only those,
+then removes the snapshot. A changeId vCenter no longer knows (tracking was
+reset: CBT turned off and on, a disk restored, a crash of the host) is
+``ChangeTrackingReset``: the caller falls back to a differential resync.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from vmdr.providers.vsphere.errors import VSphereObjectGone, VSphereTaskFailed, translate
+from vmdr.providers.vsphere.session import VSphereError, retrieve, wait_for_task
+
+__all__ = [
+    "ALL_DATA",
+    "ChangeTrackingReset",
+    "Snapshot",
+    "SnapshotDisk",
+    "changed_areas",
+    "enable_tracking",
+    "remove_snapshot",
+    "remove_stale_snapshots",
+    "take_snapshot",
+]
+
+ALL_DATA = "*"  # the changeId that asks for every area holding data
+
+
+class ChangeTrackingReset(VSphereError):
+    code = "VMDR-E0615"
+    http_status = 409
+    msg = "vCenter no longer knows changeId {change_id!r} of {file}: change tracking was reset"
+    fix = (
+        "Nothing to do: the disk is compared whole this once (a differential resync) and "
+        "tracked again from this cycle. If it repeats, check that nothing turns CBT off on the VM."
+    )
+
+
+@dataclass(frozen=True)
+class SnapshotDisk:
+    key: int  # the device key QueryChangedDiskAreas takes
+    file: str  # "[datastore] folder/disk.vmdk"
+    capacity: int  # bytes
+    change_id: str  # "" when the VM does not track changes
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    ref: Any  # vim.vm.Snapshot
+    quiesced: bool
+    disks: dict[str, SnapshotDisk]  # by file
+
+    @property
+    def consistency(self) -> str:
+        """The recovery point's label: ``app`` only if the guest was quiesced."""
+        return "app" if self.quiesced else "crash"
+
+
+def enable_tracking(si: Any, vm: Any) -> bool:
+    """Turn CBT on (once: turning it on again would reset it); True if it was off."""
+    from pyVmomi import vim
+
+    if retrieve(si, vm, ["config.changeTrackingEnabled"]).get("config.changeTrackingEnabled"):
+        return False
+    wait_for_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)))
+    return True
+
+
+def take_snapshot(si: Any, vm: Any, name: str, quiesce: bool) -> Snapshot:
+    """A snapshot without memory; quiesced if asked and the guest agrees."""
+    from pyVmomi import vim
+
+    def create(quiet: bool) -> Any:
+        task = vm.CreateSnapshot_Task(
+            name=name, description="vmdr protect cycle", memory=False, quiesce=quiet
+        )
+        return wait_for_task(si, task)
+
+    try:
+        ref = create(quiesce)
+    except VSphereTaskFailed:
+        if not quiesce:
+            raise
+        # The guest could not quiesce (no tools, a VSS writer failed): a
+        # crash-consistent snapshot, labelled so; another cause fails again.
+        ref, quiesce = create(False), False
+    devices = retrieve(si, ref, ["config.hardware.device"]).get("config.hardware.device") or []
+    disks = {}
+    for d in devices:
+        backing: Any = getattr(d, "backing", None)
+        if isinstance(d, vim.vm.device.VirtualDisk) and hasattr(backing, "fileName"):
+            capacity = int(d.capacityInBytes or d.capacityInKB * 1024)
+            file, change_id = backing.fileName, getattr(backing, "changeId", None) or ""
+            disks[file] = SnapshotDisk(d.key, file, capacity, change_id)
+    return Snapshot(ref, _quiesced(si, vm, ref) if quiesce else False, disks)
+
+
+def _quiesced(si: Any, vm: Any, ref: Any) -> bool:
+    """What the snapshot tree says, not what was asked."""
+    tree = retrieve(si, vm, ["snapshot"]).get("snapshot")
+    stack = list(tree.rootSnapshotList) if tree is not None else []
+    while stack:
+        node = stack.pop()
+        if node.snapshot._moId == ref._moId:
+            return bool(node.quiesced)
+        stack.extend(node.childSnapshotList or [])
+    return False
+
+
+def changed_areas(
+    si: Any, vm: Any, snapshot: Snapshot, disk: SnapshotDisk, since: str
+) -> list[tuple[int, int]]:
+    """``(start, length)`` of every area changed between ``since`` and the
+    snapshot (``ALL_DATA``: every area holding data). vCenter answers a
+    window at a time; this asks until the end of the disk."""
+    from pyVmomi import vim
+
+    areas: list[tuple[int, int]] = []
+    offset = 0
+    while offset < disk.capacity:
+        try:
+            info = vm.QueryChangedDiskAreas(
+                snapshot=snapshot.ref, deviceKey=disk.key, startOffset=offset, changeId=since
+            )
+        except vim.fault.FileFault as exc:
+            raise ChangeTrackingReset(change_id=since, file=disk.file) from exc
+        except Exception as exc:
+            raise translate(exc) from exc
+        areas.extend((int(a.start), int(a.length)) for a in info.changedArea or [])
+        if info.length <= 0:
+            break  # nothing more to ask for; a reply that advances nothing would loop
+        offset = int(info.startOffset) + int(info.length)
+    return areas
+
+
+def remove_snapshot(si: Any, snapshot: Snapshot) -> None:
+    from pyVmomi import vmodl
+
+    with contextlib.suppress(vmodl.fault.ManagedObjectNotFound, VSphereObjectGone):
+        # removed already (an earlier run of the step, a stale one)
+        wait_for_task(si, snapshot.ref.RemoveSnapshot_Task(removeChildren=False))
+
+
+def remove_stale_snapshots(si: Any, vm: Any, prefix: str, keep: str = "") -> int:
+    """Remove the VM's snapshots named ``prefix…`` but ``keep``: what a cycle
+    that died before its clean-up left (a snapshot kept grows its delta disk)."""
+    tree = retrieve(si, vm, ["snapshot"]).get("snapshot")
+    stack = list(tree.rootSnapshotList) if tree is not None else []
+    removed = 0
+    while stack:
+        node = stack.pop()
+        stack.extend(node.childSnapshotList or [])
+        if node.name.startswith(prefix) and node.name != keep:
+            remove_snapshot(si, Snapshot(node.snapshot, False, {}))
+            removed += 1
+    return removed
