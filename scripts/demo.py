@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from vmdr.lab import guest
 from vmdr.lab.lab import Lab, vcenter_endpoint
 from vmdr.lab.state import load_inventory
 from vmdr.model.errors import VmdrError
@@ -112,9 +113,7 @@ def onprem_flat(lab: Lab, vm: str) -> Path:
 def write_on_premises(lab: Lab, vms: list[str], what: str, offset: int) -> None:
     """The applications write on-premises."""
     for name in vms:
-        with open(onprem_flat(lab, name), "r+b") as f:
-            f.seek(offset)
-            f.write(f"{name}: {what}\n".encode() * 2000)
+        guest.write(onprem_flat(lab, name), offset, f"{name}: {what}\n".encode() * 2000)
 
 
 def delete_original(lab: Lab, name: str) -> None:

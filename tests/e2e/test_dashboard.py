@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.helpers import add_site_endpoints, app_servers, running_lab, vmdr_json
+from vmdr.lab import guest
 from vmdr.lab.lab import Lab
 from vmdr.lab.state import load_inventory
 
@@ -315,9 +316,8 @@ def test_the_rpo_chart_draws_every_sample_the_server_kept(
         plane_file.write_text(json.dumps({**plane, "replication_interval": 2}))
         deadline = time.monotonic() + 180
         while True:
-            with open(flat, "r+b") as f:
-                f.seek((8 + len(ok(ui_lab, "items", "points", "db-01"))) << 20)
-                f.write(os.urandom(256 << 10))
+            offset = (8 + len(ok(ui_lab, "items", "points", "db-01"))) << 20
+            guest.write(flat, offset, os.urandom(256 << 10))
             kept = ok(ui_lab, "items", "metrics", "db-01")["samples"]
             if len(kept) >= 3 and any(x["bytes"] for x in kept):
                 break

@@ -25,6 +25,7 @@ from tests.helpers import (
     vmdr_json,
     wait_resolves,
 )
+from vmdr.lab import guest
 from vmdr.lab.lab import Lab, vcenter_endpoint
 from vmdr.lab.state import load_inventory
 
@@ -125,9 +126,7 @@ def test_protect_fail_over_reprotect_fail_back_and_protect_again(cycle_lab: Lab)
         assert blob_sha(lab, blobs[unit]) == file_sha(flat)
 
     # 2. The application writes on-premises; a planned failover loses none of it.
-    with open(flats[0], "r+b") as f:
-        f.seek(3 << 20)
-        f.write(b"written on-premises just before failover" * 100)
+    guest.write(flats[0], 3 << 20, b"written on-premises just before failover" * 100)
     succeeded(lab, "failover", VM)
     assert power_state(lab) == "poweredOff"
     # The cloud VM writes at once; the failover's recovery point is the proof.
@@ -186,9 +185,7 @@ def test_protect_fail_over_reprotect_fail_back_and_protect_again(cycle_lab: Lab)
     assert VM not in cloud_vms
 
     # 7. Reprotect to the cloud again: only the delta travels.
-    with open(flats[1], "r+b") as f:
-        f.seek(5 << 20)
-        f.write(b"back home" * 1000)
+    guest.write(flats[1], 5 << 20, b"back home" * 1000)
     code, plan = vmdr(lab, "reprotect", VM, "--plan")
     assert code == 0 and plan["mode"] == "delta", plan
     succeeded(lab, "reprotect", VM)
@@ -337,9 +334,7 @@ def test_cancel_a_planned_failover_then_fail_over_unplanned_to_an_older_point(
     flat = Path(built["disks"][0]["flat_path"])
     succeeded(lab, "protect", vm)
     before_write = file_sha(flat)
-    with open(flat, "r+b") as f:
-        f.seek(1 << 20)
-        f.write(b"written after the first recovery point" * 500)
+    guest.write(flat, 1 << 20, b"written after the first recovery point" * 500)
     succeeded(lab, "failover", vm)
     code, points = vmdr(lab, "items", "points", vm)
     assert [p["tag"] for p in points] == ["initial", "planned-failover"]
@@ -385,9 +380,7 @@ def test_continuous_replication_takes_points_and_reports_rpo_and_health(cycle_la
     succeeded(lab, "protect", vm)
     try:
         plane_file.write_text(json.dumps({**plane, "replication_interval": 1}))
-        with open(flat, "r+b") as f:
-            f.seek(7 << 20)
-            f.write(b"replicated continuously" * 300)
+        guest.write(flat, 7 << 20, b"replicated continuously" * 300)
         want = file_sha(flat)
         deadline = time.monotonic() + 60
         while True:

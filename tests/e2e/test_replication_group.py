@@ -28,13 +28,13 @@ from vmdr.lab.state import load_inventory
 MEMBERS = ("db-01", "app-01")
 OFFSET = 40 << 20  # where the writer keeps its counter, on both disks
 WRITER = """
-import os, struct, sys
-fds = [os.open(path, os.O_RDWR) for path in sys.argv[1:]]
+import struct, sys
+from vmdr.lab import guest  # the write, and the change ESX would track
 n = 0
 while True:
     n += 1
-    for fd in fds:  # db-01 first, then app-01
-        os.pwrite(fd, struct.pack("<Q", n), {offset})
+    for path in sys.argv[1:]:  # db-01 first, then app-01
+        guest.write(path, {offset}, struct.pack("<Q", n))
 """
 
 

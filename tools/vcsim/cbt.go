@@ -159,6 +159,10 @@ func (c *cbtEmulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	case bytes.Contains(body, []byte("<RemoveSnapshot_Task")) || bytes.Contains(body, []byte("<RemoveAllSnapshots_Task")):
+		if method, err := simulator.UnmarshalBody(types.TypeFunc(), body); err == nil {
+			c.guardSnapshotFiles(method.This)
+		}
 	case bytes.Contains(body, []byte("changeTrackingEnabled")) && c.authenticated(r):
 		if method, err := simulator.UnmarshalBody(types.TypeFunc(), body); err == nil {
 			if req, ok := method.Body.(*types.ReconfigVM_Task); ok && req.Spec.ChangeTrackingEnabled != nil {
@@ -205,6 +209,37 @@ func (c *cbtEmulator) track(ref types.ManagedObjectReference, on bool) {
 				} else {
 					_ = os.Remove(ctkPath(descriptor))
 				}
+			}
+		}
+	})
+}
+
+// guardSnapshotFiles keeps a snapshot's removal from deleting a disk. The
+// simulator removes the files whose layout keys a snapshot names, and its
+// RefreshStorageInfo (run when a snapshot is removed) drops every file from
+// the VM's layout (it stats "[ds] path" as a local path), after which keys
+// are handed out again from 0: an older snapshot's key may then name a
+// -flat.vmdk. A key that no longer names a snapshot file is cleared first.
+func (c *cbtEmulator) guardSnapshotFiles(ref types.ManagedObjectReference) {
+	if snap, ok := simulator.Map.Get(ref).(*simulator.VirtualMachineSnapshot); ok {
+		ref = snap.Vm
+	}
+	vm, ok := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	if !ok {
+		return
+	}
+	simulator.Map.WithLock(vm, func() {
+		names := map[int32]string{}
+		for _, f := range vm.LayoutEx.File {
+			names[f.Key] = f.Name
+		}
+		for i := range vm.LayoutEx.Snapshot {
+			layout := &vm.LayoutEx.Snapshot[i]
+			if !strings.HasSuffix(names[layout.DataKey], ".vmsn") {
+				layout.DataKey = -1
+			}
+			if !strings.HasSuffix(names[layout.MemoryKey], ".vmem") {
+				layout.MemoryKey = -1
 			}
 		}
 	})

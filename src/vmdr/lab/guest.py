@@ -30,9 +30,10 @@ def change_log(flat: Path) -> Path:
     return flat.with_name(name + CTK_SUFFIX)
 
 
-def write(flat: Path, offset: int, data: bytes) -> None:
+def write(flat: Path | str, offset: int, data: bytes) -> None:
     """Write ``data`` at ``offset`` of a lab VM's disk extent, durably, and
     record the change if the disk is tracked."""
+    flat = Path(flat)
     if offset < 0 or not data:
         raise ValueError("a guest write needs an offset ≥ 0 and some bytes")
     fd = os.open(flat, os.O_WRONLY)

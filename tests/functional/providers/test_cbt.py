@@ -142,3 +142,30 @@ def test_query_changed_disk_areas_needs_a_session(lab: Lab) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, context=context, timeout=10)
     assert err.value.code == 500 and b"NotAuthenticated" in err.value.read()
+
+
+def test_a_cycle_leaves_the_vms_own_snapshots_and_disks_as_they_were(
+    lab: Lab, lab_inventory: dict[str, Any], vms: Any
+) -> None:
+    """A VM with a snapshot of its own (which reprotect will refuse until it
+    is removed): cycles' snapshots come and go, the VM's stays, and removing
+    it afterwards removes no disk (the simulator's file keys are reused once
+    a snapshot is removed: see tools/vcsim/cbt.go guardSnapshotFiles)."""
+    from vmdr.providers.vsphere.cbt import cycle_snapshot
+    from vmdr.providers.vsphere.control import power_off, power_on, remove_snapshots
+
+    si, _ = vms
+    vm, flat = _disk(vms, lab_inventory, "cbt-own-snapshot", MiB)
+    file = FILE.format(vm="cbt-own-snapshot")
+    guest.write(flat, 0, b"the application's data")
+    wait_for_task(si, vm.CreateSnapshot_Task(name="before-upgrade", memory=False, quiesce=False))
+    for job in ("job-1", "job-2"):
+        cycle_snapshot(si, vm, job, False, {file: ""})
+        assert snapshot_names(si, vm) == ["before-upgrade", f"vmdr-protect-{job}"]
+        assert remove_stale_snapshots(si, vm, "vmdr-protect-") == 1
+        power_on(si, vm)
+        power_off(si, vm, guest_timeout=1)
+    assert snapshot_names(si, vm) == ["before-upgrade"]
+    assert remove_snapshots(si, vm) == 1
+    assert snapshot_names(si, vm) == []
+    assert flat.read_bytes()[:22] == b"the application's data"

@@ -127,6 +127,7 @@ class MemoryVms:
         self.created: dict[str, tuple[str, str, list[Any]]] = {}
         self.snapshots_removed: list[str] = []
         self.attached: dict[str, dict[str, str]] = {}  # VM -> its disks' files -> UUIDs
+        self.cycle_snapshots: list[str] = []
 
     def __call__(self, vcenter_id: str) -> Any:  # Workflows.vcenters
         import contextlib
@@ -180,3 +181,15 @@ class MemoryVms:
         self._need(name)
         disks = self.attached.get(name, {})
         return [f for f in files if disks.pop(f, None) is not None]
+
+    def cycle_snapshot(self, name: str, cycle: str, quiesce: bool, since: dict[str, str]) -> Any:
+        """No tracking here: every disk is compared whole."""
+        from vmdr.providers.vsphere.cbt import CycleSnapshot
+
+        self._need(name)
+        self.cycle_snapshots.append(name)
+        return CycleSnapshot("crash", {}, dict.fromkeys(since), [])
+
+    def remove_cycle_snapshots(self, name: str) -> int:
+        self._need(name)
+        return int(name in self.cycle_snapshots)

@@ -74,6 +74,9 @@ class TrialVm(_Model):
 class LastSync(_Model):
     step: str
     bytes: dict[str, int]  # per disk unit: written or zeroed
+    read: dict[str, int] = {}  # per disk unit: bytes read from the disks
+    how: dict[str, str] = {}  # per disk unit: "changed" (CBT's areas) or "differential"
+    consistency: str = "crash"  # the snapshot's: "app" when the guest was quiesced
 
 
 class ItemSettings(_Model):
@@ -94,6 +97,7 @@ class ItemSettings(_Model):
     replicated_at: float | None = None
     point_job: str | None = None  # the job whose point was taken last
     last_sync: LastSync | None = None
+    change_ids: dict[str, str] = {}  # per disk unit: the changeId its replica is equal at
     group_presync_bytes: int | None = None
     failed_over_at_point: int | None = None
 

@@ -3,19 +3,23 @@
 the cloud after a failback.
 
 Data path: the VM's flat VMDK extents (read through the data plane's
-datastore mounts) → page blobs, by the block engine's ``DiffResync``: the
-first run copies every data block, later runs only blocks that differ, so
-reprotect after failback sends only the delta. Recovery points are page blob
-snapshots. Every step is idempotent (a resync of equal disks moves nothing).
+datastore mounts) while a VM snapshot holds them → page blobs. Changed block
+tracking names the areas changed since the last sync (``DirtyCopy`` reads
+only those); the first sync, a reset tracking, and reprotect after a
+failback compare whole disks (``DiffResync``: only blocks that differ are
+sent, so reprotect sends only the delta). Recovery points are page blob
+snapshots, labelled "app" only when the VM snapshot was quiesced. Every step
+is idempotent (a sync of equal disks moves nothing).
 """
 
 from __future__ import annotations
 
+from vmdr.blocks.copy import DirtyCopy
 from vmdr.blocks.operation import Counters
 from vmdr.blocks.resync import DiffResync
 from vmdr.blocks.urls import open_backend
 from vmdr.blocks.verify import Verify, VerifyResult
-from vmdr.control.db.item_settings import ItemDisk
+from vmdr.control.db.item_settings import ItemDisk, LastSync
 from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.jobs.params import RecoveryOptions
 from vmdr.control.workflows.context import Workflows
@@ -51,21 +55,52 @@ def _plan_disks(wf: Workflows, ctx: StepContext) -> None:
     wf.update_settings(item, disks=disks, vm=machine.name, vcenter=machine.vcenter_id)
 
 
-def sync_disks(wf: Workflows, ctx: StepContext, step: str) -> None:
-    """On-premises disks → page blobs, only the blocks that differ."""
+def sync_disks(
+    wf: Workflows, ctx: StepContext, step: str, differential: bool = False, quiesce: bool = False
+) -> None:
+    """On-premises disks → page blobs, through a VM snapshot.
+
+    The snapshot (quiesced if asked and the guest agrees) holds the disks
+    still while they are read; changed block tracking says what changed
+    since the changeId the last sync stored, and only those areas are read
+    and sent. A disk with no stored changeId (the first sync), a reset one,
+    or ``differential`` (after a failback the master target wrote the disks
+    where no tracking saw it) is compared whole instead: every block that
+    differs is sent. The snapshot's changeIds are stored only once every
+    disk is in the cloud, so a sync that fails is asked again from the last
+    good one. The snapshot is removed whatever happens."""
     item = ctx.params["item"]
     plane, settings = wf.dataplane, wf.settings(item)
+    name = settings.onprem_vm_name
+    known = {} if differential else settings.change_ids
+    since = {d.file: known.get(str(d.unit), "") for d in settings.disks}
+    with wf.vsphere(settings.vcenter_id) as vms:
+        snap = vms.cycle_snapshot(name, ctx.job_id, quiesce, since)
+    for file in snap.reset:
+        ctx.progress(step, 0, f"{file}: change tracking was reset (VMDR-E0615), compared whole")
     sent: dict[str, int] = {}
-    for disk in settings.disks:
-        result = resync_into(ctx, plane.source_disk(disk.file).url, disk.blob)
-        sent[str(disk.unit)] = result.written + result.zeroed
-        ctx.progress(
-            step,
-            result.written,
-            f"disk {disk.unit}: {result.written} bytes written, "
-            f"{result.zeroed} zeroed, of {disk.capacity}",
-        )
-    wf.update_settings(item, last_sync={"step": step, "bytes": sent})
+    read: dict[str, int] = {}
+    how: dict[str, str] = {}
+    try:
+        for disk in settings.disks:
+            areas = snap.changed.get(disk.file)
+            result = resync_into(ctx, plane.source_disk(disk.file).url, disk.blob, areas)
+            how[str(disk.unit)] = "differential" if areas is None else "changed"
+            sent[str(disk.unit)] = result.written + result.zeroed
+            read[str(disk.unit)] = result.read
+            ctx.progress(
+                step,
+                result.written,
+                f"disk {disk.unit} ({how[str(disk.unit)]}): {result.read} bytes read, "
+                f"{result.written} written, {result.zeroed} zeroed, of {disk.capacity}",
+            )
+    finally:
+        with wf.vsphere(settings.vcenter_id) as vms:
+            vms.remove_cycle_snapshots(name)
+    ids = {str(d.unit): snap.change_ids[d.file] for d in settings.disks
+           if d.file in snap.change_ids}  # fmt: skip
+    last = LastSync(step=step, bytes=sent, read=read, how=how, consistency=snap.consistency)
+    wf.update_settings(item, last_sync=last, change_ids=ids)
 
 
 def last_sync_bytes(wf: Workflows, item: str) -> int:
@@ -96,7 +131,8 @@ def take_point(wf: Workflows, ctx: StepContext, tag: str) -> None:
     if settings.point_job == ctx.job_id:
         return  # taken by an earlier run of this step
     locations = {d.unit: snapshot(d.blob) for d in settings.disks}
-    kind = "crash" if tag == "continuous" else "app"
+    last = settings.last_sync
+    kind = last.consistency if last is not None else "crash"  # what the snapshot was
     seq = wf.add_point(item, tag, kind, locations)
     wf.update_settings(item, point_job=ctx.job_id)
     ctx.progress("recovery-point", 0, f"recovery point {seq} ({tag})")
@@ -125,14 +161,19 @@ def _start_in_cloud(wf: Workflows, ctx: StepContext) -> None:
     ctx.progress("start-in-cloud", 0, f"cloud VM {name} is {vm.state}")
 
 
-def resync_into(ctx: StepContext, source: str, target: str) -> Counters:
+def resync_into(
+    ctx: StepContext, source: str, target: str, areas: list[tuple[int, int]] | None = None
+) -> Counters:
     """Make ``target`` (created or grown as needed) equal to ``source``: only
-    the blocks that differ are written. A cancel request stops the copy at
-    once (the job's cancel scope)."""
+    the blocks that differ are written; given ``areas`` (``(start, length)``,
+    what changed block tracking says changed), only those are read, the rest
+    trusted equal. A cancel request stops the copy at once (the job's cancel
+    scope)."""
     with open_backend(source) as src, open_backend(target, "rw", create=True) as dst:
         if dst.size() < src.size():
             dst.resize(src.size())
-        result: Counters = ctx.run(DiffResync(src, dst))
+        copy = DiffResync(src, dst) if areas is None else DirtyCopy(src, dst, areas)
+        result: Counters = ctx.run(copy)
         dst.flush()
     return result
 
@@ -174,7 +215,7 @@ def cloud_kinds(wf: Workflows) -> list[JobKind]:
             "enableProtection",
             [
                 ("plan", step(_plan_disks)),
-                ("initial-replication", step(sync_disks, "initial-replication")),
+                ("initial-replication", step(sync_disks, "initial-replication", False, True)),
                 ("verify", step(verify_replicas)),
                 ("recovery-point", step(take_point, "initial")),
             ],
@@ -184,7 +225,7 @@ def cloud_kinds(wf: Workflows) -> list[JobKind]:
             "plannedFailover",
             [
                 ("shut-down-source", step(_shut_down_source)),
-                ("final-sync", step(sync_disks, "final-sync")),
+                ("final-sync", step(sync_disks, "final-sync", False, True)),
                 ("verify", step(verify_replicas)),
                 ("recovery-point", step(take_point, "planned-failover")),
                 ("start-in-cloud", step(_start_in_cloud)),
@@ -206,7 +247,7 @@ def cloud_kinds(wf: Workflows) -> list[JobKind]:
             "reprotectToCloud",
             [
                 ("stop-failback-replication", step(_forget_failback_replication)),
-                ("delta-sync", step(sync_disks, "delta-sync")),
+                ("delta-sync", step(sync_disks, "delta-sync", True, True)),
                 ("verify", step(verify_replicas)),
                 ("recovery-point", step(take_point, "reprotect")),
             ],

@@ -22,10 +22,13 @@ from vmdr.providers.vsphere.session import VSphereError, retrieve, wait_for_task
 
 __all__ = [
     "ALL_DATA",
+    "SNAPSHOT_PREFIX",
     "ChangeTrackingReset",
+    "CycleSnapshot",
     "Snapshot",
     "SnapshotDisk",
     "changed_areas",
+    "cycle_snapshot",
     "enable_tracking",
     "remove_snapshot",
     "remove_stale_snapshots",
@@ -33,6 +36,7 @@ __all__ = [
 ]
 
 ALL_DATA = "*"  # the changeId that asks for every area holding data
+SNAPSHOT_PREFIX = "vmdr-protect-"  # a cycle's snapshot: this and the job's id
 
 
 class ChangeTrackingReset(VSphereError):
@@ -163,3 +167,38 @@ def remove_stale_snapshots(si: Any, vm: Any, prefix: str, keep: str = "") -> int
             remove_snapshot(si, Snapshot(node.snapshot, False, {}))
             removed += 1
     return removed
+
+
+@dataclass(frozen=True)
+class CycleSnapshot:
+    """What one protect cycle learnt from vCenter before reading a byte."""
+
+    consistency: str  # "app" or "crash": what the snapshot is
+    change_ids: dict[str, str]  # per disk file: the snapshot's changeId
+    changed: dict[str, list[tuple[int, int]] | None]  # per disk file; None: compare whole
+    reset: list[str]  # the files whose tracking was reset (compared whole)
+
+
+def cycle_snapshot(
+    si: Any, vm: Any, cycle: str, quiesce: bool, since: dict[str, str]
+) -> CycleSnapshot:
+    """Snapshot the VM for a cycle and ask what changed on each disk file of
+    ``since`` from the changeId given (``""``: nothing known, compare whole).
+    Tracking is turned on if it was off; snapshots of earlier cycles that
+    died before their clean-up are removed first."""
+    enable_tracking(si, vm)
+    remove_stale_snapshots(si, vm, SNAPSHOT_PREFIX)
+    snapshot = take_snapshot(si, vm, SNAPSHOT_PREFIX + cycle, quiesce)
+    changed: dict[str, list[tuple[int, int]] | None] = {}
+    reset: list[str] = []
+    for file, previous in since.items():
+        disk = snapshot.disks.get(file)
+        if disk is None or not disk.change_id or not previous:
+            changed[file] = None
+            continue
+        try:
+            changed[file] = changed_areas(si, vm, snapshot, disk, previous)
+        except ChangeTrackingReset:
+            changed[file], reset = None, [*reset, file]
+    ids = {f: d.change_id for f, d in snapshot.disks.items() if d.change_id}
+    return CycleSnapshot(snapshot.consistency, ids, changed, reset)

@@ -23,7 +23,11 @@ REQUIRED: dict[str, str] = {
     "VirtualMachine.Interact.PowerOn": "power the VM on after failback",
     "VirtualMachine.Interact.PowerOff": "power the VM off before resync",
     "VirtualMachine.State.RemoveSnapshot": "remove snapshots before reprotect",
+    "VirtualMachine.State.CreateSnapshot": "snapshot the VM for each protect cycle",
+    "VirtualMachine.Config.ChangeTracking": "turn changed block tracking on",
+    "VirtualMachine.Provisioning.DiskRandomRead": "ask what changed (QueryChangedDiskAreas)",
     "VirtualMachine.Config.AddExistingDisk": "attach the failed-back disks",
+    "VirtualMachine.Config.RemoveDisk": "detach disks from the master target",
     "VirtualMachine.Config.AddNewDisk": "add a disk when no original matches",
     "VirtualMachine.Config.AdvancedConfig": "set disk.enableUUID",
 }

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from vmdr.providers.vsphere import control
+from vmdr.providers.vsphere import cbt, control
+from vmdr.providers.vsphere.cbt import CycleSnapshot
 from vmdr.providers.vsphere.control import NewDisk, VmNotFound
 
 __all__ = ["VmControl", "VmOperations"]
@@ -44,6 +45,17 @@ class VmOperations(Protocol):
 
     def detach(self, name: str, files: list[str]) -> list[str]:
         """Remove these VMDKs from the VM, keeping them; the files detached."""
+        ...
+
+    def cycle_snapshot(
+        self, name: str, cycle: str, quiesce: bool, since: dict[str, str]
+    ) -> CycleSnapshot:
+        """Snapshot the VM for a protect cycle and ask, per disk file, what
+        changed since the changeId given (``cbt.cycle_snapshot``)."""
+        ...
+
+    def remove_cycle_snapshots(self, name: str) -> int:
+        """Remove the VM's protect-cycle snapshots; how many there were."""
         ...
 
 
@@ -86,3 +98,13 @@ class VmControl:
 
     def detach(self, name: str, files: list[str]) -> list[str]:
         return control.detach_disks(self.si, control.find_vm(self.si, name), files)
+
+    def cycle_snapshot(
+        self, name: str, cycle: str, quiesce: bool, since: dict[str, str]
+    ) -> CycleSnapshot:
+        vm = control.find_vm(self.si, name)
+        return cbt.cycle_snapshot(self.si, vm, cycle, quiesce, since)
+
+    def remove_cycle_snapshots(self, name: str) -> int:
+        vm = control.find_vm(self.si, name)
+        return cbt.remove_stale_snapshots(self.si, vm, cbt.SNAPSHOT_PREFIX)
