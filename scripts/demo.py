@@ -6,7 +6,10 @@ reprotected back: web-01 to its original location (differential), db-01 to
 an alternate location after its original was deleted (full copy, a new VM on
 the master target's host), app-01 refused by a precheck (it has a snapshot).
 The two are failed back with a byte-for-byte proof, committed, and protected
-to the cloud again (only the delta travels). Every operation is a durable job
+to the cloud again (only the delta travels). After each sync it prints what
+was read from the disks: the final sync before failover reads only the
+areas changed block tracking names; the first sync and the one after
+failback compare whole disks. Every operation is a durable job
 of the configuration server, run through the `vmdr` CLI with its progress
 bars; the summary table says what crossed the wire and whether the disks
 were proved equal.
@@ -139,6 +142,21 @@ def show_master_target_disks(lab: Lab, when: str) -> None:
         console.print(f"     {escape(file)}  (VMDK UUID {disks[file]})")
 
 
+def show_reads(lab: Lab, vms: list[str]) -> None:
+    """What each VM's last sync read from its disks, against their size, and
+    how: the areas changed block tracking named, or the whole disks compared."""
+    for vm in vms:
+        item = vmdr_json(lab, "items", "show", vm)
+        last = item["last_sync"] or {}
+        size = sum(d["capacity"] for d in item["disks"])
+        read = sum(int(v) for v in (last.get("read") or {}).values())
+        how = sorted(set((last.get("how") or {}).values())) or ["-"]
+        console.print(
+            f"   {vm} {last.get('step', '-')}: read {read / MiB:.2f} MiB of {size / MiB:.0f} MiB "
+            f"({', '.join(how)})"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, default=Path(".vmdr-lab"))
@@ -152,6 +170,7 @@ def main() -> int:
         console.print("[bold]3.[/] protect three VMs to the cloud (page blobs in Azurite):")
         for vm in vms:
             must(lab, "protect", vm)
+        show_reads(lab, vms)
         console.print(
             "[bold]4.[/] the applications write on-premises; planned failover "
             "(shut down, final sync, recovery point, start in the cloud):"
@@ -159,6 +178,7 @@ def main() -> int:
         write_on_premises(lab, vms, "orders written before the failover", 2 * MiB)
         for vm in vms:
             must(lab, "failover", vm)
+        show_reads(lab, vms)
         console.print("[bold]5.[/] the VMs run in the cloud and change their disks; commit:")
         time.sleep(3)
         for vm in vms:
@@ -195,6 +215,7 @@ def main() -> int:
         write_on_premises(lab, ["web-01", "db-01"], "orders written after failback", 9 * MiB)
         for vm in ("web-01", "db-01"):
             must(lab, "reprotect", vm)
+        show_reads(lab, ["web-01", "db-01"])
         summary(lab, vms, timing, refusal)
     except VmdrError as exc:
         console.print(f"[bold red]{exc}[/]")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from azure.storage.blob import BlobServiceClient
 
 from vmdr.lab.lab import Lab
@@ -18,6 +19,7 @@ from vmdr.lab.services import azurite_connection_string
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timeout(900)  # the whole demo, as long as its own subprocess may take
 def test_demo_runs_the_whole_cycle_and_its_summary_is_true(tmp_path: Path) -> None:
     lab = Lab(tmp_path / "demo-lab")
     try:
@@ -46,6 +48,16 @@ def test_demo_runs_the_whole_cycle_and_its_summary_is_true(tmp_path: Path) -> No
                      "[vmfs-01] db-01/db-01.vmdk"):  # fmt: skip
             assert disk in during[1]
         assert "disks attached to mt-01 after failback: none" in out
+        # Each sync reads what changed block tracking names, or (the first,
+        # and the one after failback) compares the disks whole.
+        line = r"(\w+-01) ([\w-]+): read ([\d.]+) MiB of \d+ MiB \(([\w, -]+)\)"
+        reads = {f"{m[1]} {m[2]}": (float(m[3]), m[4]) for m in re.finditer(line, out)}
+        for vm in ("web-01", "db-01", "app-01"):
+            assert reads[f"{vm} initial-replication"][1] == "differential", reads
+            read, how = reads[f"{vm} final-sync"]
+            assert how == "changed" and 0 < read <= 0.25, reads  # the write, not the disk
+        for vm in ("web-01", "db-01"):
+            assert reads[f"{vm} delta-sync"][1] == "differential", reads
         # OLR sends a part of the disk; the way back to the cloud only the delta.
         assert 0 < float(web[2]) < float(web[1]) / 2
         for row in (web, db):
