@@ -5,16 +5,12 @@ The real compute, process server and vSphere keep their functional tests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vmdr.control.db.engine import open_database, session_factory
 from vmdr.control.db.models import Machine, ProtectedItem
 from vmdr.control.jobs import JobKind, StepContext
-from vmdr.control.secrets import SecretBox
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.to_onprem import onprem_kinds
 from vmdr.model.errors import VmdrError
@@ -32,26 +28,6 @@ class Events:
 
     def progress(self, job_id: str, step: str, done_bytes: int, message: str | None) -> None:
         self.seen.append((step, done_bytes, message))
-
-
-@pytest.fixture
-def plane() -> MemoryPlane:
-    return MemoryPlane()
-
-
-@pytest.fixture
-def vms() -> MemoryVms:
-    return MemoryVms("web-01", "mt-01")
-
-
-@pytest.fixture
-def wf(tmp_path: Path, plane: MemoryPlane, vms: MemoryVms) -> Iterator[Workflows]:
-    engine = open_database(f"sqlite:///{tmp_path / 'vmdr.db'}")
-    box = SecretBox.in_folder(tmp_path)
-    flows = Workflows(session_factory(engine), None, lambda: box, tmp_path,  # type: ignore[arg-type]
-                      load_plane=lambda _: plane, vcenters=vms)  # fmt: skip
-    yield flows
-    engine.dispose()
 
 
 def item(wf: Workflows, mode: str = "OLR", disks: int = 2, **settings: Any) -> str:

@@ -181,7 +181,7 @@ def _take_point(wf: Workflows, ctx: StepContext) -> None:
         row, _ = wf.item(s, ctx.params["item"])
         to_cloud = row.direction == Direction.PRIMARY_TO_RECOVERY
     if to_cloud:
-        sync_disks(wf, ctx, "sync")
+        sync_disks(wf, ctx, "sync", False, True)  # quiesced: an app point if the guest agrees
         verify_replicas(wf, ctx)
     take_point(wf, ctx, ctx.args(PointParams).tag or "manual")
 
@@ -201,7 +201,8 @@ def upkeep_kinds(wf: Workflows) -> list[JobKind]:
         kind(
             "resyncToCloud",
             [
-                ("resync", step(sync_disks, "resync")),
+                # differential: a resync is asked for when something is off
+                ("resync", step(sync_disks, "resync", True, True)),
                 ("verify", step(verify_replicas)),
                 ("recovery-point", step(take_point, "resync")),
             ],
