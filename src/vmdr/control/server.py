@@ -26,6 +26,11 @@ from vmdr.control.jobs.params import DiscoverParams
 from vmdr.control.jobs.workers import WorkerLease, worker_id
 from vmdr.control.secrets import SecretBox
 from vmdr.control.traffic import TrafficManager
+from vmdr.control.workflows.attachments import (
+    RECONCILE_SECONDS,
+    reconcile_attachments,
+    release_kind,
+)
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.groups import group_kind
 from vmdr.control.workflows.plans import plan_job_kind
@@ -89,7 +94,7 @@ class ConfigServerSettings:
 def job_kinds(wf: Workflows) -> list[JobKind]:
     """Every job kind of the configuration server's workflows."""
     kinds = [*cloud_kinds(wf), *onprem_kinds(wf), *upkeep_kinds(wf), plan_kind(wf)]
-    return [*kinds, group_kind(wf), replicate_kind(wf), plan_job_kind(wf)]
+    return [*kinds, group_kind(wf), replicate_kind(wf), plan_job_kind(wf), release_kind(wf)]
 
 
 class ConfigServer:
@@ -112,6 +117,9 @@ class ConfigServer:
         )
         self.jobs.every("retention", 3600, self.prune)
         self.jobs.every("reconcile", 60, self.jobs.reconcile)
+        self.jobs.every(
+            "attachments", RECONCILE_SECONDS, lambda: reconcile_attachments(self.workflows)
+        )
         self.lease: WorkerLease | None = None
         # Cutover steps move DNS; the probe loop starts only with the API.
         self.traffic = TrafficManager(self.sessions, lambda: self.workflows.dataplane)

@@ -114,10 +114,11 @@ def start_operation(
     try:
         return submit(), kind
     except JobConflict:
-        # A replication cycle gives way to an operation: a queued one ends,
-        # a running one is cancelled (its data copy stops within about a
-        # second) and waited for. Anything else holding the item: E0511.
-        if not wf.engine.give_way(item_id, ("replicate",), CYCLE_GIVES_WAY):
+        # A replication cycle (or a release of disks left on the master
+        # target) gives way to an operation: a queued one ends, a running one
+        # is cancelled (its data copy stops within about a second) and waited
+        # for. Anything else holding the item: E0511.
+        if not wf.engine.give_way(item_id, ("replicate", "releaseTargets"), CYCLE_GIVES_WAY):
             raise
     return submit(), kind
 

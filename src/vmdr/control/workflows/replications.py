@@ -91,10 +91,15 @@ def detach_targets(wf: Workflows, item: str) -> list[str]:
     """Detach the failback target disks from the master target's VM (before
     the VM they belong to may be powered on); the files detached."""
     settings = wf.settings(item)
-    if not settings.failback_targets:
+    targets = settings.failback_targets
+    if not targets:
         return []
     with wf.vsphere(settings.vcenter_id) as vms:
-        return vms.detach(master_target_vm(wf), [t.file for t in settings.failback_targets])
+        detached = vms.detach(master_target_vm(wf), [t.file for t in targets])
+    if any(t.device for t in targets):  # none held now (``attachments.py`` reads this)
+        released = [t.model_copy(update={"device": None}) for t in targets]
+        wf.update_settings(item, failback_targets=released)
+    return detached
 
 
 def start_replication(wf: Workflows, ctx: StepContext) -> None:
