@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from vmdr.model.errors import VmdrError
+from vmdr.model.vmdk_uuid import uuid_dashed, uuid_hex
 
 __all__ = [
     "BY_ID",
@@ -48,7 +49,6 @@ __all__ = [
 ]
 
 BY_ID = Path("/dev/disk/by-id")
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _NAME = re.compile(
     r"^(?:wwn-0x(?P<wwn>[0-9a-f]{32})|scsi-3(?P<naa>[0-9a-f]{32})"
     r"|scsi-SVMware_Virtual_disk_(?P<serial>[0-9a-f]{32}))$",
@@ -74,21 +74,6 @@ class DeviceAmbiguous(VmdrError):
         "Two attached disks carry the same UUID (a copied VMDK): detach the one that does "
         "not belong to this job, or give it a new UUID, and run the job again."
     )
-
-
-def uuid_hex(vmdk_uuid: str) -> str:
-    """``6000C29d-e45f-…`` (as vSphere shows it, dashes or spaces anywhere)
-    → the 32 lower-case hex digits udev uses."""
-    digits = re.sub(r"[\s-]", "", vmdk_uuid).lower()
-    if not _HEX32.match(digits):
-        raise ValueError(f"{vmdk_uuid!r} is not a VMDK UUID (32 hex digits)")
-    return digits
-
-
-def uuid_dashed(vmdk_uuid: str) -> str:
-    """The UUID in vSphere's 8-4-4-4-12 form, lower case: how vmdr shows it."""
-    h = uuid_hex(vmdk_uuid)
-    return f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
 def by_id_names(vmdk_uuid: str) -> list[str]:

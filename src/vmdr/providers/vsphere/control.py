@@ -11,11 +11,11 @@ of ``session``/``Connection``.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from vmdr.model.dspath import DatastoreFile
+from vmdr.model.vmdk_uuid import new_vmdk_uuid
 from vmdr.providers.vsphere.session import (
     VSphereError,
     objects_of_type,
@@ -58,10 +58,8 @@ class NewDisk:
 
 
 def vmware_disk_uuid() -> str:
-    """A disk UUID in the form ESX gives them (``6000C29x-...``)."""
-    raw = uuid.uuid4().hex
-    u = "6000c29" + raw[7:]
-    return f"{u[0:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:32]}"
+    """A disk UUID in the form ESX gives them (``6000c29x-...``)."""
+    return new_vmdk_uuid()
 
 
 def find_vm(si: Any, name: str) -> Any:
