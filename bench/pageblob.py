@@ -8,7 +8,7 @@ the end. Each round writes ``--size-mib`` of random bytes into a fresh page
 blob and reads them back, once each way:
 
     write vmdr   PageBlobBackend.write in 1 MiB pieces (combined into 4 MiB
-                 Put Page calls, 4 in flight), then flush
+                 Put Page calls, 8 in flight), then flush
     write sdk    BlobClient.upload_page, 4 MiB per call, one after the other
     read vmdr    PageBlobBackend.readinto in pieces of ``preferred_read``
                  (4 MiB: two parallel ranged GETs each), and in 256 KiB pieces
@@ -112,7 +112,7 @@ def report(best: dict[str, float], size: int, rounds: int) -> list[str]:
             "write",
             "write vmdr",
             "write sdk",
-            "1 MiB writes -> 4 MiB Put Page x4 | upload_page 4 MiB",
+            "1 MiB writes -> 4 MiB Put Page x8 | upload_page 4 MiB",
         ),
         ("read 4 MiB", "read vmdr 4MiB", "read sdk 4MiB", "readinto 4 MiB | download_blob 4 MiB"),
         ("read 256 KiB", "read vmdr 256KiB", "read sdk 256KiB", "readinto | download_blob"),

@@ -74,11 +74,13 @@ def cycle(si: Any, vm: Any, flat: Path, blob: str, since: str, name: str) -> dic
     start = time.perf_counter()
     snap = cbt.cycle_snapshot(si, vm, name, False, {FILE: since})
     areas = snap.changed[FILE]
+    asked = time.perf_counter()
     try:
         with open_backend(f"file://{flat}") as src, open_backend(blob, "rw") as dst:
             op = DiffResync(src, dst) if areas is None else DirtyCopy(src, dst, areas)
             counters = op.run()
             dst.flush()
+        copied = time.perf_counter()
     finally:
         cbt.remove_stale_snapshots(si, vm, cbt.SNAPSHOT_PREFIX)
     seconds = time.perf_counter() - start
@@ -86,6 +88,8 @@ def cycle(si: Any, vm: Any, flat: Path, blob: str, since: str, name: str) -> dic
         "read": counters.read,
         "written": counters.written + counters.zeroed,
         "seconds": round(seconds, 3),
+        "vcenter_seconds": round(seconds - (copied - asked), 3),  # snapshot, query, removal
+        "copy_seconds": round(copied - asked, 3),
         "areas": None if areas is None else len(areas),
         "change_id": snap.change_ids[FILE],
     }
@@ -132,6 +136,7 @@ def report(r: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {name:<13} changed {x['changed'] / MiB:8.1f} MiB   read {x['read'] / MiB:9.1f} MiB"
             f"   written {x['written'] / MiB:8.1f} MiB   {x['seconds']:7.2f} s"
+            f" (vCenter {x['vcenter_seconds']:.2f} s, copy {x['copy_seconds']:.2f} s)"
         )
     lines.append(
         f"  read/changed with cbt {c['read'] / c['changed']:.3f}   "
