@@ -13,7 +13,7 @@ from vmdr.control.workflows.replications import attach_targets
 from vmdr.model.lifecycle import Direction, State
 
 from .items import item
-from .outside import MemoryVms
+from .outside import MemoryPlane, MemoryVms
 
 MT = "mt-01"
 
@@ -42,7 +42,7 @@ def release(wf: Workflows, ident: str) -> list[str | None]:
 
 
 def test_a_reprotect_that_failed_after_its_attach_leaves_disks_that_are_released(
-    wf: Workflows, vms: MemoryVms
+    wf: Workflows, vms: MemoryVms, plane: MemoryPlane
 ) -> None:
     ident = item(wf)
     attach_targets(wf, ident)  # the reprotect attached them, then failed
@@ -51,6 +51,8 @@ def test_a_reprotect_that_failed_after_its_attach_leaves_disks_that_are_released
 
     assert release(wf, ident) == ["2 disk(s) detached from the master target's VM"]
     assert vms.attached[MT] == {}
+    # Its replications were told to stop, the master target to forget them.
+    assert sorted(plane.ps().stopped) == [(f"fb-{ident}-d0", True), (f"fb-{ident}-d1", True)]
     assert all(t.device is None for t in wf.settings(ident).failback_targets)
     assert stale_items(wf) == []  # nothing held any more: no job next time
     assert release(wf, ident) == ["0 disk(s) detached from the master target's VM"]

@@ -13,10 +13,10 @@ So every ``RECONCILE_SECONDS`` (on one worker, and soon after a start), the
 items that hold attached targets they do not need are found, and each gets a
 ``releaseTargets`` job: it holds the item's job lock, so it never races an
 operation that is attaching them, checks again that they are not needed,
-and detaches them (idempotent: what vCenter no longer shows attached is left
-alone). An item needs them while a job runs on it and while it replicates
-home (protected, or in a failback drill, in the direction recovery →
-primary).
+stops the item's failback replications if any still run, and detaches the
+disks (idempotent: what vCenter no longer shows attached is left alone).
+An item needs them while a job runs on it and while it replicates home
+(protected, or in a failback drill, in the direction recovery → primary).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def reconcile_attachments(wf: Workflows) -> list[str]:
 
 
 def _release(wf: Workflows, ctx: StepContext) -> None:
-    from vmdr.control.workflows.replications import detach_targets
+    from vmdr.control.workflows.replications import stop_replications
 
     item = ctx.params["item"]
     with wf.sessions() as s:
@@ -89,7 +89,9 @@ def _release(wf: Workflows, ctx: StepContext) -> None:
     if needs_targets(state):  # an operation started since the tick, or it replicates home
         ctx.progress("release", 0, "still needed: the item replicates home")
         return
-    detached = detach_targets(wf, item)
+    # A failed reprotect may have left its replications running towards
+    # them: they stop first (the master target forgets their journals).
+    detached = stop_replications(wf, item)
     ctx.progress("release", 0, f"{len(detached)} disk(s) detached from the master target's VM")
 
 
