@@ -19,6 +19,7 @@ from vmdr.lab.lab import Lab, vcenter_endpoint
 from vmdr.providers.vsphere.cbt import (
     ALL_DATA,
     ChangeTrackingReset,
+    Snapshot,
     changed_areas,
     enable_tracking,
     remove_snapshot,
@@ -35,6 +36,16 @@ def _disk(vms: Any, lab_inventory: dict[str, Any], name: str, size: int) -> tupl
     _, make = vms
     vm = make(name, [NewDisk(size, vmware_disk_uuid())])
     return vm, vmfs_folder(lab_inventory) / name / f"{name}-flat.vmdk"
+
+
+def _tracked(
+    vms: Any, lab_inventory: dict[str, Any], name: str, size: int
+) -> tuple[Any, Path, str, Snapshot]:
+    """A VM with one disk, tracking changes, and a first snapshot."""
+    si, _ = vms
+    vm, flat = _disk(vms, lab_inventory, name, size)
+    enable_tracking(si, vm)
+    return vm, flat, FILE.format(vm=name), take_snapshot(si, vm, "vmdr-protect-a", quiesce=False)
 
 
 def test_changed_areas_are_what_the_guest_wrote_between_two_snapshots(
@@ -69,10 +80,10 @@ def test_changed_areas_are_what_the_guest_wrote_between_two_snapshots(
     # The first snapshot still carries its own changeId.
     assert first.disks[file].change_id != third.disks[file].change_id
 
-    assert remove_stale_snapshots(si, vm, "vmdr-protect-", keep="vmdr-protect-3") == 2
-    assert snapshot_names(si, vm) == ["vmdr-protect-3"]
     remove_snapshot(si, third)
+    assert snapshot_names(si, vm) == ["vmdr-protect-1", "vmdr-protect-2"]
     remove_snapshot(si, third)  # again: already gone
+    assert remove_stale_snapshots(si, vm, "vmdr-protect-") == 2
     assert snapshot_names(si, vm) == []
 
 
@@ -82,10 +93,7 @@ def test_a_reset_change_tracking_refuses_the_old_change_id_with_its_code(
     from pyVmomi import vim
 
     si, _ = vms
-    vm, flat = _disk(vms, lab_inventory, "cbt-reset", 4 * MiB)
-    file = FILE.format(vm="cbt-reset")
-    enable_tracking(si, vm)
-    before = take_snapshot(si, vm, "vmdr-protect-a", quiesce=False)
+    vm, flat, file, before = _tracked(vms, lab_inventory, "cbt-reset", 4 * MiB)
     off = vim.vm.ConfigSpec(changeTrackingEnabled=False)
     wait_for_task(si, vm.ReconfigVM_Task(spec=off))
     assert not guest.change_log(flat).exists()
@@ -103,10 +111,7 @@ def test_a_long_answer_comes_in_windows_and_the_client_gets_every_area(
 ) -> None:
     """vCenter answers at most so many areas at a time (the lab's 4,096)."""
     si, _ = vms
-    vm, flat = _disk(vms, lab_inventory, "cbt-many", 48 * MiB)
-    file = FILE.format(vm="cbt-many")
-    enable_tracking(si, vm)
-    before = take_snapshot(si, vm, "vmdr-protect-a", quiesce=False)
+    vm, flat, file, before = _tracked(vms, lab_inventory, "cbt-many", 48 * MiB)
     offsets = [i * 8192 for i in range(4100)]
     for offset in offsets:
         guest.write(flat, offset, b"z" * 10)

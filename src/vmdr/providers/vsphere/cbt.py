@@ -17,6 +17,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+from vmdr.providers.vsphere.control import snapshot_nodes
 from vmdr.providers.vsphere.errors import VSphereObjectGone, VSphereTaskFailed, translate
 from vmdr.providers.vsphere.session import VSphereError, retrieve, wait_for_task
 
@@ -110,14 +111,8 @@ def take_snapshot(si: Any, vm: Any, name: str, quiesce: bool) -> Snapshot:
 
 def _quiesced(si: Any, vm: Any, ref: Any) -> bool:
     """What the snapshot tree says, not what was asked."""
-    tree = retrieve(si, vm, ["snapshot"]).get("snapshot")
-    stack = list(tree.rootSnapshotList) if tree is not None else []
-    while stack:
-        node = stack.pop()
-        if node.snapshot._moId == ref._moId:
-            return bool(node.quiesced)
-        stack.extend(node.childSnapshotList or [])
-    return False
+    node = next((n for n in snapshot_nodes(si, vm) if n.snapshot._moId == ref._moId), None)
+    return node is not None and bool(node.quiesced)
 
 
 def changed_areas(
@@ -154,19 +149,13 @@ def remove_snapshot(si: Any, snapshot: Snapshot) -> None:
         wait_for_task(si, snapshot.ref.RemoveSnapshot_Task(removeChildren=False))
 
 
-def remove_stale_snapshots(si: Any, vm: Any, prefix: str, keep: str = "") -> int:
-    """Remove the VM's snapshots named ``prefix…`` but ``keep``: what a cycle
-    that died before its clean-up left (a snapshot kept grows its delta disk)."""
-    tree = retrieve(si, vm, ["snapshot"]).get("snapshot")
-    stack = list(tree.rootSnapshotList) if tree is not None else []
-    removed = 0
-    while stack:
-        node = stack.pop()
-        stack.extend(node.childSnapshotList or [])
-        if node.name.startswith(prefix) and node.name != keep:
-            remove_snapshot(si, Snapshot(node.snapshot, False, {}))
-            removed += 1
-    return removed
+def remove_stale_snapshots(si: Any, vm: Any, prefix: str) -> int:
+    """Remove the VM's snapshots named ``prefix…``: what a cycle that died
+    before its clean-up left (a snapshot kept grows its delta disk)."""
+    stale = [n.snapshot for n in snapshot_nodes(si, vm) if n.name.startswith(prefix)]
+    for ref in stale:
+        remove_snapshot(si, Snapshot(ref, False, {}))
+    return len(stale)
 
 
 @dataclass(frozen=True)
@@ -199,6 +188,7 @@ def cycle_snapshot(
         try:
             changed[file] = changed_areas(si, vm, snapshot, disk, previous)
         except ChangeTrackingReset:
-            changed[file], reset = None, [*reset, file]
+            changed[file] = None
+            reset.append(file)
     ids = {f: d.change_id for f, d in snapshot.disks.items() if d.change_id}
     return CycleSnapshot(snapshot.consistency, ids, changed, reset)

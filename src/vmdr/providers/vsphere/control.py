@@ -11,6 +11,7 @@ of ``session``/``Connection``.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "power_on",
     "remove_snapshots",
     "snapshot_names",
+    "snapshot_nodes",
     "vm_datastores",
     "vmware_disk_uuid",
 ]
@@ -107,18 +109,22 @@ def power_off(si: Any, vm: Any, guest_timeout: float = 300.0) -> str:
     return "hard"
 
 
-def snapshot_names(si: Any, vm: Any) -> list[str]:
+def snapshot_nodes(si: Any, vm: Any) -> Iterator[Any]:
+    """The VM's snapshot tree, parents before their children
+    (``vim.vm.SnapshotTree`` nodes: name, snapshot, quiesced, …)."""
     snap = retrieve(si, vm, ["snapshot"]).get("snapshot")
-    names: list[str] = []
 
-    def walk(nodes: Any) -> None:
+    def walk(nodes: Any) -> Iterator[Any]:
         for node in nodes or []:
-            names.append(node.name)
-            walk(node.childSnapshotList)
+            yield node
+            yield from walk(node.childSnapshotList)
 
     if snap is not None:
-        walk(snap.rootSnapshotList)
-    return names
+        yield from walk(snap.rootSnapshotList)
+
+
+def snapshot_names(si: Any, vm: Any) -> list[str]:
+    return [node.name for node in snapshot_nodes(si, vm)]
 
 
 def remove_snapshots(si: Any, vm: Any) -> int:
