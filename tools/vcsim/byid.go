@@ -265,16 +265,21 @@ func syncLinks(folder string, links map[string]string) error {
 }
 
 func descriptorText(flatName string, size int64, uuid string) string {
-	hex := strings.ReplaceAll(uuid, "-", "")
-	pairs := []string{}
-	for i := 0; i+2 <= len(hex); i += 2 {
-		pairs = append(pairs, hex[i:i+2])
-	}
 	return fmt.Sprintf("# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID=fffffffe\n"+
 		"parentCID=ffffffff\ncreateType=\"vmfs\"\n\n# Extent description\n"+
 		"RW %d VMFS \"%s\"\n\n# The Disk Data Base\n#DDB\n\n"+
 		"ddb.adapterType = \"lsilogic\"\nddb.virtualHWVersion = \"13\"\n"+
-		"ddb.uuid = \"%s\"\n", size/512, flatName, strings.Join(pairs, " "))
+		"ddb.uuid = \"%s\"\n", size/512, flatName, spacedHex(strings.ReplaceAll(uuid, "-", "")))
+}
+
+// spacedHex spells hex digits in pairs, "60 00 c2 9d …", as VMware's
+// descriptors and changeIds do.
+func spacedHex(digits string) string {
+	pairs := []string{}
+	for i := 0; i+2 <= len(digits); i += 2 {
+		pairs = append(pairs, digits[i:i+2])
+	}
+	return strings.Join(pairs, " ")
 }
 
 // newDiskUUID is a UUID the way ESX gives disks one: 6000C29 and random hex.

@@ -28,6 +28,7 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -89,7 +90,7 @@ func (c *cbtEmulator) PutObject(obj mo.Reference) {
 			continue
 		}
 		diskCopy, backingCopy := *disk, *backing
-		backingCopy.ChangeId = fmt.Sprintf("%s/%d", id, records)
+		backingCopy.ChangeId = fmt.Sprintf("%s/%d", id, len(records))
 		diskCopy.Backing = &backingCopy
 		devices[i] = &diskCopy
 	}
@@ -97,28 +98,28 @@ func (c *cbtEmulator) PutObject(obj mo.Reference) {
 }
 
 func (c *cbtEmulator) UpdateObject(mo.Reference, []types.PropertyChange) {}
-func (c *cbtEmulator) RemoveObject(types.ManagedObjectReference)        {}
+func (c *cbtEmulator) RemoveObject(types.ManagedObjectReference)         {}
 
 func ctkPath(descriptor string) string {
 	return strings.TrimSuffix(descriptor, ".vmdk") + "-ctk.log"
 }
 
-// readLog returns a change log's tracking id and number of records; a
-// missing log is started when create is set.
-func readLog(path string, create bool) (string, int, error) {
+// readLog returns a change log's tracking id and its records; a missing
+// log is started when create is set.
+func readLog(path string, create bool) (string, []string, error) {
 	data, err := ioutil.ReadFile(path)
 	if os.IsNotExist(err) && create {
 		id, err := startLog(path)
-		return id, 0, err
+		return id, nil, err
 	}
 	if err != nil {
-		return "", 0, err
+		return "", nil, err
 	}
 	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
 	if !strings.HasPrefix(lines[0], ctkHeader) {
-		return "", 0, fmt.Errorf("%s: not a change log", path)
+		return "", nil, fmt.Errorf("%s: not a change log", path)
 	}
-	return strings.TrimPrefix(lines[0], ctkHeader), len(lines) - 1, nil
+	return strings.TrimPrefix(lines[0], ctkHeader), lines[1:], nil
 }
 
 // startLog writes an empty log under a new tracking id, spelled as ESX
@@ -126,14 +127,7 @@ func readLog(path string, create bool) (string, int, error) {
 func startLog(path string) (string, error) {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
-	hex := func(p []byte) string {
-		parts := make([]string, len(p))
-		for i, x := range p {
-			parts[i] = fmt.Sprintf("%02x", x)
-		}
-		return strings.Join(parts, " ")
-	}
-	id := hex(b[:8]) + "-" + hex(b[8:])
+	id := spacedHex(hex.EncodeToString(b[:8])) + "-" + spacedHex(hex.EncodeToString(b[8:]))
 	return id, writeAtomically(path, []byte(ctkHeader+id+"\n"))
 }
 
@@ -383,16 +377,15 @@ func changedSince(ctk, since, at string, capacity int64) ([]types.DiskChangeExte
 	if err != nil || fromID != atID || from > to {
 		return nil, fmt.Errorf("change id %q does not lead to %q", since, at)
 	}
-	data, err := ioutil.ReadFile(ctk)
+	id, records, err := readLog(ctk, false)
 	if err != nil {
 		return nil, err
 	}
-	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-	if lines[0] != ctkHeader+atID || len(lines)-1 < to {
+	if id != atID || len(records) < to {
 		return nil, fmt.Errorf("%s was reset", ctk)
 	}
 	var areas []types.DiskChangeExtent
-	for _, line := range lines[1+from : 1+to] {
+	for _, line := range records[from:to] {
 		var start, length int64
 		if _, err := fmt.Sscanf(line, "%d %d", &start, &length); err != nil || start < 0 || length <= 0 {
 			return nil, fmt.Errorf("%s: bad record %q", ctk, line)
