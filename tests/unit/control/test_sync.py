@@ -153,16 +153,23 @@ def test_a_sync_that_fails_keeps_the_last_good_change_ids_and_removes_its_snapsh
 def test_points_are_labelled_by_the_snapshot_not_by_the_operation(
     wf: Workflows, plane: MemoryPlane, tmp_path: Path, disk: Path, monkeypatch: Any
 ) -> None:
+    from vmdr.control.db.models import RecoveryPoint
     from vmdr.providers.azure import pageblob
 
-    vms = TrackingVms(answer("52 aa/0", None, "crash"))
+    vms = TrackingVms(answer("52 aa/0", None, "crash"), answer("52 aa/1", [], "app"))
     wf.vcenters = vms
     ident = protected(wf, plane, tmp_path)
-    sync(wf, ident, "initial-replication", quiesce=True)  # asked, but the guest did not quiesce
     monkeypatch.setattr(pageblob, "snapshot", lambda url: f"{url}?snapshot=1")
-    take_point(wf, StepContext("job-point", {"item": ident}, Events()), "initial")
-    from vmdr.control.db.models import RecoveryPoint
 
-    with wf.sessions() as s:
-        kinds = {p.kind for p in s.query(RecoveryPoint).filter_by(item_id=ident)}
-    assert kinds == {"crash"}
+    def point(job: str) -> str:
+        take_point(wf, StepContext(job, {"item": ident}, Events()), job)
+        with wf.sessions() as s:
+            return str(s.query(RecoveryPoint).filter_by(item_id=ident, tag=job).one().kind)
+
+    sync(wf, ident, "initial-replication", quiesce=True)  # asked, but the guest did not quiesce
+    assert point("job-initial-replication") == "crash"
+    sync(wf, ident, "final-sync", quiesce=True)  # the guest quiesced
+    assert point("job-final-sync") == "app"
+    # A point of disks no snapshot of its own job held (the cloud disks
+    # before a failback) does not borrow the last sync's label.
+    assert point("job-before-failback") == "crash"

@@ -77,6 +77,7 @@ class LastSync(_Model):
     read: dict[str, int] = {}  # per disk unit: bytes read from the disks
     how: dict[str, str] = {}  # per disk unit: "changed" (CBT's areas) or "differential"
     consistency: str = "crash"  # the snapshot's: "app" when the guest was quiesced
+    job: str | None = None  # the job that synced: its point may carry that label
 
 
 class ItemSettings(_Model):

@@ -99,7 +99,8 @@ def sync_disks(
             vms.remove_cycle_snapshots(name)
     ids = {str(d.unit): snap.change_ids[d.file] for d in settings.disks
            if d.file in snap.change_ids}  # fmt: skip
-    last = LastSync(step=step, bytes=sent, read=read, how=how, consistency=snap.consistency)
+    last = LastSync(step=step, bytes=sent, read=read, how=how, consistency=snap.consistency,
+                    job=ctx.job_id)  # fmt: skip
     wf.update_settings(item, last_sync=last, change_ids=ids)
 
 
@@ -131,8 +132,10 @@ def take_point(wf: Workflows, ctx: StepContext, tag: str) -> None:
     if settings.point_job == ctx.job_id:
         return  # taken by an earlier run of this step
     locations = {d.unit: snapshot(d.blob) for d in settings.disks}
+    # What this job's VM snapshot was; a point of disks no snapshot of this
+    # job held (the cloud disks before a failback) is crash-consistent.
     last = settings.last_sync
-    kind = last.consistency if last is not None else "crash"  # what the snapshot was
+    kind = last.consistency if last is not None and last.job == ctx.job_id else "crash"
     seq = wf.add_point(item, tag, kind, locations)
     wf.update_settings(item, point_job=ctx.job_id)
     ctx.progress("recovery-point", 0, f"recovery point {seq} ({tag})")
