@@ -1,10 +1,12 @@
-"""Protected items in the steps' database, as an earlier operation left them."""
+"""Protected items in the steps' database, as an earlier operation left them,
+and a step run as the job engine runs it, its progress kept."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from vmdr.control.db.models import Machine, ProtectedItem
+from vmdr.control.jobs import JobKind, StepContext
 from vmdr.control.workflows.context import Workflows
 from vmdr.model.lifecycle import Direction, Site, State
 
@@ -65,3 +67,18 @@ def master_target_on(wf: Workflows, host: str) -> None:
                                host_id=esx.id, vm_name="mt-01"))  # fmt: skip
         else:
             mt.host_id = esx.id
+
+
+class Events:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, str | None]] = []
+
+    def progress(self, job_id: str, step: str, done_bytes: int, message: str | None) -> None:
+        self.seen.append((step, done_bytes, message))
+
+
+def run(kind: JobKind, step: str, params: dict[str, Any], job: str = "job-12345678") -> Events:
+    events = Events()
+    fn = dict(kind.steps)[step]
+    fn(StepContext(job, params, events))
+    return events

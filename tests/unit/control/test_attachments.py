@@ -6,24 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from vmdr.control.db.models import ProtectedItem
-from vmdr.control.jobs import StepContext
 from vmdr.control.workflows.attachments import release_kind, stale_items
 from vmdr.control.workflows.context import Workflows
 from vmdr.control.workflows.replications import attach_targets
 from vmdr.model.lifecycle import Direction, State
 
-from .items import item
+from .items import item, run
 from .outside import MemoryPlane, MemoryVms
 
 MT = "mt-01"
-
-
-class Events:
-    def __init__(self) -> None:
-        self.messages: list[str | None] = []
-
-    def progress(self, job_id: str, step: str, done: int, message: str | None) -> None:
-        self.messages.append(message)
 
 
 def set_state(
@@ -36,9 +27,8 @@ def set_state(
 
 
 def release(wf: Workflows, ident: str) -> list[str | None]:
-    events = Events()
-    dict(release_kind(wf).steps)["release"](StepContext("job-1", {"item": ident}, events))
-    return events.messages
+    events = run(release_kind(wf), "release", {"item": ident}, job="job-1")
+    return [message for _, _, message in events.seen]
 
 
 def test_a_reprotect_that_failed_after_its_attach_leaves_disks_that_are_released(

@@ -5,8 +5,6 @@ The real compute, process server and vSphere keep their functional tests."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from vmdr.control.jobs import JobKind, StepContext
@@ -15,23 +13,8 @@ from vmdr.control.workflows.to_onprem import onprem_kinds
 from vmdr.model.errors import VmdrError
 from vmdr.transport.grants import REPLICATE, GrantVerifier
 
-from .items import BLOB, item, master_target_on
+from .items import BLOB, Events, item, master_target_on, run
 from .outside import MemoryPlane, MemoryVms
-
-
-class Events:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, int, str | None]] = []
-
-    def progress(self, job_id: str, step: str, done_bytes: int, message: str | None) -> None:
-        self.seen.append((step, done_bytes, message))
-
-
-def run(kind: JobKind, step: str, params: dict[str, Any], job: str = "job-12345678") -> Events:
-    events = Events()
-    fn = dict(kind.steps)[step]
-    fn(StepContext(job, params, events))
-    return events
 
 
 def kinds(wf: Workflows) -> dict[str, JobKind]:

@@ -22,6 +22,7 @@ from vmdr.model.errors import VmdrError
 from vmdr.model.lifecycle import Direction, Site, State
 from vmdr.providers.vsphere.cbt import CycleSnapshot
 
+from .items import Events
 from .outside import MemoryPlane, MemoryVms
 
 MiB = 1 << 20
@@ -45,11 +46,6 @@ class TrackingVms(MemoryVms):
     def remove_cycle_snapshots(self, name: str) -> int:
         self.removed += 1
         return 1
-
-
-class Events:
-    def progress(self, job_id: str, step: str, done: int, message: str | None) -> None:
-        pass
 
 
 @pytest.fixture
